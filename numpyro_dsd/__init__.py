@@ -1,0 +1,24 @@
+"""numpyro-dsd: kernel Stein discrepancies and diffusion Stein methods for NumPyro.
+
+The top level exposes the discrepancy (:func:`ksd`, :func:`ksd_squared`, :func:`stein_matrix`),
+the base kernels (:class:`IMQ`, :class:`Gaussian`) and the diffusions (:class:`Identity`,
+:class:`Constant`, :class:`PositionDependent`). Scores of NumPyro models live in
+:mod:`numpyro_dsd.targets`.
+"""
+
+from numpyro_dsd.diffusion import Constant, Identity, PositionDependent
+from numpyro_dsd.kernels import IMQ, Gaussian
+from numpyro_dsd.stein import ksd, ksd_squared, stein_matrix
+
+__all__ = [
+    "IMQ",
+    "Gaussian",
+    "Identity",
+    "Constant",
+    "PositionDependent",
+    "ksd",
+    "ksd_squared",
+    "stein_matrix",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,118 @@
+"""Blocked, sharded evaluation of weighted sums over all pairs of a symmetric pair function.
+
+The pair matrix :math:`K_{ij} = \\kappa(f_i, f_j)` is never formed. Points are padded to a
+multiple of the block size B and cut into blocks; only the tiles :math:`(I, J)` with
+:math:`I \\le J` are visited (half the pairs), each costing :math:`O(B^2)` memory:
+
+.. math::
+    \\sum_{ij} w_i w_j K_{ij}
+    = \\sum_{I} w_I^\\top K_{II} w_I + 2\\sum_{I<J} w_I^\\top K_{IJ} w_J .
+
+The tile list is split over the given devices with :func:`jax.shard_map` (a 1-D mesh named
+``"tiles"``); each device scans its tiles with :func:`jax.lax.scan` and the partial sums are
+combined with ``psum``, so one device and many give the same value up to rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
+
+__all__ = ["pad_blocks", "tile_list", "weighted_pair_sum"]
+
+TileFn = Callable[..., jax.Array]
+
+
+def pad_blocks(tree: object, n: int, block: int) -> object:
+    """Zero-pad every leaf's leading axis from n to a multiple of ``block`` and reshape it to
+    ``(n_blocks, block, ...)``."""
+    nb = -(-n // block)
+
+    def one(a: jax.Array) -> jax.Array:
+        a = jnp.pad(a, [(0, nb * block - n)] + [(0, 0)] * (a.ndim - 1))
+        return a.reshape(nb, block, *a.shape[1:])
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def tile_list(n_blocks: int, n_devices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Upper-triangular tiles ``(I, J, factor)``, padded with zero-factor tiles to a multiple of
+    ``n_devices``; ``factor`` is 1 on the diagonal and 2 above it."""
+    rows, cols = np.triu_indices(n_blocks)
+    factor = np.where(rows == cols, 1, 2)
+    pad = -len(rows) % n_devices
+    zeros = np.zeros(pad, dtype=rows.dtype)
+    return (
+        np.concatenate([rows, zeros]).astype(np.int32),
+        np.concatenate([cols, zeros]).astype(np.int32),
+        np.concatenate([factor, zeros]).astype(np.int32),
+    )
+
+
+@partial(jax.jit, static_argnames=("tile_fn", "block", "devices"))
+def weighted_pair_sum(
+    tile_fn: TileFn,
+    feats: object,
+    consts: object,
+    diag: jax.Array,
+    weights: jax.Array,
+    *,
+    block: int,
+    devices: Sequence[jax.Device],
+) -> jax.Array:
+    """:math:`\\sum_{i,j} w_i w_j K_{ij}` with :math:`K_{ii}` taken from ``diag``.
+
+    Parameters
+    ----------
+    tile_fn : callable
+        ``tile_fn(feats_I, feats_J, consts) -> (B, B)`` block of the pair function (hashable:
+        it is a static argument).
+    feats : pytree of arrays with leading axis n
+        Per-point features.
+    consts : pytree
+        Arrays shared by all pairs, passed to every ``tile_fn`` call.
+    diag : (n,)
+        Exact :math:`K_{ii}` (the tile function's value on the diagonal is replaced by it, so
+        rounding in a distance computed as :math:`|x|^2 + |y|^2 - 2x\\cdot y` cannot leak in).
+    weights : (n,)
+        :math:`w`; zero weight makes a point inert.
+    block : int
+        Tile size B.
+    devices : tuple of devices
+        Devices to shard the tiles over.
+
+    Returns
+    -------
+    Scalar of the features' dtype.
+    """
+    n = weights.shape[0]
+    fb, db, wb = pad_blocks((feats, diag, weights), n, block)
+    rows, cols, factor = tile_list(wb.shape[0], len(devices))
+    eye = jnp.eye(block, dtype=bool)
+
+    def local(rows: jax.Array, cols: jax.Array, factor: jax.Array, fb, consts, db, wb) -> jax.Array:
+        def body(acc: jax.Array, tile: tuple[jax.Array, ...]) -> tuple[jax.Array, None]:
+            i, j, f = tile
+            fi = jax.tree_util.tree_map(lambda a: a[i], fb)
+            fj = jax.tree_util.tree_map(lambda a: a[j], fb)
+            k = jnp.where(eye & (i == j), db[i][:, None], tile_fn(fi, fj, consts))
+            return acc + f.astype(acc.dtype) * (wb[i] @ k @ wb[j]), None
+
+        total, _ = jax.lax.scan(body, jnp.zeros((), wb.dtype), (rows, cols, factor))
+        return jax.lax.psum(total, "tiles")
+
+    mesh = Mesh(np.asarray(devices), ("tiles",))
+    tiles, rep = PartitionSpec("tiles"), PartitionSpec()
+    sharded = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(tiles, tiles, tiles, rep, rep, rep, rep),
+        out_specs=rep,
+        check_vma=False,
+    )
+    return sharded(jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(factor), fb, consts, db, wb)

@@ -1,0 +1,312 @@
+"""Scalar base kernels with closed-form derivatives, and their preconditioners.
+
+Every kernel here is *radial in a preconditioned norm*: with a symmetric positive definite
+preconditioner :math:`\\Gamma` and :math:`A = \\Gamma^{-1}`, :math:`r = x - y` and
+:math:`t = r^\\top A r`,
+
+.. math:: k(x, y) = \\varphi(t).
+
+So its derivatives need only :math:`\\varphi, \\varphi', \\varphi''` (math.md §2.5):
+
+.. math::
+    \\nabla_1 k = 2\\varphi'(t)\\,Ar,\\qquad \\nabla_2 k = -\\nabla_1 k,\\qquad
+    H = \\partial_x\\partial_y k = -4\\varphi''(t)\\,(Ar)(Ar)^\\top - 2\\varphi'(t)\\,A .
+
+A kernel object is a *specification*; the preconditioner is resolved from the points the kernel
+will see by :meth:`IMQ.precondition_matrix` (``"med"``, ``"sclmed"`` and ``"smpcov"`` follow
+stein-thinning's ``make_precon`` exactly). The radial profile (:class:`IMQProfile`,
+:class:`GaussianProfile`) is a small hashable value that jitted code closes over.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+__all__ = [
+    "IMQ",
+    "Gaussian",
+    "IMQProfile",
+    "GaussianProfile",
+    "precondition_matrix",
+    "kernel_derivatives",
+]
+
+_MEDIAN_SUBSAMPLE = 1000
+_NAMED_PRECONDITIONERS = (None, "id", "med", "sclmed", "smpcov")
+
+
+class IMQProfile(NamedTuple):
+    """Inverse multiquadric profile :math:`\\varphi(t) = (c^2 + t)^\\beta`."""
+
+    c: float
+    beta: float
+
+    def __call__(self, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Return :math:`(\\varphi, \\varphi', \\varphi'')` at ``t`` (any shape).
+
+        :math:`\\varphi' = \\beta u^{\\beta-1}` and
+        :math:`\\varphi'' = \\beta(\\beta-1)u^{\\beta-2}`
+        with :math:`u = c^2 + t`; one power (a reciprocal square root when
+        :math:`\\beta = -1/2`) and one division per entry.
+        """
+        u = self.c**2 + t
+        inv_u = 1.0 / u
+        phi = jax.lax.rsqrt(u) if self.beta == -0.5 else jnp.exp(self.beta * jnp.log(u))
+        dphi = self.beta * phi * inv_u
+        return phi, dphi, (self.beta - 1.0) * dphi * inv_u
+
+
+class GaussianProfile(NamedTuple):
+    """Gaussian profile :math:`\\varphi(t) = e^{-t/2}`; the bandwidth lives in :math:`A`."""
+
+    def __call__(self, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Return :math:`(\\varphi, -\\varphi/2, \\varphi/4)` at ``t``."""
+        phi = jnp.exp(-0.5 * t)
+        return phi, -0.5 * phi, 0.25 * phi
+
+
+class _RadialKernel:
+    """Shared behaviour: preconditioner resolution and pointwise evaluation."""
+
+    profile: IMQProfile | GaussianProfile
+    precond: str | None | ArrayLike
+
+    @property
+    def isotropic(self) -> bool:
+        """Whether the resolved :math:`A` is a multiple of the identity (known statically)."""
+        return self.precond is None or isinstance(self.precond, str) and self.precond != "smpcov"
+
+    def precondition_matrix(self, x: ArrayLike) -> jax.Array:
+        """Resolve the preconditioner on points ``x`` (n, d): :math:`A = \\Gamma^{-1}` (d, d)."""
+        return precondition_matrix(self.precond, x)
+
+    def __call__(self, x: ArrayLike, y: ArrayLike, A: ArrayLike | None = None) -> jax.Array:
+        """Evaluate :math:`k(x, y) = \\varphi((x-y)^\\top A (x-y))` for one pair of (d,) points.
+
+        ``A`` defaults to the identity. Use :func:`kernel_derivatives` for the closed-form
+        derivatives.
+        """
+        r = jnp.asarray(x) - jnp.asarray(y)
+        A = jnp.eye(r.shape[-1], dtype=r.dtype) if A is None else jnp.asarray(A)
+        return self.profile(r @ A @ r)[0]
+
+    def settings(self) -> dict[str, object]:
+        """Settings as plain values, for result attributes (a saved file explains itself)."""
+        precond = (
+            self.precond if self.precond is None or isinstance(self.precond, str) else "matrix"
+        )
+        return {
+            "kernel": type(self).__name__,
+            **self.profile._asdict(),
+            "preconditioner": str(precond),
+        }
+
+
+class IMQ(_RadialKernel):
+    """Inverse multiquadric kernel :math:`k(x, y) = (c^2 + (x-y)^\\top\\Gamma^{-1}(x-y))^\\beta`.
+
+    Gorham & Mackey (2017): with :math:`\\beta \\in (-1, 0)` its Stein discrepancy controls weak
+    convergence for distantly dissipative targets; that is why it is the default.
+
+    Parameters
+    ----------
+    c : float
+        Offset, ``c > 0``.
+    beta : float
+        Exponent, ``beta < 0`` (``beta >= 0`` is not a positive definite kernel and raises
+        ``ValueError``; ``beta <= -1`` loses convergence control and warns).
+    precond : None, str or array (d, d)
+        :math:`\\Gamma`. ``None``/``"id"``: identity; ``"med"``: :math:`\\ell^2 I` with
+        :math:`\\ell` the median pairwise distance of at most 1000 evenly spaced points;
+        ``"sclmed"``: :math:`\\ell^2/\\log\\min(1000, n)\\,I`; ``"smpcov"``: sample covariance;
+        or an SPD matrix :math:`\\Gamma`.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from numpyro_dsd import IMQ
+    >>> float(IMQ()(jnp.zeros(2), jnp.ones(2)))  # (1 + 2) ** -0.5
+    0.577...
+    """
+
+    def __init__(self, c: float = 1.0, beta: float = -0.5, precond: str | None | ArrayLike = None):
+        if not c > 0:
+            raise ValueError(f"IMQ needs c > 0, got c={c}.")
+        if not beta < 0:
+            raise ValueError(
+                f"IMQ needs beta < 0 (beta={beta} is not a positive definite kernel); "
+                "use beta=-0.5, the default."
+            )
+        if beta <= -1:
+            warnings.warn(
+                f"IMQ with beta={beta} <= -1 does not control weak convergence (Gorham & Mackey "
+                "2017): a small KSD no longer implies the samples approach the target. "
+                "Use beta in (-1, 0).",
+                UserWarning,
+                stacklevel=2,
+            )
+        _check_precond_spec(precond)
+        self.profile = IMQProfile(float(c), float(beta))
+        self.precond = precond
+
+    def __repr__(self) -> str:
+        return f"IMQ(c={self.profile.c}, beta={self.profile.beta}, precond={_precond_repr(self)})"
+
+
+class Gaussian(_RadialKernel):
+    """Gaussian kernel :math:`k(x, y) = \\exp(-\\tfrac12 (x-y)^\\top\\Gamma^{-1}(x-y))`.
+
+    The bandwidth is :math:`\\Gamma`: ``precond="med"`` is the median heuristic.
+    Gaussian KSDs can miss non-convergence for d >= 3 (math.md §8); prefer :class:`IMQ` for
+    diagnostics.
+
+    Parameters
+    ----------
+    precond : None, str or array (d, d)
+        As for :class:`IMQ`.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from numpyro_dsd import Gaussian
+    >>> float(Gaussian()(jnp.zeros(1), jnp.ones(1)))  # exp(-1/2)
+    0.606...
+    """
+
+    def __init__(self, precond: str | None | ArrayLike = None):
+        _check_precond_spec(precond)
+        self.profile = GaussianProfile()
+        self.precond = precond
+
+    def __repr__(self) -> str:
+        return f"Gaussian(precond={_precond_repr(self)})"
+
+
+def _precond_repr(kernel: _RadialKernel) -> str:
+    p = kernel.precond
+    return repr(p) if p is None or isinstance(p, str) else f"<matrix {np.shape(p)}>"
+
+
+def _check_precond_spec(precond: object) -> None:
+    if isinstance(precond, str) or precond is None:
+        if precond not in _NAMED_PRECONDITIONERS:
+            raise ValueError(
+                f"Unknown preconditioner {precond!r}: use None, 'med', 'sclmed', 'smpcov' or a "
+                "(d, d) symmetric positive definite matrix."
+            )
+        return
+    shape = np.shape(precond)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"A preconditioner matrix must be square (d, d); got shape {shape}.")
+
+
+def precondition_matrix(precond: str | None | ArrayLike, x: ArrayLike) -> jax.Array:
+    """Resolve a preconditioner specification into :math:`A = \\Gamma^{-1}`.
+
+    Definitions follow stein-thinning's ``make_precon`` (which returns this same :math:`A`):
+
+    - ``None``/``"id"``: :math:`A = I`;
+    - ``"med"``: :math:`A = I/\\ell^2`, :math:`\\ell` the median pairwise Euclidean distance of
+      ``x[linspace(0, n-1, 1000, dtype=int)]`` (all of ``x`` when n <= 1000);
+    - ``"sclmed"``: :math:`A = \\log\\min(1000, n)\\,I/\\ell^2`;
+    - ``"smpcov"``: :math:`A = \\hat\\Sigma^{-1}` (sample covariance, ddof=1);
+    - a matrix :math:`\\Gamma` (d, d), symmetric positive definite: :math:`A = \\Gamma^{-1}`.
+
+    Parameters
+    ----------
+    precond : None, str or array (d, d)
+        The specification (see above).
+    x : array (n, d)
+        Points the kernel is evaluated on (latent points for a flow diffusion).
+
+    Returns
+    -------
+    jax.Array (d, d)
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> precondition_matrix("med", jnp.array([[0.0], [1.0], [3.0]]))  # median distance 2
+    Array([[0.25]], dtype=float32)
+    """
+    _check_precond_spec(precond)
+    x = jnp.asarray(x)
+    n, d = x.shape
+    eye = jnp.eye(d, dtype=x.dtype)
+    if precond is None or isinstance(precond, str) and precond == "id":
+        return eye
+    if isinstance(precond, str) and precond in ("med", "sclmed"):
+        ell2 = _median_distance(x) ** 2
+        _require_concrete_positive(ell2, "the median pairwise distance is 0: too few unique points")
+        scale = np.log(min(_MEDIAN_SUBSAMPLE, n)) if precond == "sclmed" else 1.0
+        return eye * (scale / ell2)
+    if isinstance(precond, str):  # "smpcov"
+        if n <= d:
+            raise ValueError(f"'smpcov' needs more points than dimensions (n={n}, d={d}).")
+        return _spd_inverse(jnp.cov(x, rowvar=False).reshape(d, d), "the sample covariance")
+    gamma = jnp.asarray(precond, dtype=x.dtype)
+    if gamma.shape != (d, d):
+        raise ValueError(f"Preconditioner matrix has shape {gamma.shape}, points have d={d}.")
+    return _spd_inverse(gamma, "the preconditioner matrix")
+
+
+def _median_distance(x: jax.Array) -> jax.Array:
+    """Median pairwise distance of at most 1000 evenly spaced rows (stein-thinning's ``med2``)."""
+    n = x.shape[0]
+    if n > _MEDIAN_SUBSAMPLE:
+        x = x[np.linspace(0, n - 1, _MEDIAN_SUBSAMPLE, dtype=int)]
+    x = x - jnp.mean(x, axis=0)
+    sq = jnp.sum(x * x, axis=1)
+    iu = np.triu_indices(x.shape[0], k=1)
+    d2 = sq[iu[0]] + sq[iu[1]] - 2.0 * jnp.sum(x[iu[0]] * x[iu[1]], axis=1)
+    return jnp.median(jnp.sqrt(jnp.maximum(d2, 0.0)))
+
+
+def _spd_inverse(gamma: jax.Array, what: str) -> jax.Array:
+    if not isinstance(gamma, jax.core.Tracer):
+        g = np.asarray(gamma)
+        if not np.allclose(g, g.T, rtol=1e-6, atol=0):
+            raise ValueError(f"{what.capitalize()} must be symmetric.")
+    chol = jnp.linalg.cholesky(gamma)
+    _require_concrete_positive(
+        jnp.all(jnp.isfinite(chol)), f"{what} is not positive definite (singular or indefinite)"
+    )
+    eye = jnp.eye(gamma.shape[0], dtype=gamma.dtype)
+    inv = jax.scipy.linalg.cho_solve((chol, True), eye)
+    return 0.5 * (inv + inv.T)
+
+
+def _require_concrete_positive(value: jax.Array, message: str) -> None:
+    if not isinstance(value, jax.core.Tracer) and not bool(value > 0):
+        raise ValueError(f"Cannot build the preconditioner: {message}.")
+
+
+def kernel_derivatives(
+    kernel: _RadialKernel, x: ArrayLike, y: ArrayLike, A: ArrayLike | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Closed-form :math:`(k, \\nabla_1 k, \\nabla_2 k, H)` for one pair of (d,) points.
+
+    :math:`H_{il} = \\partial_{x_i}\\partial_{y_l} k
+    = -4\\varphi''(Ar)_i(Ar)_l - 2\\varphi' A_{il}`.
+    This is the reference the vectorised Stein kernels are built from; it evaluates one pair.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> k, g1, g2, H = kernel_derivatives(IMQ(), jnp.zeros(2), jnp.ones(2))
+    >>> H.shape
+    (2, 2)
+    """
+    r = jnp.asarray(x) - jnp.asarray(y)
+    A = jnp.eye(r.shape[-1], dtype=r.dtype) if A is None else jnp.asarray(A)
+    ar = A @ r
+    phi, dphi, d2phi = kernel.profile(r @ ar)
+    grad1 = 2.0 * dphi * ar
+    hess = -4.0 * d2phi * jnp.outer(ar, ar) - 2.0 * dphi * A
+    return phi, grad1, -grad1, hess

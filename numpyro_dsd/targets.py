@@ -1,0 +1,431 @@
+"""Unconstrained draws and their scores for a NumPyro model.
+
+Kernel Stein discrepancies need, for every draw :math:`x_i`, the score
+:math:`s_i = \\nabla_x \\log p(x_i)` of the target density. For a NumPyro model the
+natural target is the density NUTS samples from: the log joint density of the model in
+*unconstrained* space, including the log absolute determinant of the Jacobian of the
+constraint transforms,
+
+.. math::
+
+    \\log p(x) = \\log \\pi(T(x)) + \\log |\\det J_T(x)| = -U(x),
+
+where :math:`T` maps unconstrained values to the supports of the latent sites and
+:math:`U` is :func:`numpyro.infer.util.potential_energy`. This module turns the
+constrained draws returned by :meth:`numpyro.infer.MCMC.get_samples` into flat
+unconstrained draws ``x`` of shape ``(*batch_shape, d)`` and their scores.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from numpyro import handlers
+from numpyro.infer.util import potential_energy, unconstrain_fn
+
+__all__ = ["DEFAULT_BATCH_SIZE", "ModelDraws", "latent_sites", "log_density_fn", "model_draws"]
+
+#: Number of draws processed at once (vectorised) by :func:`model_draws` by default.
+DEFAULT_BATCH_SIZE = 256
+
+Model = Callable[..., Any]
+Unravel = Callable[[jax.Array], dict[str, jax.Array]]
+
+_X_HINT = (
+    "This usually means the draws lie outside (or on the boundary of) a site's support, "
+    "e.g. a negative or zero scale, or come from a diverged chain; check the samples "
+    "and that `model_args`/`model_kwargs` are the ones used for sampling."
+)
+_SCORE_HINT = (
+    "The log density or its gradient is not finite there; this usually means the draws "
+    "come from a diverged or stuck chain, or lie at the edge of a site's support."
+)
+
+
+class ModelDraws(NamedTuple):
+    """Flat unconstrained draws of a NumPyro model and their scores.
+
+    Attributes
+    ----------
+    x : jax.Array
+        ``(*batch_shape, d)`` unconstrained draws, flattened with
+        :func:`jax.flatten_util.ravel_pytree` (sites in ``site_names`` order).
+    scores : jax.Array
+        ``(*batch_shape, d)`` scores :math:`\\nabla_x \\log p(x)` of the unconstrained log
+        density (log joint plus log |det Jacobian|, i.e. minus the potential energy).
+    site_names : tuple of str
+        Latent sites in flattening order (sorted, as ``ravel_pytree`` orders dict keys).
+    unravel : callable
+        Maps one flat ``(d,)`` unconstrained vector to a dict of unconstrained site values.
+    """
+
+    x: jax.Array
+    scores: jax.Array
+    site_names: tuple[str, ...]
+    unravel: Unravel
+
+
+def latent_sites(
+    model: Model,
+    model_args: tuple = (),
+    model_kwargs: Mapping[str, Any] | None = None,
+    *,
+    rng_key: jax.Array | None = None,
+) -> dict[str, tuple[int, ...]]:
+    """Shapes of the latent sample sites of a model.
+
+    The model is traced once under :class:`numpyro.handlers.seed`, abstractly
+    (``jax.eval_shape``, as NUTS traces it under ``jit``), so nothing is computed. Latent
+    sites are the ``sample`` sites that are not observed and not marked
+    ``infer={"is_auxiliary": True}``; plate, deterministic and param sites are ignored.
+
+    Parameters
+    ----------
+    model : callable
+        NumPyro model.
+    model_args, model_kwargs : tuple, dict, optional
+        Arguments the model is called with.
+    rng_key : jax.Array, optional
+        Key for the seeded trace; defaults to ``jax.random.PRNGKey(0)``.
+
+    Returns
+    -------
+    dict
+        ``{name: shape}`` with the (constrained) shape of one draw of each latent site,
+        including plate dimensions, in flattening (sorted) order.
+
+    Raises
+    ------
+    ValueError
+        If a latent site is discrete (its gradient does not exist).
+
+    Examples
+    --------
+    >>> import numpyro
+    >>> import numpyro.distributions as dist
+    >>> def model():
+    ...     numpyro.sample("sigma", dist.HalfNormal(1.0))
+    ...     with numpyro.plate("k", 3):
+    ...         numpyro.sample("theta", dist.Normal(0.0, 1.0))
+    >>> latent_sites(model)
+    {'sigma': (), 'theta': (3,)}
+    """
+    structs = _latent_structs(model, model_args, _kwargs(model_kwargs), rng_key)
+    return {name: tuple(struct.shape) for name, struct in structs.items()}
+
+
+def log_density_fn(
+    model: Model,
+    model_args: tuple = (),
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[Callable[[jax.Array], jax.Array], Unravel, int]:
+    """Log density of a model as a function of one flat unconstrained point.
+
+    .. math:: \\log p(x) = -U(\\mathrm{unravel}(x)),
+
+    with :math:`U` the NumPyro potential energy (which includes the log |det Jacobian|
+    of the constraint transforms).
+
+    Parameters
+    ----------
+    model : callable
+        NumPyro model.
+    model_args, model_kwargs : tuple, dict, optional
+        Arguments the model is called with.
+
+    Returns
+    -------
+    log_prob : callable
+        ``(d,) -> ()``; jittable and differentiable.
+    unravel : callable
+        ``(d,) -> dict`` of unconstrained site values.
+    d : int
+        Dimension of the unconstrained space.
+
+    Examples
+    --------
+    >>> import numpyro
+    >>> import numpyro.distributions as dist
+    >>> def model():
+    ...     numpyro.sample("sigma", dist.HalfNormal(1.0))
+    >>> log_prob, unravel, d = log_density_fn(model)
+    >>> d
+    1
+    >>> float(jax.grad(log_prob)(jnp.zeros(d))[0])  # d/du [log HalfNormal(e^u) + u] at u=0
+    0.0
+    """
+    kwargs = _kwargs(model_kwargs)
+    structs = _latent_structs(model, model_args, kwargs, None)
+    unravel, d = _unravel_for(model, model_args, kwargs, structs)
+    return _log_prob(model, model_args, kwargs, unravel), unravel, d
+
+
+def model_draws(
+    model: Model,
+    samples: Mapping[str, Any],
+    model_args: tuple = (),
+    model_kwargs: Mapping[str, Any] | None = None,
+    *,
+    z_grad: Mapping[str, Any] | None = None,
+    batch_size: int | None = None,
+) -> ModelDraws:
+    """Flat unconstrained draws and their scores from constrained posterior draws.
+
+    Each draw is mapped to unconstrained space with
+    :func:`numpyro.infer.util.unconstrain_fn` and flattened with ``ravel_pytree``; its
+    score is :math:`s = \\nabla_x \\log p(x) = -\\nabla_x U(x)`. With ``z_grad`` (the
+    gradient of the potential energy :math:`U` recorded by NUTS) the scores are
+    :math:`s = -\\mathrm{ravel}(z\\_grad)` and the model is not differentiated.
+
+    Parameters
+    ----------
+    model : callable
+        NumPyro model used for sampling.
+    samples : dict
+        Constrained draws ``{site: (*batch_shape, *site_shape)}``, e.g.
+        ``mcmc.get_samples()`` (``batch_shape = (draws,)``) or
+        ``mcmc.get_samples(group_by_chain=True)`` (``(chains, draws)``). Keys that are not
+        latent sites (deterministic sites, ...) are ignored.
+    model_args, model_kwargs : tuple, dict, optional
+        Arguments the model was sampled with.
+    z_grad : dict, optional
+        ``mcmc.get_extra_fields()["z_grad"]`` with the same grouping as ``samples``.
+    batch_size : int, optional
+        Draws processed at once (``jax.lax.map``); defaults to ``DEFAULT_BATCH_SIZE``.
+
+    Returns
+    -------
+    ModelDraws
+        ``x`` and ``scores`` of shape ``(*batch_shape, d)`` in JAX's default float dtype
+        (float64 only with ``jax_enable_x64``), ``site_names``, ``unravel``.
+
+    Raises
+    ------
+    ValueError
+        On discrete or missing latent sites, inconsistent shapes, or non-finite draws or
+        scores.
+
+    Examples
+    --------
+    >>> import numpyro
+    >>> import numpyro.distributions as dist
+    >>> def model():
+    ...     numpyro.sample("sigma", dist.HalfNormal(1.0))
+    >>> draws = model_draws(model, {"sigma": jnp.ones((2, 50))})  # 2 chains x 50 draws
+    >>> draws.x.shape, draws.scores.shape, draws.site_names
+    ((2, 50, 1), (2, 50, 1), ('sigma',))
+
+    With NUTS, reuse the recorded potential-energy gradients instead of differentiating:
+
+    >>> mcmc = MCMC(NUTS(model), num_warmup=500, num_samples=500)  # doctest: +SKIP
+    >>> mcmc.run(key, extra_fields=("z_grad",))  # doctest: +SKIP
+    >>> draws = model_draws(  # doctest: +SKIP
+    ...     model, mcmc.get_samples(), z_grad=mcmc.get_extra_fields()["z_grad"])
+    """
+    kwargs = _kwargs(model_kwargs)
+    shapes = latent_sites(model, model_args, kwargs)
+    values, batch_shape = _check_draws(samples, shapes, "samples")
+    bs = _batch_size(batch_size, batch_shape)
+    structs = {k: jax.ShapeDtypeStruct(shapes[k], v.dtype) for k, v in values.items()}
+    unravel, _ = _unravel_for(model, model_args, kwargs, structs)
+
+    def to_flat(params: dict[str, jax.Array]) -> jax.Array:
+        return ravel_pytree(_unconstrain(model, model_args, kwargs, params))[0]
+
+    x = _batched_map(to_flat, values, batch_shape, bs)
+    _check_finite(x, "unconstrained values", _X_HINT)
+    if z_grad is None:
+        log_prob = _log_prob(model, model_args, kwargs, unravel)
+        scores = _batched_map(jax.grad(log_prob), x, batch_shape, bs)
+    else:
+        scores = _scores_from_z_grad(z_grad, unravel, x.shape[-1], batch_shape, bs)
+    _check_finite(scores, "scores", _SCORE_HINT)
+    return ModelDraws(x, scores, tuple(shapes), unravel)
+
+
+def _kwargs(model_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {} if model_kwargs is None else dict(model_kwargs)
+
+
+def _is_latent(site: dict[str, Any]) -> bool:
+    return (
+        site["type"] == "sample"
+        and not site["is_observed"]
+        and not site["infer"].get("is_auxiliary", False)
+    )
+
+
+def _is_discrete(site: dict[str, Any]) -> bool:
+    fn = site["fn"]
+    return bool(fn.support.is_discrete or getattr(fn, "has_enumerate_support", False))
+
+
+def _latent_structs(
+    model: Model, args: tuple, kwargs: dict[str, Any], rng_key: jax.Array | None
+) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes and dtypes of the latent sites, sorted; raises on discrete or no latent sites.
+
+    The model is traced abstractly (``jax.eval_shape``), as NUTS traces it under ``jit``;
+    only Python booleans leave the trace, so no tracer escapes.
+    """
+    discrete: list[str] = []
+
+    def run(key: jax.Array) -> dict[str, jax.Array]:
+        tr = handlers.trace(handlers.seed(model, rng_seed=key)).get_trace(*args, **kwargs)
+        sites = {name: site for name, site in tr.items() if _is_latent(site)}
+        discrete.extend(name for name, site in sites.items() if _is_discrete(site))
+        return {name: jnp.asarray(site["value"]) for name, site in sites.items()}
+
+    structs = jax.eval_shape(run, jax.random.PRNGKey(0) if rng_key is None else rng_key)
+    if discrete:
+        names = ", ".join(repr(name) for name in discrete)
+        raise ValueError(
+            f"numpyro_dsd needs gradients of the log density; the latent site(s) {names} "
+            "are discrete. Marginalise them out in the model (e.g. with "
+            "dist.MixtureSameFamily or a numpyro.factor of a logsumexp; numpyro.contrib."
+            "funsor enumeration alone leaves them in the model), or fix them with "
+            "numpyro.handlers.condition."
+        )
+    if not structs:
+        raise ValueError("the model has no latent (unobserved) sample sites.")
+    return {name: structs[name] for name in sorted(structs)}
+
+
+def _seeded(model: Model) -> Model:
+    # A fixed key makes models that call numpyro.prng_key() traceable; every latent site
+    # is substituted, so no random value enters the log density.
+    return handlers.seed(model, rng_seed=0)
+
+
+def _unconstrain(
+    model: Model, args: tuple, kwargs: dict[str, Any], params: dict[str, jax.Array]
+) -> dict[str, jax.Array]:
+    return unconstrain_fn(_seeded(model), args, kwargs, params)
+
+
+def _unravel_for(
+    model: Model,
+    args: tuple,
+    kwargs: dict[str, Any],
+    structs: Mapping[str, jax.ShapeDtypeStruct],
+) -> tuple[Unravel, int]:
+    """``ravel_pytree``'s unravel for the unconstrained sites, found abstractly."""
+    unravels: list[Unravel] = []
+
+    def flatten(params: dict[str, jax.Array]) -> jax.Array:
+        flat, unravel = ravel_pytree(_unconstrain(model, args, kwargs, params))
+        unravels.append(unravel)  # holds only sizes, shapes and dtypes, no tracers
+        return flat
+
+    flat = jax.eval_shape(flatten, dict(structs))
+    return unravels[0], int(flat.shape[0])
+
+
+def _log_prob(
+    model: Model, args: tuple, kwargs: dict[str, Any], unravel: Unravel
+) -> Callable[[jax.Array], jax.Array]:
+    seeded = _seeded(model)
+
+    def log_prob(flat: jax.Array) -> jax.Array:
+        return -potential_energy(seeded, args, kwargs, unravel(flat))
+
+    return log_prob
+
+
+def _batched_map(
+    fn: Callable[[Any], jax.Array], tree: Any, batch_shape: tuple[int, ...], batch_size: int
+) -> jax.Array:
+    """``fn`` over the draws of ``tree`` (leaves ``(*batch_shape, ...)``), jitted.
+
+    Returns ``(*batch_shape, d)``. ``jax.lax.map`` runs ``batch_size`` draws at a time
+    (vectorised) in a sequential loop; jitting matters: un-jitted, its remainder batch runs
+    op by op and is many times slower.
+    """
+    n, k = math.prod(batch_shape), len(batch_shape)
+
+    @jax.jit
+    def run(tree: Any) -> jax.Array:
+        flat = jax.tree.map(lambda a: a.reshape(n, *a.shape[k:]), tree)
+        out = jax.lax.map(fn, flat, batch_size=batch_size)
+        return out.reshape(*batch_shape, out.shape[-1])
+
+    return run(tree)
+
+
+def _as_float(value: Any) -> jax.Array:
+    # JAX's default float (float64 only with jax_enable_x64): float32 draws under x64 would
+    # meet float64 constants in some NumPyro transforms (e.g. LKJCholesky) and fail.
+    return jnp.asarray(value, dtype=jnp.result_type(float))
+
+
+def _check_draws(
+    draws: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], what: str
+) -> tuple[dict[str, jax.Array], tuple[int, ...]]:
+    """Check the sites of ``draws`` against ``shapes``; return them and the batch shape."""
+    missing = [name for name in shapes if name not in draws]
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        raise ValueError(f"{what} lacks the latent site(s) {names} of the model.")
+    arrays = {name: _as_float(draws[name]) for name in shapes}
+    batch_shapes = {name: _batch_shape(arrays[name], shapes[name], name, what) for name in shapes}
+    batch_shape = next(iter(batch_shapes.values()))
+    if any(b != batch_shape for b in batch_shapes.values()):
+        raise ValueError(f"the sites of {what} disagree on the batch shape: {batch_shapes}.")
+    if math.prod(batch_shape) == 0:
+        raise ValueError(f"{what} holds no draws (batch shape {batch_shape}).")
+    return arrays, batch_shape
+
+
+def _batch_shape(value: jax.Array, shape: tuple[int, ...], name: str, what: str) -> tuple[int, ...]:
+    k = value.ndim - len(shape)
+    if k < 0 or tuple(value.shape[k:]) != tuple(shape):
+        raise ValueError(
+            f"site {name!r} of {what} has shape {tuple(value.shape)}, which does not end "
+            f"with the model's site shape {tuple(shape)}."
+        )
+    return tuple(value.shape[:k])
+
+
+def _batch_size(batch_size: int | None, batch_shape: tuple[int, ...]) -> int:
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH_SIZE
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+    return min(int(batch_size), math.prod(batch_shape))
+
+
+def _scores_from_z_grad(
+    z_grad: Mapping[str, Any],
+    unravel: Unravel,
+    d: int,
+    batch_shape: tuple[int, ...],
+    batch_size: int,
+) -> jax.Array:
+    """``-ravel(z_grad)`` per draw, ``(*batch_shape, d)``, checked against the draws."""
+    template = jax.eval_shape(unravel, jax.ShapeDtypeStruct((d,), jnp.result_type(float)))
+    shapes = {name: tuple(struct.shape) for name, struct in template.items()}
+    grads, grad_batch = _check_draws(z_grad, shapes, "z_grad")
+    if grad_batch != batch_shape:
+        raise ValueError(
+            f"z_grad has batch shape {grad_batch} but samples has {batch_shape}; "
+            "group both by chain or neither."
+        )
+    return _batched_map(lambda g: -ravel_pytree(g)[0], grads, batch_shape, batch_size)
+
+
+def _check_finite(arr: jax.Array, what: str, hint: str) -> None:
+    """Raise if some draws (rows over the batch axes of ``arr``) are not finite."""
+    bad = ~np.isfinite(np.asarray(arr)).all(axis=-1)
+    count = int(bad.sum())
+    if count:
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
+        raise ValueError(
+            f"{count} of {bad.size} draws have non-finite {what}; the first is at batch "
+            f"index {first}. {hint}"
+        )

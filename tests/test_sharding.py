@@ -1,0 +1,51 @@
+"""Sharded evaluation: 4 forced host devices give the value of 1 device (to rounding)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from numpyro_dsd import IMQ, PositionDependent, ksd_squared
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp, numpy as np
+    from numpyro_dsd import IMQ, PositionDependent, ksd_squared
+    x = np.random.default_rng(0).normal(size=(1500, 3))
+    diff = PositionDependent(lambda p: jnp.eye(3) * (1.0 + 0.1 * jnp.tanh(p @ p)))
+    out = {"n_devices": len(jax.local_devices())}
+    for name, kw in {"identity": {}, "position": {"diffusion": diff}}.items():
+        out[name] = float(ksd_squared(x, -x, kernel=IMQ(precond="med"), block_size=64, **kw))
+        out[name + "_one"] = float(ksd_squared(
+            x, -x, kernel=IMQ(precond="med"), block_size=64, devices=jax.local_devices()[:1], **kw
+        ))
+    print(json.dumps(out))
+    """
+)
+
+
+def test_four_host_devices_equal_one(x64):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["n_devices"] == 4
+    x = np.random.default_rng(0).normal(size=(1500, 3))
+    import jax.numpy as jnp
+
+    diff = PositionDependent(lambda p: jnp.eye(3) * (1.0 + 0.1 * jnp.tanh(p @ p)))
+    here = {
+        "identity": ksd_squared(x, -x, kernel=IMQ(precond="med"), block_size=64),
+        "position": ksd_squared(x, -x, kernel=IMQ(precond="med"), block_size=64, diffusion=diff),
+    }
+    for name, value in here.items():
+        np.testing.assert_allclose(out[name], value, rtol=1e-12)
+        np.testing.assert_allclose(out[name + "_one"], value, rtol=1e-12)

@@ -61,12 +61,18 @@ def main(num_samples: int = 2000, seed: int = 0) -> None:
     numpyro.set_host_device_count(1)
     data = simulate(jax.random.key(seed))
     mcmc = MCMC(
-        NUTS(regression), num_warmup=500, num_samples=num_samples, num_chains=2,
-        chain_method="sequential", progress_bar=False,
+        NUTS(regression),
+        num_warmup=500,
+        num_samples=num_samples,
+        num_chains=2,
+        chain_method="sequential",
+        progress_bar=False,
     )
     mcmc.run(jax.random.key(seed + 1), *data, extra_fields=("z_grad",))
     draws = model_draws(
-        regression, mcmc.get_samples(group_by_chain=True), data,
+        regression,
+        mcmc.get_samples(group_by_chain=True),
+        data,
         z_grad=mcmc.get_extra_fields(group_by_chain=True)["z_grad"],
     )
     x, s = np.asarray(draws.x), np.asarray(draws.scores)

@@ -42,7 +42,10 @@ def as_points(x: ArrayLike, name: str = "x", dtype: jnp.dtype | None = None) -> 
     """Check ``x`` is a finite (n, d) array with n >= 1 and d >= 1; return it as a JAX array."""
     shape = np.shape(x)
     if len(shape) != 2:
-        hint = f" For one-dimensional draws use {name}[:, None]." if len(shape) == 1 else ""
+        hint = {
+            1: f" For one-dimensional draws use {name}[:, None].",
+            3: f" For draws grouped by chain use {name}[c] per chain or {name}.reshape(-1, d).",
+        }.get(len(shape), "")
         raise ValueError(f"{name} must be a 2-D (n, d) array; got shape {shape}.{hint}")
     if shape[0] < 1 or shape[1] < 1:
         raise ValueError(f"{name} is empty (shape {shape}); it needs n >= 1 points of d >= 1.")

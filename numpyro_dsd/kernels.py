@@ -52,12 +52,15 @@ class IMQProfile(NamedTuple):
 
         :math:`\\varphi' = \\beta u^{\\beta-1}` and
         :math:`\\varphi'' = \\beta(\\beta-1)u^{\\beta-2}`
-        with :math:`u = c^2 + t`; one power (a reciprocal square root when
-        :math:`\\beta = -1/2`) and one division per entry.
+        with :math:`u = c^2 + t`: one power and one division per entry, or a single
+        reciprocal square root when :math:`\\beta = -1/2`.
         """
         u = self.c**2 + t
-        inv_u = 1.0 / u
-        phi = jax.lax.rsqrt(u) if self.beta == -0.5 else jnp.exp(self.beta * jnp.log(u))
+        if self.beta == -0.5:  # the default: one reciprocal square root, no division
+            phi = jax.lax.rsqrt(u)
+            inv_u = phi * phi
+        else:
+            phi, inv_u = jnp.exp(self.beta * jnp.log(u)), 1.0 / u
         dphi = self.beta * phi * inv_u
         return phi, dphi, (self.beta - 1.0) * dphi * inv_u
 

@@ -271,10 +271,8 @@ def _points_and_scores(
 
 
 def _default_block(sk: SteinKernel) -> int:
-    """Tiles of about 0.5 MB per (B, B) array: fastest at n = 20,000 (docs/benchmarks.md)."""
-    if isinstance(sk.tile_fn, _GeneralTile):
-        return 64
-    return 256 if sk.diag.dtype.itemsize >= 8 else 512
+    """Tile sizes from the sweep in benchmarks/block_size.py (docs/benchmarks.md)."""
+    return 128 if isinstance(sk.tile_fn, _GeneralTile) else 512
 
 
 def _devices(devices: Sequence[jax.Device] | None) -> tuple[jax.Device, ...]:
@@ -319,8 +317,7 @@ def ksd_squared(
     weights : (n,), optional
         Non-negative weights summing to one.
     block_size : int, optional
-        Tile size (default 256 in float64 and 512 in float32 for constant M, 64 for
-        position-dependent M).
+        Tile size (default 512 for constant M, 128 for position-dependent M).
     devices : sequence of devices, optional
         Devices to shard the pairs over; default all local devices.
 

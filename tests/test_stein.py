@@ -328,6 +328,8 @@ class TestBadInput:
     def test_shapes(self):
         with pytest.raises(ValueError, match=r"2-D \(n, d\).*x\[:, None\]"):
             ksd(self.x[:, 0], -self.x[:, 0])
+        with pytest.raises(ValueError, match=r"grouped by chain.*reshape\(-1, d\)"):
+            ksd(self.x.reshape(2, 5, 2), -self.x.reshape(2, 5, 2))
         with pytest.raises(ValueError, match="scores must have the shape of x"):
             ksd(self.x, -self.x[:, :1])
         with pytest.raises(ValueError, match="empty"):

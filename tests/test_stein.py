@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy import integrate, stats
 from stein_thinning.kernel import make_precon, vfk0_imq
 
@@ -368,3 +370,44 @@ class TestBadInput:
             ksd(self.x, -self.x, weights=np.r_[-0.1, 1.1, np.zeros(8)])
         with pytest.raises(ValueError, match="at least two points"):
             ksd(self.x, -self.x, weights=np.r_[1.0, np.zeros(9)], statistic="u")
+
+
+@pytest.mark.parametrize("precond", [None, "med", "smpcov"])
+def test_jit_matches_eager(x64, precond):
+    """Under jit the value checks are skipped and the median stays in JAX; same numbers."""
+    x = np.random.default_rng(16).normal(size=(300, D))
+    kernel = IMQ(precond=precond)
+    for diffusion in (Identity(), PositionDependent(m_fn)):
+        eager = ksd_squared(x, log_prob=log_p, kernel=kernel, diffusion=diffusion, statistic="u")
+        jitted = jax.jit(
+            lambda p, k=kernel, m=diffusion: ksd_squared(
+                p, log_prob=log_p, kernel=k, diffusion=m, statistic="u"
+            )
+        )(x)
+        np.testing.assert_allclose(jitted, eager, rtol=1e-12)
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(2, 70),
+    d=st.integers(1, 4),
+    block=st.sampled_from([8, 16, 64]),
+    seed=st.integers(0, 2**16),
+    weighted=st.booleans(),
+)
+def test_blocked_sum_property(x64, n, d, block, seed, weighted):
+    """For any point set, tile size and weights: blocked V = w^T K w >= 0, and U from K."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) * rng.uniform(0.1, 3.0, size=d)
+    s = rng.normal(size=(n, d))
+    w = rng.dirichlet(np.ones(n)) if weighted else np.full(n, 1.0 / n)
+    K = np.asarray(stein_matrix(x, s, kernel=IMQ(precond="sclmed" if n > 2 else None)))
+    kw = {"kernel": IMQ(precond="sclmed" if n > 2 else None), "block_size": block, "weights": w}
+    v = float(ksd_squared(x, s, **kw))
+    np.testing.assert_allclose(v, w @ K @ w, rtol=1e-10, atol=1e-14 * np.abs(K).max())
+    assert v >= -1e-12 * np.abs(K).max()
+    u = float(ksd_squared(x, s, statistic="u", **kw))
+    off = w @ K @ w - np.sum(w**2 * np.diag(K))
+    np.testing.assert_allclose(u, off / (1 - np.sum(w**2)), rtol=1e-9, atol=1e-12 * np.abs(K).max())

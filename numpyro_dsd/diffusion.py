@@ -148,6 +148,7 @@ class PositionDependent:
                 "PositionDependent(fn) needs a callable mapping a (d,) point to (d, d)."
             )
         self.fn = fn
+        self._batched = jax.jit(jax.vmap(self.matrix_and_divergence))
 
     def matrix_and_divergence(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """:math:`M(x)` (d, d) and :math:`(\\nabla\\cdot M)(x)` (d,) for one point ``x`` (d,)."""
@@ -163,7 +164,7 @@ class PositionDependent:
                 f"PositionDependent: fn must map a ({d},) point to a ({d}, {d}) matrix; "
                 f"it returned shape {out.shape}."
             )
-        Ms, div = jax.vmap(self.matrix_and_divergence)(x)
+        Ms, div = self._batched(x)
         return DiffusionFeatures(x, jnp.einsum("nij,ni->nj", Ms, scores) + div, Ms)
 
     def settings(self) -> dict[str, object]:

@@ -111,24 +111,51 @@ def best_time(fn: Callable[[], float], repeats: int, budget_s: float) -> tuple[f
     return min(times), times
 
 
-def measure_ours(n: int, d: int, dtype: str, seed: int, repeats: int, budget_s: float) -> Result:
-    """Time ``ksd_squared(x, s, kernel=IMQ(precond="med"))`` (V-statistic) in ``dtype``.
+def timed(call: Callable[[], Any], warm_up: bool, repeats: int, budget_s: float) -> Result:
+    """Time ``call`` (returning a scalar V-hat) and record the value and the peak RSS.
 
     Parameters
     ----------
-    n, d, seed : int
-        Data, see :func:`make_data`.
-    dtype : {"float64", "float32"}
-        Dtype of the inputs (and so of the computation).
-    repeats : int
-        Maximum number of timed calls after the warm-up call.
-    budget_s : float
+    call : callable
+        One complete computation of :math:`\\hat V`, blocking until done.
+    warm_up : bool
+        Make one untimed-in-the-best call first (compilation); otherwise the first timed call
+        is the "first" time.
+    repeats, budget_s
         See :func:`best_time`.
 
     Returns
     -------
     dict
-        Timings, the value of :math:`\\hat V` and the peak RSS before and after.
+        ``first_s``, ``time_s`` (best), ``times_s``, ``ksd2``, ``rss_base_mb``, ``rss_peak_mb``.
+    """
+    rss_base = peak_rss_mb()
+    values: list[Any] = []
+
+    def record() -> Any:
+        values.append(call())
+        return values[-1]
+
+    first = None
+    if warm_up:
+        start = time.perf_counter()
+        record()
+        first = time.perf_counter() - start
+    best, times = best_time(record, repeats, budget_s)
+    return {
+        "first_s": times[0] if first is None else first,
+        "time_s": best,
+        "times_s": times,
+        "ksd2": float(values[-1]),
+        "rss_base_mb": rss_base,
+        "rss_peak_mb": peak_rss_mb(),
+    }
+
+
+def measure_ours(n: int, d: int, dtype: str, seed: int, repeats: int, budget_s: float) -> Result:
+    """Time ``ksd_squared(x, s, kernel=IMQ(precond="med"))`` (V-statistic) in ``dtype``, after
+    one compiling call; ``dtype`` ("float64" or "float32") is that of the inputs and so of the
+    computation. Data from :func:`make_data`; ``repeats``, ``budget_s`` as in :func:`best_time`.
     """
     import jax
 
@@ -140,69 +167,29 @@ def measure_ours(n: int, d: int, dtype: str, seed: int, repeats: int, budget_s: 
     x, s = make_data(n, d, seed)
     xj, sj = jnp.asarray(x, dtype=dtype), jnp.asarray(s, dtype=dtype)
     kernel = IMQ(precond="med")
-    rss_base = peak_rss_mb()
-
-    def call() -> float:
-        return ksd_squared(xj, sj, kernel=kernel).block_until_ready()
-
-    start = time.perf_counter()
-    value = call()
-    first = time.perf_counter() - start
-    best, times = best_time(call, repeats, budget_s)
-    return {
-        "first_s": first,
-        "time_s": best,
-        "times_s": times,
-        "ksd2": float(value),
-        "result_dtype": str(value.dtype),
-        "n_devices": len(jax.local_devices()),
-        "rss_base_mb": rss_base,
-        "rss_peak_mb": peak_rss_mb(),
-    }
+    res = timed(
+        lambda: ksd_squared(xj, sj, kernel=kernel).block_until_ready(), True, repeats, budget_s
+    )
+    return {**res, "result_dtype": dtype, "n_devices": len(jax.local_devices())}
 
 
 def measure_peer(n: int, d: int, seed: int, repeats: int, budget_s: float) -> Result:
     """Time stein-thinning's ``stein.ksd`` (float64 numpy) on the same data and kernel.
 
     The timed call builds the integrand (including the median preconditioner, as ours does)
-    and runs the row loop; :math:`\\hat V` is the square of the last entry.
-
-    Parameters
-    ----------
-    n, d, seed : int
-        Data, see :func:`make_data`.
-    repeats : int
-        Maximum number of timed calls (no warm-up: there is nothing to compile).
-    budget_s : float
-        See :func:`best_time`.
-
-    Returns
-    -------
-    dict
-        Timings, the value of :math:`\\hat V` and the peak RSS before and after.
+    and runs the row loop; :math:`\\hat V` is the square of the last entry. No warm-up: there
+    is nothing to compile.
     """
     from stein_thinning.stein import ksd
     from stein_thinning.thinning import _make_stein_integrand
 
     x, s = make_data(n, d, seed)
-    rss_base = peak_rss_mb()
-    out: list[float] = []
 
     def call() -> float:
         integrand = _make_stein_integrand(x, s, standardize=False, preconditioner="med")
-        out.append(float(ksd(integrand, n)[-1]) ** 2)
-        return out[-1]
+        return float(ksd(integrand, n)[-1]) ** 2
 
-    best, times = best_time(call, repeats, budget_s)
-    return {
-        "first_s": times[0],
-        "time_s": best,
-        "times_s": times,
-        "ksd2": out[-1],
-        "result_dtype": "float64",
-        "rss_base_mb": rss_base,
-        "rss_peak_mb": peak_rss_mb(),
-    }
+    return {**timed(call, False, repeats, budget_s), "result_dtype": "float64"}
 
 
 def run_one(args: argparse.Namespace) -> None:

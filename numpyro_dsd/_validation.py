@@ -25,16 +25,19 @@ def is_concrete(a: object) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
-def check_finite(a: jax.Array, name: str, hint: str) -> None:
-    """Raise ``ValueError`` if ``a`` (n, ...) has NaN/inf, naming the rows."""
+def check_finite(a: jax.Array, name: str, hint: str, batch_ndim: int = 1) -> None:
+    """Raise ``ValueError`` if ``a`` has NaN/inf, naming the rows (the first ``batch_ndim`` axes
+    index the rows; a row's index is a tuple when ``batch_ndim > 1``)."""
     if not is_concrete(a):
         return
-    bad = ~np.isfinite(np.asarray(a)).reshape(a.shape[0], -1).all(axis=1)
+    batch = a.shape[:batch_ndim]
+    bad = ~np.isfinite(np.asarray(a)).reshape(*batch, -1).all(axis=-1)
     if bad.any():
-        rows = np.flatnonzero(bad)
+        first = np.unravel_index(int(np.argmax(bad)), batch)
+        row = int(first[0]) if batch_ndim == 1 else tuple(int(k) for k in first)
         raise ValueError(
-            f"{name} contains NaN or inf in {rows.size} of {a.shape[0]} rows "
-            f"(first at row {rows[0]}). {hint}"
+            f"{name} contains NaN or inf in {int(bad.sum())} of {bad.size} rows "
+            f"(first at row {row}). {hint}"
         )
 
 

@@ -24,10 +24,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.util import potential_energy, unconstrain_fn
+
+from numpyro_dsd._validation import check_finite
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ModelDraws", "latent_sites", "log_density_fn", "model_draws"]
 
@@ -239,13 +240,13 @@ def model_draws(
         return ravel_pytree(_unconstrain(model, model_args, kwargs, params))[0]
 
     x = _batched_map(to_flat, values, batch_shape, bs)
-    _check_finite(x, "unconstrained values", _X_HINT)
+    check_finite(x, "unconstrained values", _X_HINT, batch_ndim=len(batch_shape))
     if z_grad is None:
         log_prob = _log_prob(model, model_args, kwargs, unravel)
         scores = _batched_map(jax.grad(log_prob), x, batch_shape, bs)
     else:
         scores = _scores_from_z_grad(z_grad, unravel, x.shape[-1], batch_shape, bs)
-    _check_finite(scores, "scores", _SCORE_HINT)
+    check_finite(scores, "scores", _SCORE_HINT, batch_ndim=len(batch_shape))
     return ModelDraws(x, scores, tuple(shapes), unravel)
 
 
@@ -417,15 +418,3 @@ def _scores_from_z_grad(
             "group both by chain or neither."
         )
     return _batched_map(lambda g: -ravel_pytree(g)[0], grads, batch_shape, batch_size)
-
-
-def _check_finite(arr: jax.Array, what: str, hint: str) -> None:
-    """Raise if some draws (rows over the batch axes of ``arr``) are not finite."""
-    bad = ~np.isfinite(np.asarray(arr)).all(axis=-1)
-    count = int(bad.sum())
-    if count:
-        first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
-        raise ValueError(
-            f"{count} of {bad.size} draws have non-finite {what}; the first is at batch "
-            f"index {first}. {hint}"
-        )

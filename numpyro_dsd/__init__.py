@@ -2,11 +2,11 @@
 
 The top level exposes the discrepancy (:func:`ksd`, :func:`ksd_squared`, :func:`stein_matrix`),
 the base kernels (:class:`IMQ`, :class:`Gaussian`) and the diffusions (:class:`Identity`,
-:class:`Constant`, :class:`PositionDependent`). Scores of NumPyro models live in
-:mod:`numpyro_dsd.targets`.
+:class:`Constant`, :class:`PositionDependent`, :class:`FlowDiffusion`). Scores of NumPyro models
+live in :mod:`numpyro_dsd.targets`.
 """
 
-from numpyro_dsd.diffusion import Constant, Identity, PositionDependent
+from numpyro_dsd.diffusion import Constant, FlowDiffusion, Identity, PositionDependent
 from numpyro_dsd.kernels import IMQ, Gaussian
 from numpyro_dsd.stein import ksd, ksd_squared, stein_matrix
 
@@ -16,6 +16,7 @@ __all__ = [
     "Identity",
     "Constant",
     "PositionDependent",
+    "FlowDiffusion",
     "ksd",
     "ksd_squared",
     "stein_matrix",

@@ -1,0 +1,425 @@
+"""Learning a normalizing flow for the flow diffusion (math.md §3, §6.5).
+
+Two ways to get a flow :math:`z = T(x)` that makes the posterior look like a standard normal:
+
+- :func:`fit_flow` (NeuTra, Hoffman et al. 2019): stochastic variational inference on the NumPyro
+  model with an ``AutoIAFNormal`` guide, whose transform :math:`G` maps standard-normal noise
+  to the model's flat unconstrained latent :math:`x`; :math:`T = G^{-1}`.
+- :func:`fit_flow_to_samples`: maximum likelihood on draws :math:`x_{1:n}` (MCMC warm-up, a first
+  chain), for when no model is at hand. The same autoregressive layers are used in the other
+  direction (a masked autoregressive flow): :math:`T` is one network pass, so the density
+  :math:`\\log q(x) = \\log\\mathcal N(T(x); 0, I) + \\log|\\det J(x)|` is cheap to train.
+
+Both return a :class:`FlowFit`; its ``flow`` is a :class:`FittedFlow`, a plain value (the
+architecture and the parameter arrays) that pickles, and rebuilds NumPyro transforms without the
+model: ``FittedFlow.diffusion()`` is the :class:`~numpyro_dsd.FlowDiffusion` for
+:func:`~numpyro_dsd.ksd`. Both fits run NumPyro's :class:`~numpyro.infer.SVI` loop (progress bar,
+``numpyro.optim`` or optax optimizers) and resume exactly from ``init_state=fit.state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+import optax
+from jax.example_libraries import stax
+from jax.typing import ArrayLike
+from numpyro.distributions.flows import InverseAutoregressiveTransform
+from numpyro.distributions.transforms import (
+    AffineTransform,
+    ComposeTransform,
+    IndependentTransform,
+    PermuteTransform,
+    Transform,
+)
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoIAFNormal
+from numpyro.infer.svi import SVIState
+from numpyro.nn import AutoregressiveNN
+
+from numpyro_dsd._validation import as_points
+from numpyro_dsd.diffusion import FlowDiffusion
+
+__all__ = [
+    "FlowSpec",
+    "FittedFlow",
+    "FlowFit",
+    "default_optim",
+    "fit_flow",
+    "fit_flow_to_samples",
+]
+
+_NONLINEARITIES = {"elu": stax.Elu, "relu": stax.Relu, "tanh": stax.Tanh}
+_PREFIX = "auto"
+
+
+class FlowSpec(NamedTuple):
+    """Architecture of an autoregressive flow: ``num_flows`` IAF/MAF layers, each an
+    ``AutoregressiveNN`` with ``hidden_dims``, the order reversed between layers (as
+    ``AutoIAFNormal`` builds it).
+
+    ``direction`` says what the stack of layers maps: ``"generator"`` (latent to data, fitted by
+    :func:`fit_flow`) or ``"normalizer"`` (data to latent, fitted by :func:`fit_flow_to_samples`).
+    """
+
+    dim: int
+    num_flows: int
+    hidden_dims: tuple[int, ...]
+    skip_connections: bool
+    nonlinearity: str
+    direction: str
+
+
+class FittedFlow(NamedTuple):
+    """A fitted flow as a value: :class:`FlowSpec`, parameters, and the affine standardisation
+    :math:`(x - \\text{loc}) / \\text{scale}` applied before the layers (identity for
+    :func:`fit_flow`).
+
+    Examples
+    --------
+    >>> import pickle, jax
+    >>> x = jax.random.normal(jax.random.key(0), (100, 2))
+    >>> fit = fit_flow_to_samples(x, num_steps=5, progress_bar=False)
+    >>> flow = pickle.loads(pickle.dumps(fit.flow))
+    >>> flow.transform()(x[0]).shape
+    (2,)
+    """
+
+    spec: FlowSpec
+    params: dict[str, Any]
+    loc: jax.Array
+    scale: jax.Array
+
+    def _layers(self) -> list[Transform]:
+        layers: list[Transform] = []
+        for i in range(self.spec.num_flows):
+            if i > 0:
+                layers.append(PermuteTransform(jnp.arange(self.spec.dim)[::-1]))
+            _, apply = _arn(self.spec)
+            layers.append(InverseAutoregressiveTransform(_bind(apply, self.params[_arn_name(i)])))
+        return layers
+
+    def _standardise(self) -> Transform:
+        return IndependentTransform(AffineTransform(-self.loc / self.scale, 1.0 / self.scale), 1)
+
+    def transform(self) -> Transform:
+        """:math:`T`, data (flat unconstrained latent) to latent: a NumPyro ``Transform``."""
+        if self.spec.direction == "normalizer":
+            return ComposeTransform([self._standardise(), *self._layers()])
+        return ComposeTransform(self._layers()).inv
+
+    def generator(self) -> Transform:
+        """:math:`G = T^{-1}`, latent to data: a NumPyro ``Transform``."""
+        if self.spec.direction == "normalizer":
+            return self.transform().inv
+        return ComposeTransform(self._layers())
+
+    def diffusion(self) -> FlowDiffusion:
+        """The :class:`~numpyro_dsd.FlowDiffusion` of this flow, through its cheap direction."""
+        if self.spec.direction == "normalizer":
+            return FlowDiffusion(self.transform())
+        return FlowDiffusion.from_generator(self.generator())
+
+    def log_prob(self, x: ArrayLike) -> jax.Array:
+        """Flow log density :math:`\\log\\mathcal N(T(x); 0, I) + \\log|\\det J(x)|`, x (..., d)."""
+        return _TransformedNormal(self.transform(), self.spec.dim).log_prob(jnp.asarray(x))
+
+
+class FlowFit(NamedTuple):
+    """Result of :func:`fit_flow` / :func:`fit_flow_to_samples`.
+
+    Attributes
+    ----------
+    flow : FittedFlow
+        The flow, to save and reuse (``flow.diffusion()`` for :func:`~numpyro_dsd.ksd`).
+    state : SVIState
+        Optimiser state; ``init_state=fit.state`` continues the run exactly.
+    losses : (num_steps,)
+        Per step: the negative ELBO (:func:`fit_flow`), or the negative log-likelihood per draw
+        of the minibatch, an estimate of :math:`-\\frac1n\\sum_i\\log q(x_i)`
+        (:func:`fit_flow_to_samples`).
+    params : dict
+        All SVI parameters (for :func:`fit_flow`, the model's own ``numpyro.param`` sites too).
+    """
+
+    flow: FittedFlow
+    state: SVIState
+    losses: jax.Array
+    params: dict[str, Any]
+
+
+def _arn_name(i: int) -> str:
+    return f"{_PREFIX}_arn__{i}$params"
+
+
+def _bind(apply: Callable, params: Any) -> Callable:
+    return lambda x: apply(params, x)
+
+
+def _arn(spec: FlowSpec) -> tuple[Callable, Callable]:
+    return AutoregressiveNN(
+        spec.dim,
+        list(spec.hidden_dims),
+        permutation=jnp.arange(spec.dim),
+        skip_connections=spec.skip_connections,
+        nonlinearity=_NONLINEARITIES[spec.nonlinearity],
+    )
+
+
+def _spec(
+    dim: int,
+    num_flows: int,
+    hidden_dims: Sequence[int] | None,
+    skip_connections: bool,
+    nonlinearity: str,
+    direction: str,
+) -> FlowSpec:
+    if dim < 2:
+        raise ValueError(
+            f"Autoregressive flows need d >= 2 latent dimensions; got d={dim}. In one dimension "
+            "use a Constant diffusion (a scale) instead."
+        )
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(
+            f"nonlinearity must be one of {sorted(_NONLINEARITIES)}; got {nonlinearity!r}."
+        )
+    if num_flows < 1:
+        raise ValueError(f"num_flows must be >= 1; got {num_flows}.")
+    hidden = tuple(hidden_dims) if hidden_dims is not None else (max(2 * dim, 16),) * 2
+    return FlowSpec(dim, num_flows, hidden, skip_connections, nonlinearity, direction)
+
+
+class _TransformedNormal(dist.Distribution):
+    """:math:`x` with :math:`T(x) \\sim \\mathcal N(0, I)`: density by one pass of :math:`T`."""
+
+    support = dist.constraints.real_vector
+
+    def __init__(self, T: Transform, dim: int):
+        self.T = T
+        super().__init__(batch_shape=(), event_shape=(dim,))
+
+    def log_prob(self, value: jax.Array) -> jax.Array:
+        z = self.T(value)
+        normal = -0.5 * jnp.sum(z**2, -1) - 0.5 * z.shape[-1] * jnp.log(2 * jnp.pi)
+        return normal + self.T.log_abs_det_jacobian(value, z)
+
+
+def default_optim(num_steps: int) -> optax.GradientTransformation:
+    """Adam with the step size decaying exponentially from 1e-2 to 1e-4 over ``num_steps``.
+
+    A constant step size leaves the last iterate of a noisy ELBO far from the optimum: on the
+    banana and funnel targets of the tests, Adam(5e-3) for 2000 steps ended at KL 2.2 and 0.22,
+    this schedule at 0.04 and 0.03 (``docs/benchmarks.md``).
+    """
+    return optax.adam(optax.exponential_decay(1e-2, num_steps, 1e-2, end_value=1e-4))
+
+
+def fit_flow(
+    model: Callable,
+    *model_args: Any,
+    num_flows: int = 2,
+    hidden_dims: Sequence[int] | None = None,
+    skip_connections: bool = False,
+    nonlinearity: str = "elu",
+    num_steps: int = 2000,
+    optim: Any = None,
+    num_particles: int = 4,
+    rng_key: jax.Array | None = None,
+    progress_bar: bool = True,
+    init_state: SVIState | None = None,
+    **model_kwargs: Any,
+) -> FlowFit:
+    """NeuTra: fit an inverse autoregressive flow to a NumPyro model's posterior by SVI.
+
+    Maximises the ELBO of the guide :math:`x = G(\\varepsilon)`, :math:`\\varepsilon \\sim
+    \\mathcal N(0, I)` (``AutoIAFNormal``), where :math:`x` is the model's flat unconstrained
+    latent (sites flattened in sorted order, as :func:`numpyro_dsd.targets.model_draws` does).
+    The flow diffusion then uses :math:`T = G^{-1}`.
+
+    Parameters
+    ----------
+    model : callable
+        NumPyro model with continuous latent sites (at least two latent dimensions).
+    *model_args, **model_kwargs
+        Passed to the model.
+    num_flows, hidden_dims, skip_connections, nonlinearity
+        Architecture (:class:`FlowSpec`); default two layers with hidden widths
+        ``max(2d, 16)``.
+    num_steps : int
+        SVI steps (default 2000).
+    optim : numpyro.optim optimizer or optax ``GradientTransformation``
+        Default :func:`default_optim` (Adam, step size decaying from 1e-2 to 1e-4).
+    num_particles : int
+        ELBO particles per step.
+    rng_key : jax.random key, optional
+        Default ``jax.random.key(0)``.
+    progress_bar : bool
+        NumPyro's progress bar.
+    init_state : SVIState, optional
+        ``fit.state`` of an earlier fit (same model and architecture) to continue it exactly.
+
+    Returns
+    -------
+    FlowFit
+
+    Examples
+    --------
+    >>> import numpyro, numpyro.distributions as dist
+    >>> def model():
+    ...     numpyro.sample("a", dist.Normal(0, 1))
+    ...     numpyro.sample("b", dist.Normal(0, 2))
+    >>> fit = fit_flow(model, num_steps=10, progress_bar=False)
+    >>> fit.losses.shape, fit.flow.spec.dim
+    ((10,), 2)
+    """
+    guide_kwargs = dict(num_flows=num_flows, skip_connections=skip_connections)
+    optim = default_optim(num_steps) if optim is None else optim
+    svi, guide = _model_svi(model, guide_kwargs, hidden_dims, nonlinearity, optim, num_particles)
+    key = jax.random.key(0) if rng_key is None else rng_key
+    result = svi.run(
+        key,
+        num_steps,
+        *model_args,
+        progress_bar=progress_bar,
+        init_state=init_state,
+        **model_kwargs,
+    )
+    spec = _spec(
+        guide.latent_dim, num_flows, guide._hidden_dims, skip_connections, nonlinearity, "generator"
+    )
+    arn_params = {k: v for k, v in result.params.items() if k.startswith(f"{_PREFIX}_arn__")}
+    ones = jnp.ones(spec.dim)
+    flow = FittedFlow(spec, arn_params, 0.0 * ones, ones)
+    return FlowFit(flow, result.state, result.losses, result.params)
+
+
+def _model_svi(
+    model: Callable,
+    guide_kwargs: dict[str, Any],
+    hidden_dims: Sequence[int] | None,
+    nonlinearity: str,
+    optim: Any,
+    num_particles: int,
+) -> tuple[SVI, AutoIAFNormal]:
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(
+            f"nonlinearity must be one of {sorted(_NONLINEARITIES)}; got {nonlinearity!r}."
+        )
+
+    class _Guide(AutoIAFNormal):
+        def _get_posterior(self) -> dist.Distribution:
+            if self._hidden_dims is None:  # our default width, known once latent_dim is
+                self._hidden_dims = _spec(self.latent_dim, 1, None, False, "elu", "").hidden_dims
+            return super()._get_posterior()
+
+    guide = _Guide(
+        model,
+        prefix=_PREFIX,
+        hidden_dims=hidden_dims,
+        nonlinearity=_NONLINEARITIES[nonlinearity],
+        **guide_kwargs,
+    )
+    return SVI(
+        model,
+        guide,
+        optim,
+        Trace_ELBO(num_particles=num_particles),
+    ), guide
+
+
+def fit_flow_to_samples(
+    x: ArrayLike,
+    *,
+    num_flows: int = 2,
+    hidden_dims: Sequence[int] | None = None,
+    skip_connections: bool = False,
+    nonlinearity: str = "elu",
+    num_steps: int = 2000,
+    batch_size: int | None = 256,
+    optim: Any = None,
+    rng_key: jax.Array | None = None,
+    progress_bar: bool = True,
+    init_state: SVIState | None = None,
+) -> FlowFit:
+    """Fit a masked autoregressive flow to draws by maximum likelihood.
+
+    Maximises :math:`\\frac1n\\sum_i \\log q(x_i)`,
+    :math:`\\log q(x) = \\log\\mathcal N(T(x); 0, I) + \\log|\\det J(x)|`, with
+    :math:`T = \\text{layers} \\circ \\text{standardise}`, by minibatch stochastic gradients.
+
+    Parameters
+    ----------
+    x : (n, d)
+        Draws (e.g. flat unconstrained MCMC draws, ``model_draws(...).x.reshape(-1, d)``).
+    num_flows, hidden_dims, skip_connections, nonlinearity
+        Architecture (:class:`FlowSpec`); default two layers with hidden widths ``max(2d, 16)``.
+    num_steps : int
+        Optimisation steps (default 2000).
+    batch_size : int or None
+        Minibatch size; ``None`` uses all draws every step.
+    optim : numpyro.optim optimizer or optax ``GradientTransformation``
+        Default :func:`default_optim` (Adam, step size decaying from 1e-2 to 1e-4).
+    rng_key, progress_bar, init_state
+        As in :func:`fit_flow`.
+
+    Returns
+    -------
+    FlowFit
+
+    Examples
+    --------
+    >>> import jax
+    >>> x = jax.random.normal(jax.random.key(0), (500, 2)) * jax.numpy.array([1.0, 5.0])
+    >>> fit = fit_flow_to_samples(x, num_steps=200, progress_bar=False)
+    >>> bool(fit.losses[-20:].mean() < fit.losses[:20].mean())
+    True
+    """
+    x = as_points(x)
+    n, d = x.shape
+    spec = _spec(d, num_flows, hidden_dims, skip_connections, nonlinearity, "normalizer")
+    loc, scale = jnp.mean(x, axis=0), jnp.std(x, axis=0)
+    if not bool(jnp.all(scale > 0)):
+        raise ValueError(
+            "Some coordinates of x are constant across draws; a flow cannot be fitted to a "
+            "degenerate sample. Drop those coordinates or check the sampler."
+        )
+    batch = None if batch_size is None or batch_size >= n else int(batch_size)
+    svi = SVI(
+        _likelihood_model,
+        lambda *a, **k: None,
+        default_optim(num_steps) if optim is None else optim,
+        Trace_ELBO(),
+    )
+    key = jax.random.key(0) if rng_key is None else rng_key
+    result = svi.run(
+        key,
+        num_steps,
+        x,
+        spec,
+        loc,
+        scale,
+        batch,
+        progress_bar=progress_bar,
+        init_state=init_state,
+    )
+    flow = FittedFlow(spec, {k: v for k, v in result.params.items()}, loc, scale)
+    return FlowFit(flow, result.state, result.losses / n, result.params)
+
+
+def _likelihood_model(
+    x: jax.Array, spec: FlowSpec, loc: jax.Array, scale: jax.Array, batch: int | None
+) -> None:
+    params = {}
+    for i in range(spec.num_flows):
+        init, _ = _arn(spec)
+        params[_arn_name(i)] = numpyro.param(
+            _arn_name(i), lambda key, init=init: init(key, (spec.dim,))[1]
+        )
+    T = FittedFlow(spec, params, loc, scale).transform()
+    with numpyro.plate("draws", x.shape[0], subsample_size=batch) as idx:
+        numpyro.sample("x", _TransformedNormal(T, spec.dim), obs=x[idx])

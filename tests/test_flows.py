@@ -1,0 +1,156 @@
+"""Fitting flows: NeuTra SVI on a model (``fit_flow``) and maximum likelihood on draws
+(``fit_flow_to_samples``), resumption, saving, and the flow diffusion on a NumPyro model."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.infer import Predictive, Trace_ELBO
+
+from numpyro_dsd import IMQ, ksd
+from numpyro_dsd.flows import _model_svi, default_optim, fit_flow, fit_flow_to_samples
+from numpyro_dsd.targets import log_density_fn, model_draws
+
+
+def gaussian_model():
+    """Posterior = prior: a ~ N(0, 1), b | a ~ N(2a, 0.5^2); log evidence 0, so -ELBO = KL."""
+    a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    numpyro.sample("b", dist.Normal(2.0 * a, 0.5))
+
+
+def constrained_model():
+    """A positive site and a plate: sigma ~ LogNormal(0, 0.5), mu_i | sigma ~ N(0, sigma)."""
+    sigma = numpyro.sample("sigma", dist.LogNormal(0.0, 0.5))
+    with numpyro.plate("i", 2):
+        numpyro.sample("mu", dist.Normal(0.0, sigma))
+
+
+@pytest.fixture(scope="module")
+def gaussian_fit():
+    return fit_flow(gaussian_model, num_steps=1500, progress_bar=False)
+
+
+def test_fit_flow_learns_the_posterior(gaussian_fit):
+    svi, guide = _model_svi(
+        gaussian_model, dict(num_flows=2, skip_connections=False), None, "elu", default_optim(), 1
+    )
+    svi.init(jax.random.key(0))
+    kl = float(
+        Trace_ELBO(num_particles=20000).loss(
+            jax.random.key(1), gaussian_fit.params, gaussian_model, guide
+        )
+    )
+    # the ELBO estimate has MC error ~ sd(log q - log p)/sqrt(20000) < 0.01 for a good fit
+    assert kl < 0.05
+    # the rebuilt generator is AutoIAFNormal's own transform
+    eps = jax.random.normal(jax.random.key(2), (1000, 2))
+    G = guide.get_transform(gaussian_fit.params)
+    np.testing.assert_allclose(gaussian_fit.flow.generator()(eps), G(eps), rtol=1e-5, atol=1e-5)
+    x = G(jax.random.normal(jax.random.key(3), (40000, 2)))
+    cov = np.cov(np.asarray(x).T)
+    np.testing.assert_allclose(cov, [[1.0, 2.0], [2.0, 4.25]], rtol=0.1, atol=0.05)
+
+
+def test_fit_flow_resumes_exactly():
+    one = fit_flow(gaussian_model, num_steps=40, progress_bar=False)
+    half = fit_flow(gaussian_model, num_steps=20, progress_bar=False)
+    two = fit_flow(gaussian_model, num_steps=20, progress_bar=False, init_state=half.state)
+    np.testing.assert_allclose(np.concatenate([half.losses, two.losses]), one.losses, rtol=1e-6)
+    for k in one.flow.params:
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+            two.flow.params[k],
+            one.flow.params[k],
+        )
+
+
+def test_fitted_flow_pickles(gaussian_fit):
+    flow = pickle.loads(pickle.dumps(gaussian_fit.flow))
+    x = jax.random.normal(jax.random.key(0), (5, 2))
+    np.testing.assert_array_equal(flow.transform()(x), gaussian_fit.flow.transform()(x))
+
+
+def test_flow_diffusion_on_a_numpyro_model(x64):
+    """End to end with a constrained site and a plate: draws of the model (posterior = prior),
+    scores by ``model_draws``, a NeuTra flow; the flow diffusion KSD equals the plain KSD of the
+    latent points against T#p, scored independently by autodiff of log p(G(z)) + log|det dG|."""
+    fit = fit_flow(constrained_model, num_steps=300, progress_bar=False)
+    samples = Predictive(constrained_model, num_samples=300)(jax.random.key(1))
+    draws = model_draws(constrained_model, samples)
+    log_p, _, d = log_density_fn(constrained_model)
+    assert d == 3 and draws.site_names == ("mu", "sigma")
+    G = fit.flow.generator()
+
+    def log_push(z):
+        x = G(z)
+        return log_p(x) + G.log_abs_det_jacobian(z, x)
+
+    z = fit.flow.transform()(draws.x)
+    s_z = jax.jit(jax.vmap(jax.grad(log_push)))(z)
+    expected = ksd(z, s_z, kernel=IMQ(precond="med"))
+    got = ksd(draws.x, draws.scores, kernel=IMQ(precond="med"), diffusion=fit.flow.diffusion())
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def _banana(n, key):
+    k1, k2 = jax.random.split(key)
+    x1 = 3.0 * jax.random.normal(k1, (n,))
+    return jnp.stack([x1, 0.1 * x1**2 - 1.0 + jax.random.normal(k2, (n,))], axis=1)
+
+
+def test_fit_flow_to_samples_close_to_true_entropy():
+    """On held-out draws, mean(log p - log q) estimates KL(p || q) >= 0 (MC error
+    sd / sqrt(n_test)), and the negative log-likelihood is the true entropy plus that KL."""
+    fit = fit_flow_to_samples(_banana(4000, jax.random.key(0)), progress_bar=False)
+    test = _banana(4000, jax.random.key(1))
+    nll = -np.asarray(fit.flow.log_prob(test))
+    entropy = 0.5 * math.log(2 * math.pi * math.e * 9) + 0.5 * math.log(2 * math.pi * math.e)
+    log_p = (
+        -jnp.log(3.0)
+        - 0.5 * (test[:, 0] / 3) ** 2
+        - 0.5 * (test[:, 1] - 0.1 * test[:, 0] ** 2 + 1) ** 2
+        - math.log(2 * math.pi)
+    )
+    kl = nll + np.asarray(log_p)  # per draw: log p - log q
+    se = kl.std() / math.sqrt(kl.size)
+    assert -4 * se < kl.mean() < 0.05 + 4 * se  # KL(p || q) >= 0; measured 4e-4
+    assert nll.mean() - entropy < 0.05 + 4 * np.asarray(log_p).std() / math.sqrt(kl.size)
+    z = fit.flow.transform()(test)
+    np.testing.assert_allclose(np.cov(np.asarray(z).T), np.eye(2), atol=0.15)
+    np.testing.assert_allclose(fit.flow.generator()(z), test, rtol=1e-4, atol=1e-4)
+
+
+def test_fit_flow_to_samples_resumes_exactly():
+    x = _banana(500, jax.random.key(0))
+    one = fit_flow_to_samples(x, num_steps=30, progress_bar=False)
+    half = fit_flow_to_samples(x, num_steps=15, progress_bar=False)
+    two = fit_flow_to_samples(x, num_steps=15, progress_bar=False, init_state=half.state)
+    np.testing.assert_allclose(np.concatenate([half.losses, two.losses]), one.losses, rtol=1e-6)
+
+
+class TestBadInput:
+    def test_one_dimensional(self):
+        with pytest.raises(ValueError, match="d >= 2"):
+            fit_flow_to_samples(np.zeros((10, 1)) + np.arange(10.0)[:, None], num_steps=1)
+
+    def test_constant_column(self):
+        x = np.stack([np.arange(10.0), np.ones(10)], axis=1)
+        with pytest.raises(ValueError, match="constant across draws"):
+            fit_flow_to_samples(x, num_steps=1)
+
+    def test_non_finite_draws(self):
+        x = np.ones((10, 2)) * np.arange(10.0)[:, None]
+        x[3, 1] = np.nan
+        with pytest.raises(ValueError, match="NaN or inf.*row 3"):
+            fit_flow_to_samples(x, num_steps=1)
+
+    def test_bad_nonlinearity(self):
+        with pytest.raises(ValueError, match="nonlinearity must be one of"):
+            fit_flow(gaussian_model, nonlinearity="sigmoid", num_steps=1)

@@ -7,6 +7,7 @@ live in :mod:`numpyro_dsd.targets`.
 """
 
 from numpyro_dsd.diffusion import Constant, FlowDiffusion, Identity, PositionDependent
+from numpyro_dsd.flows import fit_flow, fit_flow_to_samples
 from numpyro_dsd.kernels import IMQ, Gaussian
 from numpyro_dsd.stein import ksd, ksd_squared, stein_matrix
 
@@ -17,6 +18,8 @@ __all__ = [
     "Constant",
     "PositionDependent",
     "FlowDiffusion",
+    "fit_flow",
+    "fit_flow_to_samples",
     "ksd",
     "ksd_squared",
     "stein_matrix",

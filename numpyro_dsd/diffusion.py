@@ -212,8 +212,11 @@ class FlowDiffusion:
         Data to latent, acting on (d,) points. Any object with ``transform_and_log_det`` and
         ``inverse_and_log_det`` (a flowjax bijection, :class:`numpyro_dsd.bijections.Inverse`,
         :class:`numpyro_dsd.ContinuousFlow`) is accepted.
-    batch_size : int
-        Points mapped at once (vectorised) in the sequential loop over the points.
+    batch_size : int, optional
+        Points mapped at once (vectorised) in the sequential loop over the points; default
+        :math:`2^{22}/d^2` (the per-point Jacobians of a batch take 4M numbers), at least 256.
+        Small batches are slow on CPU: at n = 20,000, d = 10, batches of 256 took 1.27 s, one
+        batch 0.02 s.
 
     Examples
     --------
@@ -228,14 +231,14 @@ class FlowDiffusion:
     True
     """
 
-    def __init__(self, T: object, *, batch_size: int = 256):
+    def __init__(self, T: object, *, batch_size: int | None = None):
         self.bijection = as_bijection(T)
         self.batch_size = batch_size
         self.method = "jacobian"
         self._latent = self._compile(self._latent_by_jacobian)
 
     @classmethod
-    def from_generator(cls, G: object, *, batch_size: int = 256) -> FlowDiffusion:
+    def from_generator(cls, G: object, *, batch_size: int | None = None) -> FlowDiffusion:
         """The flow diffusion of :math:`T = G^{-1}`, for a generator :math:`G` (latent to data).
 
         Examples
@@ -255,7 +258,11 @@ class FlowDiffusion:
 
     def _compile(self, point_fn: Callable) -> Callable:
         def run(x: jax.Array, s: jax.Array) -> tuple[jax.Array, ...]:
-            return jax.lax.map(lambda a: point_fn(*a), (x, s), batch_size=self.batch_size)
+            n, d = x.shape
+            batch = self.batch_size or max(256, 2**22 // (d * d))
+            if batch >= n:
+                return jax.vmap(point_fn)(x, s)
+            return jax.lax.map(lambda a: point_fn(*a), (x, s), batch_size=batch)
 
         return jax.jit(run)
 

@@ -6,6 +6,7 @@ the base kernels (:class:`IMQ`, :class:`Gaussian`) and the diffusions (:class:`I
 live in :mod:`numpyro_dsd.targets`.
 """
 
+from numpyro_dsd.continuous import ContinuousFlow, dsm_path
 from numpyro_dsd.diffusion import Constant, FlowDiffusion, Identity, PositionDependent
 from numpyro_dsd.flows import fit_flow, fit_flow_to_samples
 from numpyro_dsd.kernels import IMQ, Gaussian
@@ -20,6 +21,8 @@ __all__ = [
     "FlowDiffusion",
     "fit_flow",
     "fit_flow_to_samples",
+    "ContinuousFlow",
+    "dsm_path",
     "ksd",
     "ksd_squared",
     "stein_matrix",

@@ -20,8 +20,9 @@ stein-thinning's ``make_precon`` exactly). The radial profile (:class:`IMQProfil
 
 from __future__ import annotations
 
+import copy
 import warnings
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 import jax
 import jax.numpy as jnp
@@ -88,6 +89,27 @@ class _RadialKernel:
     def precondition_matrix(self, x: ArrayLike) -> jax.Array:
         """Resolve the preconditioner on points ``x`` (n, d): :math:`A = \\Gamma^{-1}` (d, d)."""
         return precondition_matrix(self.precond, x)
+
+    def frozen(self, x: ArrayLike) -> Self:
+        """This kernel with its preconditioner resolved on ``x`` (n, d) once and then fixed:
+        :math:`\\Gamma` becomes a matrix, so KSD values of other point sets are comparable.
+
+        A data-dependent ``"med"``/``"sclmed"``/``"smpcov"`` is re-estimated on every point set it
+        is given; freeze it on reference draws before comparing sets (math.md §8). With a
+        :class:`~numpyro_dsd.FlowDiffusion` the kernel acts in latent space: freeze it on latent
+        points, ``kernel.frozen(flow.latent(x, scores)[0])``.
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp
+        >>> k = IMQ(precond="med").frozen(jnp.array([[0.0, 0.0], [3.0, 4.0]]))
+        >>> k.precond  # Gamma = (median distance)^2 I
+        array([[25.,  0.],
+               [ 0., 25.]], dtype=float32)
+        """
+        new = copy.copy(self)
+        new.precond = np.asarray(jnp.linalg.inv(self.precondition_matrix(x)))
+        return new
 
     def __call__(self, x: ArrayLike, y: ArrayLike, A: ArrayLike | None = None) -> jax.Array:
         """Evaluate :math:`k(x, y) = \\varphi((x-y)^\\top A (x-y))` for one pair of (d,) points.

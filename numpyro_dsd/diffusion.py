@@ -270,14 +270,16 @@ class FlowDiffusion:
         """:math:`J^{-\\top}(s - \\nabla\\log|\\det J|)`; both derivatives from one ``jacfwd``."""
         fwd = self.bijection.transform_and_log_det
         (J, grad_logdet), (z, _) = jax.jacfwd(lambda p: (fwd(p), fwd(p)), has_aux=True)(x)
-        return z, jnp.linalg.solve(J.T, s - grad_logdet), jnp.zeros((), x.dtype)
+        s_z = jnp.linalg.solve(J.T, s - grad_logdet)
+        return z.astype(x.dtype), s_z.astype(x.dtype), jnp.zeros((), x.dtype)
 
     def _latent_by_generator(self, x: jax.Array, s: jax.Array) -> tuple[jax.Array, ...]:
         """:math:`\\nabla G(z)^\\top s + \\nabla_z\\log|\\det\\nabla G(z)|` by one VJP of G."""
         z, _ = self.bijection.transform_and_log_det(x)
         (x_back, logdet), vjp = jax.vjp(self.bijection.inverse_and_log_det, z)
-        (s_z,) = vjp((s, jnp.ones_like(logdet)))
-        return z, s_z, jnp.max(jnp.abs(x_back - x) / (1.0 + jnp.abs(x)))
+        (s_z,) = vjp((s.astype(x_back.dtype), jnp.ones_like(logdet)))
+        round_trip = jnp.max(jnp.abs(x_back - x) / (1.0 + jnp.abs(x)))
+        return z.astype(x.dtype), s_z.astype(x.dtype), round_trip.astype(x.dtype)
 
     def latent(self, x: jax.Array, scores: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Latent points :math:`z_i = T(x_i)` (n, d) and scores :math:`s_{T_\\#p}(z_i)` (n, d)."""

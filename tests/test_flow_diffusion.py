@@ -323,3 +323,13 @@ class TestBadInput:
     def test_not_a_flow(self):
         with pytest.raises(ValueError, match="Cannot use .* as a flow"):
             FlowDiffusion(lambda x: x)
+
+
+def test_float64_flow_with_float32_draws(x64, setup):
+    """A flow with float64 parameters applied to float32 draws computes in the draws' dtype."""
+    flow, x, s = setup
+    x32, s32 = np.asarray(x, np.float32), np.asarray(s, np.float32)
+    for diffusion in (FlowDiffusion(flow), FlowDiffusion.from_generator(Inverse(flow))):
+        z, s_z = diffusion.latent(x32, s32)
+        assert z.dtype == s_z.dtype == np.float32
+        np.testing.assert_allclose(s_z, diffusion.latent(x, s)[1], rtol=1e-4, atol=1e-4)

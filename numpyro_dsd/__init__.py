@@ -3,13 +3,16 @@
 The top level exposes the discrepancy (:func:`ksd`, :func:`ksd_squared`, :func:`stein_matrix`),
 the base kernels (:class:`IMQ`, :class:`Gaussian`) and the diffusions (:class:`Identity`,
 :class:`Constant`, :class:`PositionDependent`, :class:`FlowDiffusion`). Scores of NumPyro models
-live in :mod:`numpyro_dsd.targets`.
+live in :mod:`numpyro_dsd.targets`; flows are learned by :func:`fit_flow` and
+:func:`fit_flow_to_samples`; diffusion score matching is :func:`dsm` / :func:`implicit_dsm`, the
+Riemannian view :mod:`numpyro_dsd.riemannian`, continuous flows :class:`ContinuousFlow`.
 """
 
 from numpyro_dsd.continuous import ContinuousFlow, dsm_path
 from numpyro_dsd.diffusion import Constant, FlowDiffusion, Identity, PositionDependent
 from numpyro_dsd.flows import fit_flow, fit_flow_to_samples
 from numpyro_dsd.kernels import IMQ, Gaussian
+from numpyro_dsd.score_matching import dsm, implicit_dsm
 from numpyro_dsd.stein import ksd, ksd_squared, stein_matrix
 
 __all__ = [
@@ -23,6 +26,8 @@ __all__ = [
     "fit_flow_to_samples",
     "ContinuousFlow",
     "dsm_path",
+    "dsm",
+    "implicit_dsm",
     "ksd",
     "ksd_squared",
     "stein_matrix",

@@ -16,6 +16,7 @@ generator :math:`G` (latent to data, e.g. ``guide.get_transform(params)`` of a f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import jax
@@ -29,6 +30,8 @@ __all__ = [
     "Inverse",
     "as_bijection",
     "inverse",
+    "check_flow_dim",
+    "eval_on_point",
 ]
 
 
@@ -140,3 +143,28 @@ def inverse(flow: object) -> Bijection:
     """The inverse of ``flow`` (adapted with :func:`as_bijection`) as a :class:`Bijection`."""
     b = as_bijection(flow)
     return b.bijection if isinstance(b, Inverse) else Inverse(b)
+
+
+def eval_on_point(fn: Callable, d: int, dtype: jnp.dtype, name: str) -> object:
+    """Output shapes of ``fn`` on one (d,) point (``jax.eval_shape``); a ``ValueError`` naming
+    ``name`` if it cannot be applied to such a point."""
+    try:
+        return jax.eval_shape(fn, jax.ShapeDtypeStruct((d,), dtype))
+    except NotInvertibleError:
+        raise
+    except (TypeError, ValueError, IndexError) as err:
+        raise ValueError(
+            f"{name} cannot be applied to a point of dimension d={d} ({type(err).__name__}: "
+            f"{err}). Give points of the dimension it was built for."
+        ) from None
+
+
+def check_flow_dim(bijection: object, d: int, dtype: jnp.dtype) -> None:
+    """``ValueError`` unless ``bijection`` maps a (d,) point to ((d,), scalar)."""
+    z, logdet = eval_on_point(bijection.transform_and_log_det, d, dtype, "The flow")
+    if z.shape != (d,) or logdet.shape != ():
+        raise ValueError(
+            f"The flow must map a ({d},) point to ((d,), scalar log|det J|); it returned shapes "
+            f"{z.shape} and {logdet.shape}. Give points of the flow's dimension (the points have "
+            f"dimension d={d})."
+        )

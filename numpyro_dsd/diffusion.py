@@ -21,7 +21,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from numpyro_dsd._validation import check_finite, is_concrete
-from numpyro_dsd.bijections import NotInvertibleError, as_bijection, inverse
+from numpyro_dsd.bijections import NotInvertibleError, as_bijection, check_flow_dim, inverse
 
 __all__ = [
     "DiffusionFeatures",
@@ -283,7 +283,7 @@ class FlowDiffusion:
 
     def latent(self, x: jax.Array, scores: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Latent points :math:`z_i = T(x_i)` (n, d) and scores :math:`s_{T_\\#p}(z_i)` (n, d)."""
-        self._check_dimension(x)
+        check_flow_dim(self.bijection, x.shape[1], x.dtype)
         z, s_z, round_trip = self._latent(x, scores)
         check_finite(z, "The flow's latent points T(x)", "Check the flow at those draws.")
         check_finite(
@@ -294,25 +294,6 @@ class FlowDiffusion:
         )
         self._check_round_trip(round_trip)
         return z, s_z
-
-    def _check_dimension(self, x: jax.Array) -> None:
-        d = x.shape[1]
-        point = jax.ShapeDtypeStruct((d,), x.dtype)
-        try:
-            z, logdet = jax.eval_shape(self.bijection.transform_and_log_det, point)
-        except NotInvertibleError:
-            raise
-        except Exception as err:  # noqa: BLE001 - any failure here means "wrong input shape"
-            raise ValueError(
-                f"The flow {self.bijection!r} cannot be applied to points of dimension d={d} "
-                f"({type(err).__name__}: {err}). Use a flow built for the samples' dimension."
-            ) from None
-        if z.shape != (d,) or logdet.shape != ():
-            raise ValueError(
-                f"The flow must map a ({d},) point to a ({d},) point and a scalar log-determinant;"
-                f" it gave shapes {z.shape} and {logdet.shape}. Use a flow built for points of "
-                f"dimension d={d}."
-            )
 
     def _check_round_trip(self, round_trip: jax.Array) -> None:
         if not is_concrete(round_trip):

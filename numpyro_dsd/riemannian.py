@@ -31,10 +31,9 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from numpyro_dsd._validation import as_points, check_finite, float_dtype
+from numpyro_dsd.bijections import check_flow_dim, eval_on_point
 from numpyro_dsd.score_matching import (
     as_flow,
-    check_flow_dim,
-    eval_on_point,
     jacobian_and_log_det,
     map_points,
     solve_metric,

@@ -32,7 +32,7 @@ from jax.typing import ArrayLike
 from numpyro.distributions.transforms import Transform
 
 from numpyro_dsd._validation import as_points, check_finite, float_dtype
-from numpyro_dsd.bijections import NumPyroBijection
+from numpyro_dsd.bijections import NumPyroBijection, check_flow_dim, eval_on_point
 from numpyro_dsd.diffusion import Constant, Identity, PositionDependent
 
 __all__ = ["matrix_field", "dsm", "implicit_dsm"]
@@ -90,28 +90,6 @@ def jacobian_and_log_det(bijection: object, x: jax.Array) -> tuple[jax.Array, ja
     """:math:`J(x) = \\partial T(x)/\\partial x` (d, d) and the flow's :math:`\\log|\\det J(x)|`
     at one point ``x`` (d,)."""
     return jax.jacfwd(bijection.transform_and_log_det, has_aux=True)(x)
-
-
-def eval_on_point(fn: Callable, d: int, dtype: jnp.dtype, name: str) -> object:
-    """Output shapes of ``fn`` on one (d,) point (``jax.eval_shape``); a ``ValueError`` naming
-    ``name`` if it cannot be applied to such a point."""
-    try:
-        return jax.eval_shape(fn, jax.ShapeDtypeStruct((d,), dtype))
-    except (TypeError, ValueError, IndexError) as err:
-        raise ValueError(
-            f"{name} cannot be applied to a point of dimension d={d} ({type(err).__name__}: "
-            f"{err}). Give points of the dimension it was built for."
-        ) from None
-
-
-def check_flow_dim(bijection: object, d: int, dtype: jnp.dtype) -> None:
-    """``ValueError`` unless ``bijection`` maps a (d,) point to ((d,), scalar)."""
-    z, logdet = eval_on_point(bijection.transform_and_log_det, d, dtype, "The flow")
-    if z.shape != (d,) or logdet.shape != ():
-        raise ValueError(
-            f"The flow must map a ({d},) point to ((d,), scalar log|det J|); it returned shapes "
-            f"{z.shape} and {logdet.shape}. Give points of the flow's dimension."
-        )
 
 
 # --- diffusion matrices ----------------------------------------------------------------------

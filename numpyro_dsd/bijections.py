@@ -32,6 +32,7 @@ __all__ = [
     "inverse",
     "check_flow_dim",
     "eval_on_point",
+    "latent_score",
 ]
 
 
@@ -125,17 +126,22 @@ class Inverse:
 def as_bijection(flow: object) -> Bijection:
     """Adapt ``flow`` to :class:`Bijection`, in the direction it is given.
 
-    Accepts a NumPyro ``Transform`` or any object with ``transform_and_log_det`` and
-    ``inverse_and_log_det`` (flowjax bijections, :class:`Inverse`, ...).
+    Accepts a NumPyro ``Transform``, any object with ``transform_and_log_det`` and
+    ``inverse_and_log_det`` (flowjax bijections, :class:`Inverse`, ...), or an object holding one
+    as ``.bijection`` (a :class:`~numpyro_dsd.FlowDiffusion`).
     """
     if isinstance(flow, Transform):
         return NumPyroBijection(flow)
     if isinstance(flow, Bijection):
         return flow
+    inner = getattr(flow, "bijection", None)
+    if inner is not None:
+        return as_bijection(inner)
     raise ValueError(
-        f"Cannot use {_name(flow)} as a flow: give a NumPyro Transform (e.g. "
-        "guide.get_transform(params)) or a bijection with transform_and_log_det and "
-        "inverse_and_log_det methods (e.g. a flowjax bijection)."
+        f"Cannot use {_name(flow)} as a flow ({_name(flow)} is not a flow): give a NumPyro "
+        "Transform (e.g. guide.get_transform(params)), a bijection with transform_and_log_det and "
+        "inverse_and_log_det methods (e.g. a flowjax bijection), or an object holding one as "
+        ".bijection (a FlowDiffusion)."
     )
 
 
@@ -168,3 +174,18 @@ def check_flow_dim(bijection: object, d: int, dtype: jnp.dtype) -> None:
             f"{z.shape} and {logdet.shape}. Give points of the flow's dimension (the points have "
             f"dimension d={d})."
         )
+
+
+def latent_score(
+    bijection: Bijection, z: jax.Array, score: Callable[[jax.Array], jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """Pushed-forward score at one latent point by one vector-Jacobian product of :math:`G`.
+
+    .. math:: s_{T_\\#p}(z) = \\nabla G(z)^\\top s_p(G(z)) + \\nabla_z\\log|\\det\\nabla G(z)|,
+        \\qquad G = T^{-1}
+
+    (Lemma 3.1). ``score`` maps :math:`G(z)` to :math:`s_p(G(z))`. Returns :math:`(G(z), s)`.
+    """
+    (x, logdet), vjp = jax.vjp(bijection.inverse_and_log_det, z)
+    (s_z,) = vjp((score(x).astype(x.dtype), jnp.ones_like(logdet)))
+    return x, s_z

@@ -21,7 +21,13 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from numpyro_dsd._validation import check_finite, is_concrete
-from numpyro_dsd.bijections import NotInvertibleError, as_bijection, check_flow_dim, inverse
+from numpyro_dsd.bijections import (
+    NotInvertibleError,
+    as_bijection,
+    check_flow_dim,
+    inverse,
+    latent_score,
+)
 
 __all__ = [
     "DiffusionFeatures",
@@ -276,8 +282,7 @@ class FlowDiffusion:
     def _latent_by_generator(self, x: jax.Array, s: jax.Array) -> tuple[jax.Array, ...]:
         """:math:`\\nabla G(z)^\\top s + \\nabla_z\\log|\\det\\nabla G(z)|` by one VJP of G."""
         z, _ = self.bijection.transform_and_log_det(x)
-        (x_back, logdet), vjp = jax.vjp(self.bijection.inverse_and_log_det, z)
-        (s_z,) = vjp((s.astype(x_back.dtype), jnp.ones_like(logdet)))
+        x_back, s_z = latent_score(self.bijection, z, lambda _: s)
         round_trip = jnp.max(jnp.abs(x_back - x) / (1.0 + jnp.abs(x)))
         return z.astype(x.dtype), s_z.astype(x.dtype), round_trip.astype(x.dtype)
 

@@ -171,6 +171,13 @@ def _arn(spec: FlowSpec) -> tuple[Callable, Callable]:
     )
 
 
+def _check_nonlinearity(nonlinearity: str) -> None:
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(
+            f"nonlinearity must be one of {sorted(_NONLINEARITIES)}; got {nonlinearity!r}."
+        )
+
+
 def _spec(
     dim: int,
     num_flows: int,
@@ -184,10 +191,7 @@ def _spec(
             f"Autoregressive flows need d >= 2 latent dimensions; got d={dim}. In one dimension "
             "use a Constant diffusion (a scale) instead."
         )
-    if nonlinearity not in _NONLINEARITIES:
-        raise ValueError(
-            f"nonlinearity must be one of {sorted(_NONLINEARITIES)}; got {nonlinearity!r}."
-        )
+    _check_nonlinearity(nonlinearity)
     if num_flows < 1:
         raise ValueError(f"num_flows must be >= 1; got {num_flows}.")
     hidden = tuple(hidden_dims) if hidden_dims is not None else (max(2 * dim, 16),) * 2
@@ -320,10 +324,7 @@ def _model_svi(
     optim: Any,
     num_particles: int,
 ) -> tuple[SVI, AutoIAFNormal]:
-    if nonlinearity not in _NONLINEARITIES:
-        raise ValueError(
-            f"nonlinearity must be one of {sorted(_NONLINEARITIES)}; got {nonlinearity!r}."
-        )
+    _check_nonlinearity(nonlinearity)
 
     class _Guide(AutoIAFNormal):
         def _get_posterior(self) -> dist.Distribution:

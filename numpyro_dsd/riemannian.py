@@ -31,9 +31,8 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from numpyro_dsd._validation import as_points, check_finite, float_dtype
-from numpyro_dsd.bijections import check_flow_dim, eval_on_point
+from numpyro_dsd.bijections import as_bijection, check_flow_dim, eval_on_point
 from numpyro_dsd.score_matching import (
-    as_flow,
     jacobian_and_log_det,
     map_points,
     solve_metric,
@@ -56,7 +55,7 @@ Fn = Callable[[jax.Array], jax.Array]
 
 def _points(flow: object, x: ArrayLike) -> tuple[object, jax.Array, bool]:
     """``(bijection, x as (n, d), whether x was one point)``, checked against the flow."""
-    bij = as_flow(flow)
+    bij = as_bijection(flow)
     ndim = np.ndim(x)
     if ndim not in (1, 2):
         raise ValueError(
@@ -258,7 +257,7 @@ def log_density_wrt_volume(flow: object, log_p: Fn) -> Fn:
     >>> round(float(log_pt(jnp.ones(2))), 4)  # -1 - log 4
     -2.3863
     """
-    bij = as_flow(flow)
+    bij = as_bijection(flow)
     if not callable(log_p):
         raise ValueError("log_p must be a callable log density of one (d,) point.")
     return lambda x: log_p(x) - bij.transform_and_log_det(x)[1]

@@ -29,10 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
-from numpyro.distributions.transforms import Transform
 
 from numpyro_dsd._validation import as_points, check_finite, float_dtype
-from numpyro_dsd.bijections import NumPyroBijection, check_flow_dim, eval_on_point
+from numpyro_dsd.bijections import as_bijection, check_flow_dim, eval_on_point, latent_score
 from numpyro_dsd.diffusion import Constant, Identity, PositionDependent
 
 __all__ = ["matrix_field", "dsm", "implicit_dsm"]
@@ -61,29 +60,12 @@ class _Field(NamedTuple):
 
 
 def _flow_bijection(obj: object) -> object | None:
-    """The data-to-latent bijection of ``obj``, or ``None`` if ``obj`` is not a flow.
-
-    A bijection (``transform_and_log_det``) is checked before ``.bijection``: an
-    :class:`~numpyro_dsd.bijections.Inverse` has both, and is itself the map.
-    """
-    if isinstance(obj, Transform):
-        return NumPyroBijection(obj)
-    if hasattr(obj, "transform_and_log_det"):
-        return obj
-    inner = getattr(obj, "bijection", None)
-    return None if inner is None else _flow_bijection(inner)
-
-
-def as_flow(flow: object) -> object:
-    """``flow`` as a data-to-latent bijection; ``ValueError`` if it is not one."""
-    bij = _flow_bijection(flow)
-    if bij is None:
-        raise ValueError(
-            f"{type(flow).__name__} is not a flow: give a data-to-latent bijection with a "
-            "transform_and_log_det(x) -> (z, log|det J|) method (one point), a NumPyro "
-            "Transform, or an object holding one as .bijection."
-        )
-    return bij
+    """The data-to-latent bijection of ``obj`` (:func:`~numpyro_dsd.bijections.as_bijection`),
+    or ``None`` if ``obj`` is not a flow."""
+    try:
+        return as_bijection(obj)
+    except ValueError:
+        return None
 
 
 def jacobian_and_log_det(bijection: object, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -332,8 +314,7 @@ def _latent_score_fn(bijection: object, score: Fn) -> Fn:
     """
 
     def latent(z: jax.Array) -> jax.Array:
-        (xg, logdet), vjp = jax.vjp(bijection.inverse_and_log_det, z)
-        return vjp((score(xg), jnp.ones_like(logdet)))[0]
+        return latent_score(bijection, z, score)[1]
 
     return latent
 

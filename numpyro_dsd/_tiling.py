@@ -8,6 +8,10 @@ multiple of the block size B and cut into blocks; only the tiles :math:`(I, J)` 
     \\sum_{ij} w_i w_j K_{ij}
     = \\sum_{I} w_I^\\top K_{II} w_I + 2\\sum_{I<J} w_I^\\top K_{IJ} w_J .
 
+The same tiles give :math:`K W` for a block of vectors :math:`W` (n, k) (:func:`pair_matvec`:
+the wild bootstrap) and the strictly lower products :math:`\\sum_{j<i} K_{ij} W_j` (prefix
+curves along a chain), each tile :math:`K_{IJ}` serving both :math:`I` and :math:`J`.
+
 The tile list is split over the given devices with :func:`jax.shard_map` (a 1-D mesh named
 ``"tiles"``); each device scans its tiles with :func:`jax.lax.scan` and the partial sums are
 combined with ``psum``, so one device and many give the same value up to rounding.
@@ -23,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-__all__ = ["pad_blocks", "tile_list", "weighted_pair_sum"]
+__all__ = ["pad_blocks", "tile_list", "weighted_pair_sum", "pair_matvec"]
 
 TileFn = Callable[..., jax.Array]
 
@@ -116,3 +120,64 @@ def weighted_pair_sum(
         check_vma=False,
     )
     return sharded(jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(factor), fb, consts, db, wb)
+
+
+@partial(jax.jit, static_argnames=("tile_fn", "block", "devices", "lower"))
+def pair_matvec(
+    tile_fn: TileFn,
+    feats: object,
+    consts: object,
+    diag: jax.Array,
+    w: jax.Array,
+    *,
+    block: int,
+    devices: Sequence[jax.Device],
+    lower: bool = False,
+) -> jax.Array:
+    """:math:`K W` (``lower=False``) or :math:`\\big(\\sum_{j<i} K_{ij} W_{jc}\\big)_{ic}`
+    (``lower=True``) for ``w`` of shape (n, k), without forming K.
+
+    Each upper tile :math:`(I, J)` adds :math:`K_{IJ} W_J` to rows I and :math:`K_{IJ}^\\top W_I`
+    to rows J (full product), or only the latter, with the diagonal tile masked to its strictly
+    lower part (``lower``). Cost :math:`O(n^2 (d + k))`, memory :math:`O(B^2 + n k)`. Same
+    ``tile_fn``/``feats``/``consts``/``diag``/``block``/``devices`` as
+    :func:`weighted_pair_sum`.
+
+    Returns
+    -------
+    (n, k) array in ``w``'s dtype.
+    """
+    n, k = w.shape
+    fb, db, wb = pad_blocks((feats, diag, w), n, block)
+    rows, cols, factor = tile_list(wb.shape[0], len(devices))
+    eye = jnp.eye(block, dtype=bool)
+    strict_upper = jnp.triu(jnp.ones((block, block), dtype=w.dtype), 1)
+
+    def local(rows: jax.Array, cols: jax.Array, factor: jax.Array, fb, consts, db, wb) -> jax.Array:
+        def body(out: jax.Array, tile: tuple[jax.Array, ...]) -> tuple[jax.Array, None]:
+            i, j, f = tile
+            fi = jax.tree_util.tree_map(lambda a: a[i], fb)
+            fj = jax.tree_util.tree_map(lambda a: a[j], fb)
+            same = i == j
+            kij = jnp.where(eye & same, db[i][:, None], tile_fn(fi, fj, consts))
+            live = (f > 0).astype(w.dtype)
+            if lower:  # rows of J take K_IJ^T W_I; a diagonal tile only its strictly lower part
+                kij = jnp.where(same, kij * strict_upper, kij)
+                return out.at[j].add(live * (kij.T @ wb[i])), None
+            out = out.at[i].add(live * (kij @ wb[j]))
+            return out.at[j].add(live * jnp.where(same, 0.0, 1.0) * (kij.T @ wb[i])), None
+
+        out, _ = jax.lax.scan(body, jnp.zeros_like(wb), (rows, cols, factor))
+        return jax.lax.psum(out, "tiles")
+
+    mesh = Mesh(np.asarray(devices), ("tiles",))
+    tiles, rep = PartitionSpec("tiles"), PartitionSpec()
+    sharded = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(tiles, tiles, tiles, rep, rep, rep, rep),
+        out_specs=rep,
+        check_vma=False,
+    )
+    out = sharded(jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(factor), fb, consts, db, wb)
+    return out.reshape(-1, k)[:n]

@@ -270,12 +270,16 @@ def _points_and_scores(
     return x, check_pair(x, scores, dtype)
 
 
-def _default_block(sk: SteinKernel) -> int:
-    """Tile sizes from the sweep in benchmarks/block_size.py (docs/benchmarks.md)."""
-    return 128 if isinstance(sk.tile_fn, _GeneralTile) else 512
+def tile_size(sk: SteinKernel, block_size: int | None = None) -> int:
+    """The tile size B for ``sk``: ``block_size``, or the sweep's best (benchmarks/block_size.py,
+    docs/benchmarks.md: 512 for constant M, 128 for position-dependent M), capped near n."""
+    if block_size is not None and block_size < 1:
+        raise ValueError(f"block_size must be a positive integer; got {block_size}.")
+    default = 128 if isinstance(sk.tile_fn, _GeneralTile) else 512
+    return min(block_size or default, -(-sk.n // 8) * 8)
 
 
-def _devices(devices: Sequence[jax.Device] | None) -> tuple[jax.Device, ...]:
+def local_devices(devices: Sequence[jax.Device] | None) -> tuple[jax.Device, ...]:
     return tuple(jax.local_devices() if devices is None else devices)
 
 
@@ -338,11 +342,14 @@ def ksd_squared(
     if statistic == "u" and sk.n < 2:
         raise ValueError("The U-statistic needs n >= 2 points.")
     w = check_weights(weights, sk.n, sk.diag.dtype)
-    if block_size is not None and block_size < 1:
-        raise ValueError(f"block_size must be a positive integer; got {block_size}.")
-    block = min(block_size or _default_block(sk), -(-sk.n // 8) * 8)
     v = weighted_pair_sum(
-        sk.tile_fn, sk.feats, sk.consts, sk.diag, w, block=block, devices=_devices(devices)
+        sk.tile_fn,
+        sk.feats,
+        sk.consts,
+        sk.diag,
+        w,
+        block=tile_size(sk, block_size),
+        devices=local_devices(devices),
     )
     if statistic == "v":
         return v

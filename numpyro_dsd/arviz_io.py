@@ -1,0 +1,423 @@
+"""Kernel Stein inputs and diagnostics in ArviZ containers, for both ArviZ lines.
+
+ArviZ 0.23 stores a run in an :class:`arviz.InferenceData`; ArviZ 1.x (``arviz-base``,
+Python >= 3.12) in an :class:`xarray.DataTree`. Both are a set of named groups of
+:class:`xarray.Dataset`, and this module only converts and labels:
+
+* ``stein_inputs``: the unconstrained draws ``x`` and their scores ``score``, dims
+  ``(chain, draw, stein_dim)``, so that a saved file can be diagnosed without the model code;
+* ``stein_diagnostics``: the :class:`xarray.Dataset` returned by the KSD diagnostic.
+
+Readers accept either container in either line; writers return a new object of the input's
+type (the input is never modified). The line is detected once (:data:`ARVIZ_1`) and every
+version branch lives in this module.
+
+Examples
+--------
+>>> import numpy as np
+>>> x = np.zeros((2, 5, 3))
+>>> data = from_stein_inputs(x, -x, site_names=("mu", "tau"))
+>>> xs, scores, names = read_stein_inputs(data)
+>>> xs.shape, names
+((2, 5, 3), ('mu', 'tau'))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "ARVIZ_1",
+    "add_diagnostics",
+    "add_stein_inputs",
+    "from_stein_inputs",
+    "is_inference_data",
+    "load",
+    "posterior_dict",
+    "read_stein_inputs",
+    "save",
+    "stein_summary",
+]
+
+#: True with ArviZ 1.x (DataTree, ``arviz-base``/``arviz-stats``/``arviz-plots``), False with 0.x.
+ARVIZ_1: bool = int(az.__version__.split(".")[0]) >= 1
+
+#: An ArviZ container: :class:`arviz.InferenceData` (0.x) or :class:`xarray.DataTree` (both).
+Data: TypeAlias = Any
+
+STEIN_INPUTS = "stein_inputs"
+STEIN_DIAGNOSTICS = "stein_diagnostics"
+_STEIN_DIM = "stein_dim"
+
+
+def is_inference_data(obj: object) -> bool:
+    """Whether ``obj`` is an ArviZ container: an InferenceData (0.x) or an xarray DataTree.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> is_inference_data(xr.DataTree()), is_inference_data({})
+    (True, False)
+    """
+    return isinstance(obj, xr.DataTree) or (not ARVIZ_1 and isinstance(obj, az.InferenceData))
+
+
+# --- groups: the only place that knows the two containers ------------------------------------
+
+
+def _check_data(data: object) -> None:
+    if not is_inference_data(data):
+        raise TypeError(
+            f"Expected an arviz.InferenceData or xarray.DataTree, got {type(data).__name__}."
+        )
+
+
+def _group(data: Data, name: str) -> xr.Dataset | None:
+    """The group ``name`` of ``data`` as a Dataset, or None if absent."""
+    _check_data(data)
+    if isinstance(data, xr.DataTree):
+        return data[name].to_dataset() if name in data.children else None
+    return data[name] if name in data.groups() else None
+
+
+def _with_group(data: Data, name: str, ds: xr.Dataset) -> Data:
+    """A copy of ``data`` with group ``name`` set to ``ds`` (replaced if present)."""
+    _check_data(data)
+    if isinstance(data, xr.DataTree):
+        new = data.copy()
+        new[name] = xr.DataTree(ds)
+        return new
+    new = data.copy()  # deep copy: add_groups and del act on the copy only
+    if name in new.groups():
+        del new[name]
+    new.add_groups({name: ds})
+    return new
+
+
+def _empty() -> Data:
+    """An empty container of the installed line."""
+    return xr.DataTree() if ARVIZ_1 else az.InferenceData()
+
+
+def _from_posterior(posterior: Mapping[str, ArrayLike]) -> Data:
+    """A container with a posterior group built from ``{var: (chain, draw, *shape)}``."""
+    arrays = {k: np.asarray(v) for k, v in posterior.items()}
+    if ARVIZ_1:
+        return az.from_dict({"posterior": arrays})
+    return az.from_dict(posterior=arrays)
+
+
+# --- posterior ---------------------------------------------------------------------------------
+
+
+def _posterior(data: Data) -> xr.Dataset:
+    post = _group(data, "posterior")
+    if post is None:
+        raise ValueError(
+            "The data has no `posterior` group; pass the InferenceData/DataTree of an MCMC run "
+            "(e.g. `az.from_numpyro(mcmc)`)."
+        )
+    return post
+
+
+def posterior_dict(data: Data) -> dict[str, np.ndarray]:
+    """The posterior group as ``{var: array}`` with leading ``(chain, draw)`` axes.
+
+    Parameters
+    ----------
+    data : InferenceData or DataTree
+        An ArviZ container with a ``posterior`` group.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``{var: (chain, draw, *event_shape)}``, copies (the input is not modified).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = _from_posterior({"mu": np.zeros((2, 10)), "theta": np.ones((2, 10, 3))})
+    >>> {k: v.shape for k, v in posterior_dict(data).items()}
+    {'mu': (2, 10), 'theta': (2, 10, 3)}
+    """
+    post = _posterior(data)
+    return {str(k): np.array(v.transpose("chain", "draw", ...).values) for k, v in post.items()}
+
+
+# --- Stein inputs ------------------------------------------------------------------------------
+
+
+def _as_chains(a: ArrayLike, name: str) -> np.ndarray:
+    """``(chain, draw, d)`` from ``(chain, draw, d)`` or ``(draw, d)`` (one chain)."""
+    arr = np.asarray(a)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(
+            f"`{name}` must have shape (chain, draw, d) or (draw, d), got {arr.shape}."
+        )
+    return arr
+
+
+def _stein_dataset(
+    x: ArrayLike, scores: ArrayLike, site_names: Sequence[str], like: xr.Dataset | None
+) -> xr.Dataset:
+    x, scores = _as_chains(x, "x"), _as_chains(scores, "scores")
+    if x.shape != scores.shape:
+        raise ValueError(f"`x` {x.shape} and `scores` {scores.shape} must have the same shape.")
+    n_chain, n_draw, d = x.shape
+    coords = {"chain": np.arange(n_chain), "draw": np.arange(n_draw), _STEIN_DIM: np.arange(d)}
+    if like is not None and (like.sizes.get("chain"), like.sizes.get("draw")) == (n_chain, n_draw):
+        coords |= {"chain": like["chain"].values, "draw": like["draw"].values}
+    dims = ("chain", "draw", _STEIN_DIM)
+    return xr.Dataset(
+        {"x": (dims, x.copy()), "score": (dims, scores.copy())},
+        coords=coords,
+        attrs={"site_names": ",".join(site_names), "space": "unconstrained"},
+    )
+
+
+def add_stein_inputs(
+    data: Data, x: ArrayLike, scores: ArrayLike, site_names: Sequence[str] = ()
+) -> Data:
+    """A new container with the unconstrained draws and scores as group ``stein_inputs``.
+
+    Parameters
+    ----------
+    data : InferenceData or DataTree
+        Left untouched; the result has its groups plus ``stein_inputs``.
+    x, scores : array_like, (chain, draw, d) or (draw, d)
+        Flat unconstrained draws and their scores :math:`\\nabla_x \\log p(x)` (e.g. from
+        :func:`numpyro_dsd.targets.model_draws`).
+    site_names : sequence of str
+        Latent sites in flattening order, stored as the comma-joined attribute ``site_names``.
+
+    Returns
+    -------
+    InferenceData or DataTree
+        Same type as ``data``; variables ``x`` and ``score`` with dims
+        ``(chain, draw, stein_dim)``, chain/draw coordinates taken from the posterior when its
+        sizes match, attributes ``site_names`` and ``space="unconstrained"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = _from_posterior({"mu": np.zeros((2, 10))})
+    >>> new = add_stein_inputs(data, np.zeros((2, 10, 1)), np.zeros((2, 10, 1)), ("mu",))
+    >>> _group(new, "stein_inputs")["x"].dims, _group(data, "stein_inputs") is None
+    (('chain', 'draw', 'stein_dim'), True)
+    """
+    ds = _stein_dataset(x, scores, site_names, _group(data, "posterior"))
+    return _with_group(data, STEIN_INPUTS, ds)
+
+
+def from_stein_inputs(
+    x: ArrayLike,
+    scores: ArrayLike,
+    site_names: Sequence[str] = (),
+    posterior: Mapping[str, ArrayLike] | None = None,
+) -> Data:
+    """A new container of the installed ArviZ line holding ``stein_inputs`` (and a posterior).
+
+    Parameters
+    ----------
+    x, scores : array_like, (chain, draw, d) or (draw, d)
+        Unconstrained draws and their scores.
+    site_names : sequence of str
+        Latent sites in flattening order.
+    posterior : mapping of str to array_like, optional
+        ``{var: (chain, draw, *shape)}`` constrained draws, stored as the ``posterior`` group.
+
+    Returns
+    -------
+    InferenceData (ArviZ 0.x) or DataTree (ArviZ 1.x)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = from_stein_inputs(np.zeros((1, 4, 2)), np.zeros((1, 4, 2)),
+    ...                          posterior={"mu": np.zeros((1, 4, 2))})
+    >>> is_inference_data(data), sorted(posterior_dict(data))
+    (True, ['mu'])
+    """
+    data = _empty() if posterior is None else _from_posterior(posterior)
+    return add_stein_inputs(data, x, scores, site_names)
+
+
+def read_stein_inputs(data: Data) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]] | None:
+    """The draws, scores and site names stored by :func:`add_stein_inputs`, or None.
+
+    Returns
+    -------
+    (x, scores, site_names) or None
+        ``x`` and ``scores`` of shape ``(chain, draw, d)`` (copies); None when ``data`` has no
+        ``stein_inputs`` group.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> read_stein_inputs(_from_posterior({"mu": np.zeros((1, 3))})) is None
+    True
+    """
+    ds = _group(data, STEIN_INPUTS)
+    if ds is None:
+        return None
+    dims = ("chain", "draw", _STEIN_DIM)
+    x = np.array(ds["x"].transpose(*dims).values)
+    scores = np.array(ds["score"].transpose(*dims).values)
+    names = str(ds.attrs.get("site_names", ""))
+    return x, scores, tuple(n for n in names.split(",") if n)
+
+
+# --- diagnostics and files ----------------------------------------------------------------------
+
+
+def add_diagnostics(data: Data, ds: xr.Dataset, group: str = STEIN_DIAGNOSTICS) -> Data:
+    """A new container with the diagnostic Dataset ``ds`` as group ``group`` (replaced if present).
+
+    Parameters
+    ----------
+    data : InferenceData or DataTree
+        Left untouched.
+    ds : xarray.Dataset
+        E.g. the result of the KSD diagnostic; its attributes must be netCDF-safe (numbers and
+        strings) for :func:`save`.
+    group : str
+        Group name.
+
+    Returns
+    -------
+    InferenceData or DataTree
+        Same type as ``data``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> data = _from_posterior({"mu": np.zeros((2, 10))})
+    >>> diag = xr.Dataset({"ksd": ("chain", [0.1, 0.2])}, coords={"chain": [0, 1]})
+    >>> _group(add_diagnostics(data, diag), "stein_diagnostics")["ksd"].values
+    array([0.1, 0.2])
+    """
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"`ds` must be an xarray.Dataset, got {type(ds).__name__}.")
+    return _with_group(data, group, ds.copy(deep=True))
+
+
+def save(data: Data, path: str | os.PathLike) -> None:
+    """Write ``data`` (every group) to a netCDF-4 file; read it back with :func:`load`.
+
+    Needs a netCDF-4 engine (``h5netcdf`` or ``netCDF4``); ArviZ 0.x depends on ``h5netcdf``,
+    ArviZ 1.x installs it with ``arviz[h5netcdf]``.
+    """
+    _check_data(data)
+    data.to_netcdf(os.fspath(path))
+
+
+def load(path: str | os.PathLike) -> Data:
+    """Read a file written by :func:`save` (or ArviZ) into memory, in the installed line's type.
+
+    Returns
+    -------
+    InferenceData (ArviZ 0.x) or DataTree (ArviZ 1.x)
+        Fully loaded; the file is closed.
+    """
+    path = os.fspath(path)
+    if ARVIZ_1:
+        return xr.load_datatree(path)
+    with az.rc_context({"data.load": "eager"}):
+        return az.from_netcdf(path)
+
+
+# --- summary -----------------------------------------------------------------------------------
+
+
+def _reduce(stat: xr.Dataset, fn: Any) -> float:
+    """``fn`` (np.nanmax / np.nanmin) over every variable and element of ``stat``."""
+    values = [np.ravel(v.values) for v in stat.data_vars.values()]
+    values = [v for v in values if v.size]
+    return float(fn(np.concatenate(values))) if values else float("nan")
+
+
+def _ess_bulk(post: xr.Dataset) -> xr.Dataset:
+    """Bulk ESS per variable (``az.ess`` takes and returns a Dataset in both lines)."""
+    return az.ess(post, method="bulk")
+
+
+def _chain_subset(post: xr.Dataset, label: Any, position: int) -> xr.Dataset:
+    """One chain of ``post``, by label when the labels match, otherwise by position."""
+    if label in post["chain"].values:
+        return post.sel(chain=[label])
+    return post.isel(chain=[position])
+
+
+def stein_summary(
+    ds: xr.Dataset, data: Data | None = None, round_to: int | None = 3
+) -> pd.DataFrame:
+    """A table of the KSD diagnostic in the style of :func:`arviz.summary`.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The diagnostic: ``ksd``, ``pvalue``, ``n`` over ``chain`` and ``ksd_pooled``,
+        ``pvalue_pooled``.
+    data : InferenceData or DataTree, optional
+        With a posterior group: adds ``r_hat_max`` (pooled row only: rank-normalised
+        :math:`\\hat R` over all chains, maximum over variables) and ``ess_bulk_min`` (bulk ESS,
+        minimum over variables; per chain from that chain alone, pooled over all chains).
+    round_to : int or None
+        Significant digits of ``ksd`` and decimals of ``pvalue``/``r_hat_max``
+        (``ess_bulk_min`` is rounded to an integer value); None keeps full precision.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``"chain <label>"`` for each chain, then ``"pooled"``.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset(
+    ...     {"ksd": ("chain", [0.0123456, 0.2]), "pvalue": ("chain", [0.51234, 0.001]),
+    ...      "n": ("chain", [100, 100]), "ksd_pooled": 0.1, "pvalue_pooled": 0.02},
+    ...     coords={"chain": [0, 1]})
+    >>> stein_summary(ds)
+                ksd  pvalue    n
+    chain 0  0.0123   0.512  100
+    chain 1  0.2000   0.001  100
+    pooled   0.1000   0.020  200
+    """
+    labels = list(ds["chain"].values)
+    n = np.asarray(ds["n"].values, dtype=int)
+    table = pd.DataFrame(
+        {
+            "ksd": [*np.asarray(ds["ksd"].values, float), float(ds["ksd_pooled"])],
+            "pvalue": [*np.asarray(ds["pvalue"].values, float), float(ds["pvalue_pooled"])],
+            "n": [*n, int(n.sum())],
+        },
+        index=[f"chain {c}" for c in labels] + ["pooled"],
+    )
+    if data is not None:
+        post = _posterior(data)
+        chains = [_chain_subset(post, c, i) for i, c in enumerate(labels)]
+        ess = [_reduce(_ess_bulk(p), np.nanmin) for p in chains]
+        table["r_hat_max"] = [np.nan] * len(labels) + [_reduce(az.rhat(post), np.nanmax)]
+        table["ess_bulk_min"] = ess + [_reduce(_ess_bulk(post), np.nanmin)]
+    return table if round_to is None else _round(table, round_to)
+
+
+def _round(table: pd.DataFrame, digits: int) -> pd.DataFrame:
+    out = table.copy()
+    out["ksd"] = [float(f"{v:.{digits}g}") for v in out["ksd"]]
+    out["pvalue"] = out["pvalue"].round(digits)
+    if "r_hat_max" in out:
+        out["r_hat_max"] = out["r_hat_max"].round(max(digits - 1, 2))
+        out["ess_bulk_min"] = out["ess_bulk_min"].round(0)
+    return out

@@ -1,0 +1,250 @@
+"""Wild-bootstrap goodness-of-fit test of :math:`H_0: q = p` with the KSD (math.md §2.6).
+
+The statistic is the degenerate V-statistic :math:`n\\hat V = n^{-1}\\sum_{i,j} k^0(x_i, x_j)`;
+its replicates are :math:`B_m = n^{-1} W^{(m)\\top} K^0 W^{(m)}` for random sign vectors
+:math:`W^{(m)}`, and the p-value is :math:`(1 + \\#\\{m: B_m \\ge n\\hat V\\})/(1 + N_{boot})`.
+
+For independent draws the signs are i.i.d. Rademacher (Liu, Lee & Jordan 2016). MCMC output is
+autocorrelated, and i.i.d. signs then reject far too often, so the signs follow the Markov
+*sign process* of Chwialkowski, Sejdinovic & Gretton (2016): :math:`W_1 = \\pm 1`, and
+:math:`W_t = -W_{t-1}` with probability :math:`a`, else :math:`W_t = W_{t-1}`. Its
+autocorrelation is :math:`(1 - 2a)^{|s-t|}`. The flip probability is chosen from the chain's
+integrated autocorrelation time :math:`\\tau = n / \\mathrm{ESS}` (smallest ESS over the
+coordinates of the draws and of the scores):
+
+.. math:: a = \\min\\Big(\\tfrac12,\\ \\frac{1}{2\\kappa\\tau}\\Big),
+
+so i.i.d. draws (:math:`\\tau = 1`, :math:`\\kappa = 1`) get Rademacher signs and a chain
+keeps its sign over :math:`\\kappa\\tau` draws on average. The factor :math:`\\kappa` is set by
+the calibration study in ``benchmarks/bootstrap_calibration.py`` (docs/benchmarks.md).
+
+All replicates come from one blocked pass :math:`K^0 [\\mathbf 1, W^{(1)}, \\dots]`
+(:func:`numpyro_dsd._tiling.pair_matvec`): :math:`O(n^2 (d + N_{boot}))` time and
+:math:`O(n N_{boot})` memory, never the :math:`n \\times n` matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.diagnostics import effective_sample_size
+
+from numpyro_dsd._tiling import pair_matvec
+from numpyro_dsd.diffusion import Diffusion
+from numpyro_dsd.kernels import IMQ, Gaussian
+from numpyro_dsd.stein import SteinKernel, local_devices, prepare, tile_size
+
+__all__ = [
+    "DEFAULT_KAPPA",
+    "BootstrapResult",
+    "ksd_test",
+    "flip_probability",
+    "sign_process",
+    "wild_bootstrap",
+]
+
+#: Sign-process memory factor :math:`\kappa` (see the module docstring).
+DEFAULT_KAPPA = 2.0
+
+
+class BootstrapResult(NamedTuple):
+    """Outcome of a wild-bootstrap test.
+
+    Attributes
+    ----------
+    statistic : scalar
+        :math:`n \\hat V`.
+    replicates : (n_boot,)
+        :math:`B_m`.
+    pvalue : scalar
+        :math:`(1 + \\#\\{B_m \\ge n\\hat V\\}) / (1 + N_{boot})`.
+    """
+
+    statistic: jax.Array
+    replicates: jax.Array
+    pvalue: jax.Array
+    flip_prob: tuple[float, ...] = ()
+
+
+def flip_probability(x: np.ndarray, scores: np.ndarray, kappa: float = DEFAULT_KAPPA) -> float:
+    """Sign-process flip probability :math:`a = \\min(1/2, 1/(2\\kappa\\tau))` of one chain.
+
+    Parameters
+    ----------
+    x, scores : (n, d)
+        One chain's draws and scores, in draw order.
+    kappa : float
+        Memory factor :math:`\\kappa \\ge 1`; larger is more conservative.
+
+    Returns
+    -------
+    float, with :math:`\\tau = n / \\min \\mathrm{ESS}` over the 2d coordinates (NumPyro's
+    :func:`~numpyro.diagnostics.effective_sample_size`), at least 1.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(2000, 2))
+    >>> a = flip_probability(x, -x)  # independent draws: tau near 1
+    >>> 0.2 < a <= 0.5
+    True
+    """
+    if kappa < 1:
+        raise ValueError(f"kappa must be >= 1; got {kappa}.")
+    series = np.concatenate([np.asarray(x), np.asarray(scores)], axis=-1)
+    n = series.shape[0]
+    if n < 4:
+        raise ValueError(f"the autocorrelation time needs at least 4 draws per chain; got {n}.")
+    ess = effective_sample_size(series[None].astype(np.float64))
+    ess = ess[np.isfinite(ess)]  # a constant coordinate has no ESS
+    tau = max(1.0, n / float(np.min(ess))) if ess.size else 1.0
+    return float(min(0.5, 1.0 / (2.0 * kappa * tau)))
+
+
+def sign_process(key: jax.Array, n: int, n_boot: int, flip_prob: float) -> jax.Array:
+    """``n_boot`` independent sign processes of length ``n``, as columns of an (n, n_boot) array.
+
+    :math:`W_1 = \\pm 1` uniformly; :math:`W_t = -W_{t-1}` with probability ``flip_prob``.
+    ``flip_prob = 0.5`` gives i.i.d. Rademacher signs.
+
+    Examples
+    --------
+    >>> w = sign_process(jax.random.key(0), 5, 3, 0.5)
+    >>> w.shape, bool(jnp.all(jnp.abs(w) == 1))
+    ((5, 3), True)
+    """
+    if not 0.0 < flip_prob <= 0.5:
+        raise ValueError(f"flip_prob must lie in (0, 0.5]; got {flip_prob}.")
+    k0, k1 = jax.random.split(key)
+    first = jax.random.rademacher(k0, (1, n_boot), dtype=jnp.int8)
+    flips = jnp.where(jax.random.bernoulli(k1, flip_prob, (n - 1, n_boot)), -1, 1)
+    return jnp.cumprod(jnp.concatenate([first, flips.astype(jnp.int8)]), axis=0)
+
+
+def wild_bootstrap(
+    sk: SteinKernel,
+    signs: jax.Array,
+    *,
+    block_size: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
+) -> BootstrapResult:
+    """Wild-bootstrap p-value of :math:`n\\hat V` for a prepared Stein kernel.
+
+    Parameters
+    ----------
+    sk : SteinKernel
+        From :func:`numpyro_dsd.stein.prepare` on the n points (freeze the kernel first, so the
+        bandwidth is not fitted to the data being tested; math.md §8).
+    signs : (n, n_boot)
+        Sign vectors, e.g. :func:`sign_process` per chain, stacked along n for pooled chains
+        (independent chains get independent processes).
+    block_size, devices
+        As for :func:`numpyro_dsd.ksd`.
+
+    Returns
+    -------
+    BootstrapResult
+
+    Examples
+    --------
+    >>> from numpyro_dsd.stein import prepare
+    >>> x = jax.random.normal(jax.random.key(0), (500, 2))
+    >>> sk = prepare(x, -x)
+    >>> res = wild_bootstrap(sk, sign_process(jax.random.key(1), 500, 200, 0.5))
+    >>> bool(res.pvalue > 0.01)
+    True
+    """
+    n = sk.n
+    if signs.ndim != 2 or signs.shape[0] != n:
+        raise ValueError(f"signs must have shape ({n}, n_boot); got {tuple(signs.shape)}.")
+    dtype = sk.diag.dtype
+    w = jnp.concatenate([jnp.ones((n, 1), dtype), signs.astype(dtype)], axis=1)
+    block, devs = tile_size(sk, block_size), local_devices(devices)
+    kw = pair_matvec(sk.tile_fn, sk.feats, sk.consts, sk.diag, w, block=block, devices=devs)
+    quad = jnp.sum(w * kw, axis=0) / n
+    stat, reps = quad[0], quad[1:]
+    pvalue = (1.0 + jnp.sum(reps >= stat)) / (1.0 + reps.shape[0])
+    return BootstrapResult(stat, reps, pvalue)
+
+
+def chain_signs(
+    key: jax.Array,
+    x: np.ndarray,
+    scores: np.ndarray,
+    n_boot: int,
+    flip_prob: float | str,
+    kappa: float,
+) -> tuple[jax.Array, tuple[float, ...]]:
+    """Independent sign processes for chains (C, n, d), stacked to (C n, n_boot), and the flip
+    probability of each chain (``"auto"``: :func:`flip_probability`)."""
+    if flip_prob == "auto":
+        probs = tuple(flip_probability(xc, sc, kappa) for xc, sc in zip(x, scores, strict=True))
+    else:
+        probs = (float(flip_prob),) * x.shape[0]
+    keys = jax.random.split(key, x.shape[0])
+    signs = [sign_process(k, x.shape[1], n_boot, a) for k, a in zip(keys, probs, strict=True)]
+    return jnp.concatenate(signs, axis=0), probs
+
+
+def ksd_test(
+    x: np.ndarray,
+    scores: np.ndarray,
+    *,
+    kernel: IMQ | Gaussian | None = None,
+    diffusion: Diffusion | None = None,
+    n_boot: int = 1000,
+    flip_prob: float | str = "auto",
+    kappa: float = DEFAULT_KAPPA,
+    rng_key: jax.Array | None = None,
+) -> BootstrapResult:
+    """Wild-bootstrap KSD test of draws against the target whose scores are given.
+
+    Parameters
+    ----------
+    x, scores : (n, d) or (chains, n, d)
+        Draws in sampling order and :math:`\\nabla\\log p` at them. Several chains are pooled
+        (one statistic over all draws), each with its own independent sign process.
+    kernel, diffusion
+        As for :func:`numpyro_dsd.ksd`. A data-dependent preconditioner (``"med"`` ...) is
+        resolved on the draws being tested; pass a frozen kernel to avoid that.
+    n_boot : int
+        Number of bootstrap replicates.
+    flip_prob : float or "auto"
+        Sign-process flip probability (0.5: i.i.d. Rademacher, for independent draws);
+        ``"auto"`` sets it per chain from the autocorrelation time.
+    kappa : float
+        Memory factor of the automatic choice.
+    rng_key : jax.Array, optional
+        Default ``jax.random.key(0)``.
+
+    Returns
+    -------
+    BootstrapResult, with the flip probability of each chain.
+
+    Examples
+    --------
+    >>> x = jax.random.normal(jax.random.key(0), (2, 400, 2))  # two chains of N(0, I)
+    >>> bool(ksd_test(x, -x, n_boot=200).pvalue > 0.01)
+    True
+    >>> bool(ksd_test(1.3 * x, -1.3 * x, n_boot=200).pvalue < 0.01)  # scale 30% too wide
+    True
+    """
+    x, scores = np.asarray(x), np.asarray(scores)
+    if x.ndim == 2:
+        x, scores = x[None], scores[None]
+    if x.ndim != 3 or x.shape != scores.shape:
+        raise ValueError(
+            f"x and scores must both have shape (n, d) or (chains, n, d); got {x.shape} and "
+            f"{scores.shape}."
+        )
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer; got {n_boot}.")
+    key = jax.random.key(0) if rng_key is None else rng_key
+    signs, probs = chain_signs(key, x, scores, n_boot, flip_prob, kappa)
+    flat = (x.reshape(-1, x.shape[-1]), scores.reshape(-1, x.shape[-1]))
+    sk = prepare(*flat, kernel=kernel, diffusion=diffusion)
+    return wild_bootstrap(sk, signs)._replace(flip_prob=probs)

@@ -1,0 +1,258 @@
+"""What the diagnostic and Stein thinning accept, turned into unconstrained draws and scores.
+
+``data`` may be
+
+- a NumPyro :class:`~numpyro.infer.MCMC` after ``run`` (model and arguments taken from it, and
+  NUTS's recorded ``z_grad`` reused when ``extra_fields=("z_grad",)`` was asked for);
+- constrained draws ``{site: (chains, draws, ...)}`` as ``mcmc.get_samples(group_by_chain=True)``
+  returns them (or ``{site: (draws, ...)}``, one chain), with the model;
+- an ArviZ InferenceData (0.23) or DataTree (1.x) with a ``posterior`` group, with the model; or
+  one holding a ``stein_inputs`` group (draws and scores written by
+  :func:`numpyro_dsd.arviz_io.add_stein_inputs`), with no model at all.
+
+Every path ends in :class:`Draws`: unconstrained draws and scores of shape ``(chains, draws, d)``
+(:func:`numpyro_dsd.targets.model_draws`). The caller's objects are only read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer import MCMC
+
+from numpyro_dsd import arviz_io
+from numpyro_dsd.diffusion import Constant, Diffusion, Identity
+from numpyro_dsd.targets import latent_sites, model_draws
+
+__all__ = ["Draws", "resolve_draws", "resolve_diffusion"]
+
+Model = Callable[..., Any]
+
+
+class Draws(NamedTuple):
+    """Unconstrained draws of every chain and their scores.
+
+    Attributes
+    ----------
+    x, scores : (chains, draws, d)
+        Flat unconstrained draws (sites in ``site_names`` order) and
+        :math:`\\nabla_x \\log p(x)`.
+    samples : dict or None
+        The constrained draws ``{site: (chains, draws, ...)}``; None when only ``stein_inputs``
+        were given.
+    site_names : tuple of str
+    model, model_args, model_kwargs
+        The model and its arguments, when known (a flow diffusion is fitted to the model).
+    """
+
+    x: jax.Array
+    scores: jax.Array
+    samples: dict[str, np.ndarray] | None
+    site_names: tuple[str, ...]
+    model: Model | None = None
+    model_args: tuple = ()
+    model_kwargs: Mapping[str, Any] | None = None
+
+    @property
+    def num_chains(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def num_draws(self) -> int:
+        return int(self.x.shape[1])
+
+
+def resolve_draws(
+    data: Any,
+    model: Model | None = None,
+    model_args: tuple = (),
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> Draws:
+    """Unconstrained draws and scores, ``(chains, draws, d)``, from any accepted ``data``.
+
+    Parameters
+    ----------
+    data : MCMC, dict, InferenceData or DataTree
+        See the module docstring.
+    model : callable, optional
+        The NumPyro model (not needed for an ``MCMC`` or for ``stein_inputs``).
+    model_args, model_kwargs : tuple, dict, optional
+        Its arguments (taken from an ``MCMC`` when not given).
+
+    Returns
+    -------
+    Draws
+
+    Raises
+    ------
+    ValueError
+        An MCMC that was not run, no model where one is needed, discrete latent sites,
+        non-finite draws or scores, or chains with fewer than 2 draws.
+
+    Examples
+    --------
+    >>> import numpyro, numpyro.distributions as dist
+    >>> def model():
+    ...     numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    >>> draws = resolve_draws({"mu": np.zeros((2, 10))}, model)
+    >>> draws.x.shape, draws.site_names
+    ((2, 10, 1), ('mu',))
+    """
+    if isinstance(data, MCMC):
+        draws = _from_mcmc(data, model, model_args, model_kwargs)
+    elif arviz_io.is_inference_data(data):
+        draws = _from_inference_data(data, model, model_args, model_kwargs)
+    elif isinstance(data, Mapping):
+        draws = _from_samples(dict(data), model, model_args, model_kwargs, None)
+    else:
+        raise ValueError(
+            f"data must be a NumPyro MCMC after run, a dict of draws, or an ArviZ "
+            f"InferenceData/DataTree; got {type(data).__name__}."
+        )
+    if draws.num_draws < 2:
+        raise ValueError(
+            f"each chain needs at least 2 draws for a KSD; got {draws.num_draws}. Run the "
+            "sampler longer (num_samples)."
+        )
+    return draws
+
+
+def _from_mcmc(
+    mcmc: MCMC, model: Model | None, args: tuple, kwargs: Mapping[str, Any] | None
+) -> Draws:
+    if getattr(mcmc, "_states", None) is None:
+        raise ValueError("the MCMC object has no draws: call mcmc.run(rng_key, *args) first.")
+    model = model or getattr(mcmc.sampler, "model", None)
+    if model is None:
+        raise ValueError(
+            "the MCMC sampler was built from a potential_fn, not a model; pass model=... "
+            "(the KSD needs the model's scores in unconstrained space)."
+        )
+    args = args or tuple(mcmc._args)
+    kwargs = dict(mcmc._kwargs) if kwargs is None else kwargs
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    return _from_samples(
+        mcmc.get_samples(group_by_chain=True), model, args, kwargs, extra.get("z_grad")
+    )
+
+
+def _from_inference_data(
+    data: Any, model: Model | None, args: tuple, kwargs: Mapping[str, Any] | None
+) -> Draws:
+    stored = arviz_io.read_stein_inputs(data)
+    if stored is not None:
+        x, scores, names = stored
+        return _checked(Draws(jnp.asarray(x), jnp.asarray(scores), None, names))
+    samples = arviz_io.posterior_dict(data)
+    return _from_samples(samples, model, args, kwargs, None)
+
+
+def _from_samples(
+    samples: dict[str, Any],
+    model: Model | None,
+    args: tuple,
+    kwargs: Mapping[str, Any] | None,
+    z_grad: Mapping[str, Any] | None,
+) -> Draws:
+    if model is None:
+        raise ValueError(
+            "pass the NumPyro model (model=...) that produced these draws: the KSD needs its "
+            "scores. Or store draws and scores with numpyro_dsd.arviz_io.add_stein_inputs."
+        )
+    shapes = latent_sites(model, args, kwargs)
+    samples = {name: np.asarray(samples[name]) for name in shapes if name in samples}
+    if samples and all(v.ndim == len(shapes[k]) + 1 for k, v in samples.items()):
+        samples = {k: v[None] for k, v in samples.items()}  # one chain
+        z_grad = None if z_grad is None else {k: np.asarray(v)[None] for k, v in z_grad.items()}
+    md = model_draws(model, samples, args, kwargs, z_grad=z_grad)
+    if md.x.ndim != 3:
+        raise ValueError(
+            f"draws must be grouped by chain, (chains, draws, ...); got batch shape "
+            f"{md.x.shape[:-1]}. Use mcmc.get_samples(group_by_chain=True)."
+        )
+    return Draws(md.x, md.scores, samples, md.site_names, model, tuple(args), kwargs)
+
+
+def _checked(draws: Draws) -> Draws:
+    x, s = draws.x, draws.scores
+    if x.ndim != 3 or x.shape != s.shape:
+        raise ValueError(
+            f"stein_inputs must hold x and score of one shape (chain, draw, d); got "
+            f"{x.shape} and {s.shape}."
+        )
+    for name, a in (("draws", x), ("scores", s)):
+        if not bool(jnp.all(jnp.isfinite(a))):
+            raise ValueError(f"the stored {name} contain NaN or inf; drop the diverged draws.")
+    return draws
+
+
+def resolve_diffusion(
+    diffusion: str | Diffusion,
+    draws: Draws,
+    *,
+    rng_key: jax.Array | None = None,
+    flow_kwargs: Mapping[str, Any] | None = None,
+) -> Diffusion:
+    """The diffusion object for ``diffusion``.
+
+    - ``"identity"``: :math:`M = I` (Langevin KSD).
+    - ``"precond"``: constant :math:`M = L`, :math:`LL^\\top = \\hat\\Sigma` the pooled sample
+      covariance (the Langevin KSD of whitened draws, math.md §2.4, §3.7).
+    - ``"flow"``: :math:`M = J^{-1}` of a flow (math.md §3): fitted to the model by NeuTra
+      (:func:`numpyro_dsd.fit_flow`) when the model is known, otherwise to the pooled draws
+      (:func:`numpyro_dsd.fit_flow_to_samples`). ``flow_kwargs`` go to the fitting function.
+    - any object with ``features(x, scores)`` and ``settings()``: used as it is.
+
+    Examples
+    --------
+    >>> x = jax.random.normal(jax.random.key(0), (1, 50, 2))  # one chain of 50 draws
+    >>> resolve_diffusion("precond", Draws(x, -x, None, ()))
+    Constant(<matrix (2, 2)>)
+    """
+    if not isinstance(diffusion, str):
+        if not hasattr(diffusion, "features"):
+            raise ValueError(
+                f"diffusion must be 'identity', 'precond', 'flow' or a diffusion object; got "
+                f"{diffusion!r}."
+            )
+        return diffusion
+    if diffusion == "identity":
+        return Identity()
+    pooled = draws.x.reshape(-1, draws.x.shape[-1])
+    if diffusion == "precond":
+        return Constant(_covariance_factor(pooled))
+    if diffusion == "flow":
+        return _fit_flow(draws, pooled, rng_key, dict(flow_kwargs or {}))
+    raise ValueError(
+        f"diffusion must be 'identity', 'precond', 'flow' or a diffusion object; got {diffusion!r}."
+    )
+
+
+def _covariance_factor(x: jax.Array) -> jax.Array:
+    cov = jnp.atleast_2d(jnp.cov(x, rowvar=False))
+    L = jnp.linalg.cholesky(cov)
+    if not bool(jnp.all(jnp.isfinite(L))):
+        raise ValueError(
+            "the pooled sample covariance is singular (a coordinate is constant or chains are "
+            "stuck); diffusion='precond' needs it positive definite. Use 'identity'."
+        )
+    return L
+
+
+def _fit_flow(
+    draws: Draws, pooled: jax.Array, rng_key: jax.Array | None, kwargs: dict[str, Any]
+) -> Diffusion:
+    from numpyro_dsd.flows import fit_flow, fit_flow_to_samples
+
+    key = jax.random.key(0) if rng_key is None else rng_key
+    kwargs.setdefault("progress_bar", False)
+    if draws.model is not None:
+        model_kwargs = dict(draws.model_kwargs or {})
+        fit = fit_flow(draws.model, *draws.model_args, rng_key=key, **kwargs, **model_kwargs)
+    else:
+        fit = fit_flow_to_samples(pooled, rng_key=key, **kwargs)
+    return fit.flow.diffusion()

@@ -1,0 +1,225 @@
+"""The MCMC diagnostic on a NumPyro model whose posterior is known in closed form.
+
+Bayesian linear regression with a known noise scale: beta ~ N(0, 2^2 I), y ~ N(X beta, 1), so
+the posterior is N(m, P^-1) with P = X^T X + I/4 and m = P^-1 X^T y. Exact draws, draws 20% too
+wide and an unadjusted Langevin chain with too large a step are fed to ``ksd_diagnostic``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.infer import MCMC, NUTS
+
+from numpyro_dsd import IMQ, Identity, ksd, ksd_diagnostic
+from numpyro_dsd.along_chain import ksd_trace
+from numpyro_dsd.arviz_io import add_stein_inputs, posterior_dict
+from numpyro_dsd.diagnostic import diagnose_draws
+from numpyro_dsd.inputs import Draws, resolve_draws
+
+D, CHAINS = 3, 4
+
+
+def regression(X, y=None):
+    beta = numpyro.sample("beta", dist.Normal(0.0, 2.0).expand([X.shape[1]]).to_event(1))
+    numpyro.sample("y", dist.Normal(X @ beta, 1.0), obs=y)
+
+
+@pytest.fixture(scope="module")
+def posterior():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, D))
+    y = X @ np.array([1.0, -1.0, 0.5]) + rng.normal(size=30)
+    prec = X.T @ X + np.eye(D) / 4.0
+    cov = np.linalg.inv(prec)
+    return {"X": X, "y": y, "prec": prec, "mean": cov @ X.T @ y, "L": np.linalg.cholesky(cov)}
+
+
+def exact(post, seed, n=500, scale=1.0):
+    z = np.random.default_rng(seed).normal(size=(CHAINS, n, D))
+    return {"beta": post["mean"] + scale * z @ post["L"].T}
+
+
+def ula(post, seed, n=1000, burn=300):
+    """Unadjusted Langevin x' = x + h grad log p + sqrt(2h) xi with h = 1/lambda_max: its
+    stationary law is Gaussian with the stiffest variance doubled."""
+    h = 1.0 / np.linalg.eigvalsh(post["prec"]).max()
+    rng, x, out = np.random.default_rng(seed), np.tile(post["mean"], (CHAINS, 1)), []
+    for t in range(n + burn):
+        x = x - h * (x - post["mean"]) @ post["prec"] + np.sqrt(2 * h) * rng.normal(size=x.shape)
+        if t >= burn:
+            out.append(x.copy())
+    return {"beta": np.stack(out, axis=1)}
+
+
+def diag(post, draws, seed=0, **kw):
+    kw.setdefault("n_boot", 300)
+    return ksd_diagnostic(
+        draws, regression, (post["X"], post["y"]), rng_key=jax.random.key(seed), **kw
+    )
+
+
+def closed_form(post, draws):
+    """Draws with the posterior's closed-form scores (beta is unconstrained already)."""
+    x = jnp.asarray(draws["beta"])
+    return Draws(x, -(x - post["mean"]) @ post["prec"], None, ("beta",))
+
+
+def test_exact_draws_pass(posterior):
+    """Under H0, p > 0.05 in at least 90% of seeds (expected 95%), per chain and pooled.
+    Scores in closed form here (the model's own scores are checked in the tests below)."""
+    seeds = range(20)
+    results = [
+        diagnose_draws(
+            closed_form(posterior, exact(posterior, s)), Identity(), rng_key=jax.random.key(s)
+        )
+        for s in seeds
+    ]
+    pooled = np.array([float(r.pvalue_pooled) for r in results])
+    chains = np.concatenate([r.pvalue.values for r in results])
+    assert np.mean(pooled > 0.05) >= 0.9, pooled
+    assert np.mean(chains > 0.05) >= 0.9, chains
+
+
+@pytest.mark.parametrize("kind", ["wide", "ula"])
+def test_wrong_samplers_flagged(posterior, kind):
+    for seed in range(2):
+        draws = (
+            exact(posterior, seed, n=1000, scale=1.2) if kind == "wide" else ula(posterior, seed)
+        )
+        ds = diag(posterior, draws, seed=seed)
+        assert np.all(ds.pvalue.values < 0.01), ds.pvalue.values
+        assert float(ds.pvalue_pooled) < 0.01
+
+
+def test_model_scores_equal_closed_form(posterior, x64):
+    draws = exact(posterior, 0, n=50)
+    r = resolve_draws(draws, regression, (posterior["X"], posterior["y"]))
+    np.testing.assert_allclose(r.scores, closed_form(posterior, draws).scores, rtol=1e-10)
+
+
+def test_dataset_layout(posterior):
+    ds = diag(posterior, exact(posterior, 0, n=200), trace_points=5)
+    assert ds.sizes == {"chain": CHAINS, "draw": 5}
+    assert list(ds.draw.values) == sorted(ds.draw.values) and int(ds.draw[-1]) == 200
+    assert np.all(ds.n.values == 200)
+    for key in ("kernel", "c", "beta", "preconditioner", "diffusion", "test", "n_boot"):
+        assert key in ds.attrs
+    assert ds.attrs["preconditioner"] == "med"
+    np.testing.assert_allclose(ds.ksd_trace.values[:, -1], ds.ksd.values, rtol=1e-5)
+
+
+def test_values_match_ksd(posterior, x64):
+    """Per-chain, pooled and prefix values equal plain ``ksd`` calls with the frozen kernel."""
+    draws = exact(posterior, 3, n=300)
+    ds = diag(posterior, draws, trace_points=4)
+    r = resolve_draws(draws, regression, (posterior["X"], posterior["y"]))
+    x, s = np.asarray(r.x), np.asarray(r.scores)
+    kernel = IMQ(precond="med").frozen(x.reshape(-1, D))
+    for c in range(CHAINS):
+        np.testing.assert_allclose(ds.ksd[c], ksd(x[c], s[c], kernel=kernel), rtol=1e-10)
+        m, v = ksd_trace(x[c], s[c], kernel=kernel, points=ds.draw.values)
+        np.testing.assert_allclose(ds.ksd_trace[c], v, rtol=1e-10)
+        first = ksd(x[c, : m[1]], s[c, : m[1]], kernel=kernel)
+        np.testing.assert_allclose(v[1], first, rtol=1e-10)
+    pooled = ksd(x.reshape(-1, D), s.reshape(-1, D), kernel=kernel)
+    np.testing.assert_allclose(ds.ksd_pooled, pooled, rtol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def mcmc(posterior):
+    m = MCMC(NUTS(regression), num_warmup=200, num_samples=300, num_chains=2, progress_bar=False)
+    m.chain_method = "sequential"
+    m.run(jax.random.key(1), posterior["X"], posterior["y"], extra_fields=("z_grad",))
+    return m
+
+
+def test_mcmc_and_inference_data_agree(mcmc, posterior):
+    import arviz as az
+
+    from_mcmc = ksd_diagnostic(mcmc, n_boot=200)
+    idata = az.from_numpyro(mcmc)
+    before = copy.deepcopy(posterior_dict(idata))
+    from_idata = ksd_diagnostic(idata, regression, (posterior["X"], posterior["y"]), n_boot=200)
+    np.testing.assert_allclose(from_mcmc.ksd, from_idata.ksd, rtol=1e-4)
+    np.testing.assert_allclose(from_mcmc.pvalue, from_idata.pvalue)
+    after = posterior_dict(idata)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing modified
+    assert float(from_mcmc.pvalue_pooled) > 0.01  # NUTS on a Gaussian posterior is fine
+
+
+def test_stein_inputs_need_no_model(mcmc, posterior):
+    import arviz as az
+
+    r = resolve_draws(mcmc)
+    stored = add_stein_inputs(az.from_numpyro(mcmc), r.x, r.scores, r.site_names)
+    a = ksd_diagnostic(stored, n_boot=200)
+    b = ksd_diagnostic(mcmc, n_boot=200)
+    np.testing.assert_allclose(a.ksd, b.ksd, rtol=1e-5)
+    np.testing.assert_allclose(a.pvalue_pooled, b.pvalue_pooled)
+
+
+@pytest.mark.parametrize("diffusion", ["precond", "flow"])
+def test_other_diffusions(posterior, diffusion):
+    kw = {"flow_kwargs": {"num_steps": 300}} if diffusion == "flow" else {}
+    good = diag(posterior, exact(posterior, 0, n=300), diffusion=diffusion, **kw)
+    bad = diag(posterior, exact(posterior, 0, n=300, scale=1.3), diffusion=diffusion, **kw)
+    assert float(good.pvalue_pooled) > 0.01
+    assert float(bad.pvalue_pooled) < 0.01
+    assert diffusion in good.attrs["diffusion"]
+
+
+def test_no_test(posterior):
+    ds = diag(posterior, exact(posterior, 0, n=100), test=False)
+    assert np.all(np.isnan(ds.pvalue.values)) and np.isnan(float(ds.pvalue_pooled))
+    assert np.all(np.isfinite(ds.ksd.values)) and np.isfinite(float(ds.ksd_pooled))
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_unrun_mcmc():
+    m = MCMC(NUTS(regression), num_warmup=10, num_samples=10, progress_bar=False)
+    with pytest.raises(ValueError, match="mcmc.run"):
+        ksd_diagnostic(m)
+
+
+def test_discrete_latent_site():
+    def mixture():
+        z = numpyro.sample("z", dist.Bernoulli(0.5))
+        numpyro.sample("x", dist.Normal(z, 1.0))
+
+    draws = {"z": np.zeros((2, 10)), "x": np.zeros((2, 10))}
+    with pytest.raises(ValueError, match="discrete"):
+        ksd_diagnostic(draws, mixture)
+
+
+def test_nan_draws_and_nothing_modified(posterior):
+    draws = exact(posterior, 0, n=50)
+    draws["beta"][1, 7, 0] = np.nan
+    before = draws["beta"].copy()
+    with pytest.raises(ValueError, match="not finite|NaN"):
+        diag(posterior, draws)
+    np.testing.assert_array_equal(draws["beta"], before)
+
+
+def test_chain_of_length_one(posterior):
+    with pytest.raises(ValueError, match="at least 2 draws"):
+        diag(posterior, exact(posterior, 0, n=1))
+
+
+def test_missing_model_and_bad_options(posterior):
+    with pytest.raises(ValueError, match="model"):
+        ksd_diagnostic(exact(posterior, 0, n=20))
+    with pytest.raises(ValueError, match="diffusion must be"):
+        diag(posterior, exact(posterior, 0, n=20), diffusion="magic")
+    with pytest.raises(ValueError, match="n_boot"):
+        diag(posterior, exact(posterior, 0, n=20), n_boot=0)
+    with pytest.raises(ValueError, match="MCMC"):
+        ksd_diagnostic(jnp.zeros((2, 10, 3)), regression)

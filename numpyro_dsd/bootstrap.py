@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Sign-process memory factor :math:`\kappa` (see the module docstring).
-DEFAULT_KAPPA = 2.0
+DEFAULT_KAPPA = 3.0
 
 
 class BootstrapResult(NamedTuple):
@@ -89,7 +89,7 @@ def flip_probability(x: np.ndarray, scores: np.ndarray, kappa: float = DEFAULT_K
     --------
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(2000, 2))
-    >>> a = flip_probability(x, -x)  # independent draws: tau near 1
+    >>> a = flip_probability(x, -x, kappa=1.0)  # independent draws: tau near 1
     >>> 0.2 < a <= 0.5
     True
     """
@@ -181,6 +181,8 @@ def chain_signs(
 ) -> tuple[jax.Array, tuple[float, ...]]:
     """Independent sign processes for chains (C, n, d), stacked to (C n, n_boot), and the flip
     probability of each chain (``"auto"``: :func:`flip_probability`)."""
+    if isinstance(flip_prob, str) and flip_prob != "auto":
+        raise ValueError(f"flip_prob must be 'auto' or a number in (0, 0.5]; got {flip_prob!r}.")
     if flip_prob == "auto":
         probs = tuple(flip_probability(xc, sc, kappa) for xc, sc in zip(x, scores, strict=True))
     else:

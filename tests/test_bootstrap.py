@@ -1,0 +1,226 @@
+"""Wild-bootstrap KSD test (math.md §2.6): blocked products, replicates, sign process, flip
+probability, and a small calibration check (the full study is benchmarks/bootstrap_calibration.py).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from numpyro_dsd import IMQ, Constant, PositionDependent, ksd_squared
+from numpyro_dsd._tiling import pair_matvec
+from numpyro_dsd.bootstrap import (
+    DEFAULT_KAPPA,
+    chain_signs,
+    flip_probability,
+    ksd_test,
+    sign_process,
+    wild_bootstrap,
+)
+from numpyro_dsd.stein import prepare
+
+KERNEL = IMQ()  # c = 1, beta = -1/2, no preconditioner: frozen
+
+
+def ar1(rho: float, n: int, d: int, seed: int, reps: int | None = None) -> np.ndarray:
+    """Stationary AR(1) chain(s) on N(0, I): (n, d), or (reps, n, d)."""
+    rng = np.random.default_rng(seed)
+    shape = (n, d) if reps is None else (n, reps, d)
+    eps = rng.standard_normal(shape)
+    x = np.empty_like(eps)
+    x[0] = eps[0]
+    for t in range(1, n):
+        x[t] = rho * x[t - 1] + np.sqrt(1.0 - rho**2) * eps[t]
+    return x if reps is None else np.moveaxis(x, 1, 0)
+
+
+def m_fn(x):
+    """A position-dependent, non-symmetric M(x)."""
+    d = x.shape[0]
+    return (1.0 + 0.3 * jnp.tanh(x @ x)) * jnp.eye(d) + 0.2 * jnp.outer(jnp.sin(x), x)
+
+
+def max_rel_err(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+# --- blocked products ------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("x64_class")
+class TestFloat64:
+    """Blocked products and replicates against dense algebra (one float64 switch for all)."""
+
+    @pytest.mark.parametrize(
+        "diffusion", [Constant(np.array([[1.2, 0.3], [-0.1, 0.8]])), PositionDependent(m_fn)]
+    )
+    @pytest.mark.parametrize("block", [8, 12])  # divides n = 40, does not
+    def test_pair_matvec_equals_dense(self, diffusion, block):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((40, 2)) * np.array([1.0, 1.5])
+        s = -x / np.array([1.0, 2.25]) + 0.1
+        sk = prepare(x, s, kernel=KERNEL, diffusion=diffusion)
+        K = sk.matrix()
+        w = jnp.asarray(rng.standard_normal((40, 5)))
+        args = (sk.tile_fn, sk.feats, sk.consts, sk.diag, w)
+        devs = tuple(jax.local_devices())
+        full = pair_matvec(*args, block=block, devices=devs)
+        lower = pair_matvec(*args, block=block, devices=devs, lower=True)
+        assert full.dtype == jnp.float64 and full.shape == (40, 5)
+        assert max_rel_err(full, K @ w) < 1e-12
+        assert max_rel_err(lower, jnp.tril(K, -1) @ w) < 1e-12
+
+    def test_statistic_and_replicates_equal_dense(self):
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((40, 2))
+        s = -x
+        sk = prepare(x, s, kernel=KERNEL)
+        signs = sign_process(jax.random.key(2), 40, 30, 0.2)
+        res = wild_bootstrap(sk, signs, block_size=12)
+        v = ksd_squared(x, s, kernel=KERNEL)
+        np.testing.assert_allclose(res.statistic, 40 * v, rtol=1e-12)
+        K = np.asarray(sk.matrix())
+        w = np.asarray(signs, dtype=np.float64)
+        dense = np.einsum("im,ij,jm->m", w, K, w) / 40
+        assert res.replicates.shape == (30,)
+        np.testing.assert_allclose(res.replicates, dense, rtol=1e-12)
+
+
+# --- float32 tests share one shape (n = 500 points, 200 replicates): one compilation -----------
+
+N, N_BOOT = 500, 200
+
+
+def test_pvalue_formula():
+    x = np.random.default_rng(3).standard_normal((N, 2)).astype(np.float32)
+    for xs in (x, 1.5 * x):  # a null and a badly biased sample
+        res = ksd_test(xs, -xs, kernel=KERNEL, n_boot=N_BOOT, flip_prob=0.5)
+        expected = (1 + np.sum(np.asarray(res.replicates) >= float(res.statistic))) / (N_BOOT + 1)
+        assert float(res.pvalue) == pytest.approx(expected)
+        assert 0.0 < float(res.pvalue) <= 1.0
+    assert float(res.pvalue) == pytest.approx(1 / (N_BOOT + 1))  # 50% too wide: none reach it
+
+
+def test_ksd_test_is_prepare_signs_bootstrap():
+    """``ksd_test`` = ``chain_signs`` + ``prepare`` on the pooled draws + ``wild_bootstrap``
+    (the shortcut benchmarks/bootstrap_calibration.py takes)."""
+    x = jnp.asarray(ar1(0.8, N // 4, 2, seed=4, reps=4), dtype=jnp.float32)  # 4 chains
+    key = jax.random.key(5)
+    res = ksd_test(x, -x, kernel=KERNEL, n_boot=N_BOOT, rng_key=key)
+    signs, probs = chain_signs(key, np.asarray(x), -np.asarray(x), N_BOOT, "auto", DEFAULT_KAPPA)
+    ref = wild_bootstrap(prepare(x.reshape(-1, 2), -x.reshape(-1, 2), kernel=KERNEL), signs)
+    assert res.flip_prob == probs and len(probs) == 4
+    np.testing.assert_allclose(res.replicates, ref.replicates, rtol=1e-5)
+    assert float(res.pvalue) == float(ref.pvalue)
+    np.testing.assert_allclose(
+        res.statistic,
+        N * ksd_squared(x.reshape(-1, 2), -x.reshape(-1, 2), kernel=KERNEL),
+        rtol=1e-5,
+    )
+
+
+# --- sign process and flip probability ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("a", [0.5, 0.1, 0.01])
+def test_sign_process_lag_one_correlation(a):
+    n, n_boot = 20001, 4
+    w = np.asarray(sign_process(jax.random.key(6), n, n_boot, a))
+    assert w.shape == (n, n_boot)
+    assert set(np.unique(w)) == {-1, 1}
+    prod = w[1:] * w[:-1]  # i.i.d. +-1 steps with mean 1 - 2a
+    se = np.sqrt(4 * a * (1 - a) / prod.size)
+    assert abs(prod.mean() - (1 - 2 * a)) < 4 * se
+
+
+def test_sign_process_columns_independent_and_centred():
+    w = np.asarray(sign_process(jax.random.key(7), 2, 4000, 0.5), dtype=float)
+    assert abs(w[0].mean()) < 4 / np.sqrt(4000)  # W_1 = +-1 uniformly
+    w = np.asarray(sign_process(jax.random.key(8), 200, 2000, 0.05), dtype=float)
+    assert abs(np.mean(w[:, 0] * w[:, 1])) < 4 / np.sqrt(200) * 3  # loose: columns independent
+    assert abs(np.mean(w[-1])) < 4 / np.sqrt(2000)
+
+
+@pytest.mark.parametrize("a", [0.0, -0.1, 0.51, 1.0])
+def test_sign_process_bad_flip_prob(a):
+    with pytest.raises(ValueError, match="flip_prob"):
+        sign_process(jax.random.key(0), 10, 2, a)
+
+
+@pytest.mark.parametrize("kappa", [1.0, 2.0, 4.0])
+def test_flip_probability_ar1(kappa):
+    rho = 0.9
+    x = ar1(rho, 20000, 2, seed=9)
+    tau = (1 + rho) / (1 - rho)
+    a = flip_probability(x, -x, kappa)
+    assert 1 / 1.5 < a * (2 * kappa * tau) < 1.5
+
+
+def test_flip_probability_iid_and_errors():
+    x = np.random.default_rng(10).standard_normal((5000, 3))
+    assert 0.4 < flip_probability(x, -x, 1.0) <= 0.5
+    assert flip_probability(x, -x, 4.0) == pytest.approx(flip_probability(x, -x, 1.0) / 4)
+    with pytest.raises(ValueError, match="at least 4"):
+        flip_probability(x[:3], -x[:3])
+    with pytest.raises(ValueError, match="kappa"):
+        flip_probability(x, -x, 0.5)
+
+
+def test_chain_signs_fixed_flip_prob():
+    x = np.zeros((3, 20, 2))
+    signs, probs = chain_signs(jax.random.key(0), x, x, 7, 0.25, DEFAULT_KAPPA)
+    assert signs.shape == (60, 7) and probs == (0.25, 0.25, 0.25)
+
+
+# --- calibration (small; the full study is the benchmark) ----------------------------------------
+
+
+def rejections(x: np.ndarray, flip_prob, scale: float = 1.0, level: float = 0.05) -> int:
+    """How many of the chains x (R, N, d) the test rejects, draws scaled by ``scale`` and scored
+    by N(0, I)."""
+    count = 0
+    for r, xr in enumerate(x):
+        xr = (scale * xr).astype(np.float32)
+        res = ksd_test(
+            xr, -xr, kernel=KERNEL, n_boot=N_BOOT, flip_prob=flip_prob, rng_key=jax.random.key(r)
+        )
+        count += int(float(res.pvalue) <= level)
+    return count
+
+
+def test_calibration_ar1_chains():
+    """AR(1) rho = 0.9, n = 500 (tau = 19): the automatic sign process holds the level (within
+    a 3-SE binomial bound), and the naive i.i.d. signs reject most of the same null chains."""
+    R = 80
+    x = ar1(0.9, N, 2, seed=11, reps=R)
+    bound = 0.05 * R + 3 * np.sqrt(R * 0.05 * 0.95)
+    assert rejections(x, "auto") <= bound
+    assert rejections(x, 0.5) >= R / 2
+
+
+def test_power_biased_chains():
+    """Chains 30% too wide (AR(1) rho = 0.5, scores of N(0, I)) are rejected in most replicates.
+    (With rho = 0.9 and n = 500, about 26 effective draws, 20% too wide is rejected rarely;
+    see docs/benchmarks.md.)"""
+    R = 20
+    assert rejections(ar1(0.5, N, 2, seed=12, reps=R), "auto", scale=1.3) >= 0.8 * R
+
+
+# --- input checks ------------------------------------------------------------------------------
+
+
+def test_ksd_test_input_checks():
+    x = np.zeros((10, 2))
+    with pytest.raises(ValueError, match="shape"):
+        ksd_test(x, np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        ksd_test(np.zeros((2, 10, 2)), np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="shape"):
+        ksd_test(np.zeros(10), np.zeros(10))
+    for n_boot in (0, -5):
+        with pytest.raises(ValueError, match="n_boot"):
+            ksd_test(x, -x, n_boot=n_boot)
+    sk = prepare(x + np.arange(10)[:, None], -x, kernel=KERNEL)
+    with pytest.raises(ValueError, match="signs"):
+        wild_bootstrap(sk, jnp.ones((9, 3)))

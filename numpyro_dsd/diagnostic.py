@@ -221,8 +221,8 @@ def _attrs(
     flip_prob: float | str,
 ) -> dict[str, Any]:
     settings = {**kernel.settings(), **diffusion.settings()}
-    if name is not None:
-        settings["diffusion"] = f"{name}: {settings['diffusion']}"
+    if name is not None:  # "flow" rather than the flow's repr; the object stays on record
+        settings["diffusion_object"], settings["diffusion"] = settings["diffusion"], name
     settings.update(
         statistic="V",
         space="unconstrained",

@@ -37,6 +37,11 @@ def _title(ds: xr.Dataset, what: str) -> str:
     return what if not parts else f"{what}\n({', '.join(parts)})"
 
 
+def _pvalue_label(p: float) -> str:
+    """ "p = 0.23", or "p < 0.001" at the bootstrap's resolution 1/(1 + N_boot) and below."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.3f}"
+
+
 def _flagged(ds: xr.Dataset, level: float) -> np.ndarray:
     """Boolean mask over chains: the test rejects at ``level``."""
     return np.asarray(ds["pvalue"].values) < level
@@ -147,12 +152,12 @@ def _draw_ksd(ax: Axes, ds: xr.Dataset, level: float) -> None:
     if flag.any():
         ring = {"s": 220, "facecolors": "none", "edgecolors": FLAG_COLOR, "linewidths": 2}
         ax.scatter(pos[flag], ksd[flag], zorder=3, label=f"p < {level:g}", **ring)
-    pooled = f"pooled KSD (p = {float(ds['pvalue_pooled']):.3g})"
+    pooled = f"pooled KSD ({_pvalue_label(float(ds['pvalue_pooled']))})"
     ax.axhline(float(ds["ksd_pooled"]), color="0.4", linestyle="--", label=pooled)
     for i, (k, p) in enumerate(zip(ksd, pvalue, strict=True)):
         color = FLAG_COLOR if flag[i] else "0.2"
         ax.annotate(
-            f"p = {p:.3g}",
+            _pvalue_label(p),
             (i, k),
             xytext=(0, 9),
             textcoords="offset points",
@@ -232,7 +237,7 @@ def _plot_ksd_pc(ds: xr.Dataset, ax: Axes | None, level: float, figsize: Any) ->
     flag = xr.DataArray(_flagged(ds, level), coords=pos.coords)
     top = 1.2 * max(float(ds["ksd"].max()), float(ds["ksd_pooled"]))
     pooled = xr.Dataset({"ksd": ds["ksd_pooled"]})
-    text = {"size": 9, "vertical_align": "bottom", "text": lambda p: f"p = {p:.3g}"}
+    text = {"size": 9, "vertical_align": "bottom", "text": _pvalue_label}
 
     pc = _collection(points, ax, figsize)
     pc.map(scatter_xy, "ksd", data=points, size=60, zorder=3)
@@ -260,7 +265,7 @@ def _plot_ksd_pc(ds: xr.Dataset, ax: Axes | None, level: float, figsize: Any) ->
         ignore_aes="all",
         color="B2",
         horizontal_align="right",
-        **(text | {"text": lambda p: f"pooled (p = {p:.3g})"}),
+        **(text | {"text": lambda p: f"pooled ({_pvalue_label(p)})"}),
     )
     pc.map(
         set_xticks,

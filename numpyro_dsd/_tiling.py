@@ -96,20 +96,31 @@ def weighted_pair_sum(
     """
     n = weights.shape[0]
     fb, db, wb = pad_blocks((feats, diag, weights), n, block)
-    rows, cols, factor = tile_list(wb.shape[0], len(devices))
-    eye = jnp.eye(block, dtype=bool)
 
     def local(rows: jax.Array, cols: jax.Array, factor: jax.Array, fb, consts, db, wb) -> jax.Array:
         def body(acc: jax.Array, tile: tuple[jax.Array, ...]) -> tuple[jax.Array, None]:
             i, j, f = tile
-            fi = jax.tree_util.tree_map(lambda a: a[i], fb)
-            fj = jax.tree_util.tree_map(lambda a: a[j], fb)
-            k = jnp.where(eye & (i == j), db[i][:, None], tile_fn(fi, fj, consts))
+            k = _tile(tile_fn, fb, consts, db, i, j)
             return acc + f.astype(acc.dtype) * (wb[i] @ k @ wb[j]), None
 
         total, _ = jax.lax.scan(body, jnp.zeros((), wb.dtype), (rows, cols, factor))
         return jax.lax.psum(total, "tiles")
 
+    return _over_tiles(local, fb, consts, db, wb, devices)
+
+
+def _tile(tile_fn: TileFn, fb: object, consts: object, db: jax.Array, i: jax.Array, j: jax.Array):
+    """Tile (I, J) of the pair matrix, with the exact diagonal on a diagonal tile."""
+    fi = jax.tree_util.tree_map(lambda a: a[i], fb)
+    fj = jax.tree_util.tree_map(lambda a: a[j], fb)
+    eye = jnp.eye(db.shape[1], dtype=bool)
+    return jnp.where(eye & (i == j), db[i][:, None], tile_fn(fi, fj, consts))
+
+
+def _over_tiles(local: Callable, fb, consts, db: jax.Array, wb: jax.Array, devices) -> jax.Array:
+    """Run ``local(rows, cols, factor, fb, consts, db, wb)`` on each device's share of the upper
+    tiles (1-D mesh ``"tiles"``); ``local`` combines its result with ``psum``."""
+    rows, cols, factor = tile_list(wb.shape[0], len(devices))
     mesh = Mesh(np.asarray(devices), ("tiles",))
     tiles, rep = PartitionSpec("tiles"), PartitionSpec()
     sharded = jax.shard_map(
@@ -149,17 +160,12 @@ def pair_matvec(
     """
     n, k = w.shape
     fb, db, wb = pad_blocks((feats, diag, w), n, block)
-    rows, cols, factor = tile_list(wb.shape[0], len(devices))
-    eye = jnp.eye(block, dtype=bool)
     strict_upper = jnp.triu(jnp.ones((block, block), dtype=w.dtype), 1)
 
     def local(rows: jax.Array, cols: jax.Array, factor: jax.Array, fb, consts, db, wb) -> jax.Array:
         def body(out: jax.Array, tile: tuple[jax.Array, ...]) -> tuple[jax.Array, None]:
             i, j, f = tile
-            fi = jax.tree_util.tree_map(lambda a: a[i], fb)
-            fj = jax.tree_util.tree_map(lambda a: a[j], fb)
-            same = i == j
-            kij = jnp.where(eye & same, db[i][:, None], tile_fn(fi, fj, consts))
+            kij, same = _tile(tile_fn, fb, consts, db, i, j), i == j
             live = (f > 0).astype(w.dtype)
             if lower:  # rows of J take K_IJ^T W_I; a diagonal tile only its strictly lower part
                 kij = jnp.where(same, kij * strict_upper, kij)
@@ -170,14 +176,4 @@ def pair_matvec(
         out, _ = jax.lax.scan(body, jnp.zeros_like(wb), (rows, cols, factor))
         return jax.lax.psum(out, "tiles")
 
-    mesh = Mesh(np.asarray(devices), ("tiles",))
-    tiles, rep = PartitionSpec("tiles"), PartitionSpec()
-    sharded = jax.shard_map(
-        local,
-        mesh=mesh,
-        in_specs=(tiles, tiles, tiles, rep, rep, rep, rep),
-        out_specs=rep,
-        check_vma=False,
-    )
-    out = sharded(jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(factor), fb, consts, db, wb)
-    return out.reshape(-1, k)[:n]
+    return _over_tiles(local, fb, consts, db, wb, devices).reshape(-1, k)[:n]

@@ -1,0 +1,93 @@
+"""Cost of the diagnostic's parts, and Stein thinning against stein-thinning, in one run.
+
+Draws: C chains of i.i.d. N(0, I_d) draws with their exact scores (no model), so only the
+diagnostic's own work is timed. Columns: the prefix curves (one lower pass per chain), the
+per-chain bootstraps, the pooled bootstrap, and the whole ``diagnose_draws``; then greedy Stein
+thinning (``thin_indices``) against ``stein_thinning.thinning.thin`` (same kernel: IMQ with
+"sclmed", no standardisation), with the index sequences compared. Times are the best of
+``--repeat`` runs after one compiling call.
+
+Run: ``.venv/bin/python benchmarks/diagnostic_speed.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from numpyro_dsd import IMQ, Identity
+from numpyro_dsd.along_chain import prefix_ksd_squared
+from numpyro_dsd.bootstrap import sign_process, wild_bootstrap
+from numpyro_dsd.diagnostic import diagnose_draws
+from numpyro_dsd.inputs import Draws
+from numpyro_dsd.stein import prepare
+from numpyro_dsd.thinning import thin_indices
+
+
+def best(fn: Callable[[], object], repeat: int) -> float:
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def diagnostic_row(c: int, n: int, d: int, n_boot: int, repeat: int) -> str:
+    x = jax.random.normal(jax.random.key(0), (c, n, d))
+    draws = Draws(x, -x, None, ())
+    kernel = IMQ(precond="med").frozen(x.reshape(-1, d))
+    sk = prepare(x[0], -x[0], kernel=kernel)
+    pooled = prepare(x.reshape(-1, d), -x.reshape(-1, d), kernel=kernel)
+    signs = sign_process(jax.random.key(1), n, n_boot, 0.1)
+    pooled_signs = sign_process(jax.random.key(1), c * n, n_boot, 0.1)
+    t_curve = best(lambda: prefix_ksd_squared(sk), repeat)
+    t_chain = best(lambda: wild_bootstrap(sk, signs).pvalue, repeat)
+    t_pooled = best(lambda: wild_bootstrap(pooled, pooled_signs).pvalue, repeat)
+    t_all = best(lambda: diagnose_draws(draws, Identity(), n_boot=n_boot).ksd.values, repeat)
+    return (
+        f"| {c} x {n} | {d} | {n_boot} | {c * t_curve:.2f} | {c * t_chain:.2f} | "
+        f"{t_pooled:.2f} | {t_all:.2f} |"
+    )
+
+
+def thinning_row(n: int, d: int, m: int, repeat: int) -> str:
+    from stein_thinning.thinning import thin
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d)) * 1.1
+    s = -x / 1.1**2 * 1.05
+    ours = np.asarray(thin_indices(x, s, m, kernel=IMQ(precond="sclmed")))
+    t_ours = best(lambda: thin_indices(x, s, m, kernel=IMQ(precond="sclmed")), repeat)
+    start = time.perf_counter()
+    theirs = thin(x, s, m, standardize=False, preconditioner="sclmed")
+    t_theirs = time.perf_counter() - start
+    same = "yes" if np.array_equal(ours, np.asarray(theirs)) else "no"
+    return (
+        f"| {n} | {d} | {m} | {t_ours:.3f} | {t_theirs:.3f} | {t_theirs / t_ours:.0f}x | {same} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    dtype = "float64" if jax.config.read("jax_enable_x64") else "float32"
+    print(f"{jax.devices()[0].platform}, {dtype}; seconds (best of {args.repeat})\n")
+    print("| chains x n | d | n_boot | curves | chain tests | pooled test | diagnose_draws |")
+    print("|---|---|---|---|---|---|---|")
+    for c, n, d, n_boot in [(4, 1000, 10, 1000), (4, 2500, 10, 1000), (4, 5000, 10, 200)]:
+        print(diagnostic_row(c, n, d, n_boot, args.repeat), flush=True)
+    print("\n| n | d | m | ours | stein-thinning | ratio | same indices |")
+    print("|---|---|---|---|---|---|---|")
+    for n, d, m in [(2000, 5, 100), (10000, 10, 100)]:
+        print(thinning_row(n, d, m, args.repeat), flush=True)
+
+
+if __name__ == "__main__":
+    main()

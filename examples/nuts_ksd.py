@@ -27,7 +27,7 @@ import numpyro.distributions as dist  # noqa: E402
 from numpyro.diagnostics import split_gelman_rubin  # noqa: E402
 from numpyro.infer import MCMC, NUTS  # noqa: E402
 
-from numpyro_dsd import IMQ, ksd  # noqa: E402
+from numpyro_dsd import IMQ, ksd, ksd_trace  # noqa: E402
 from numpyro_dsd.targets import log_density_fn, model_draws  # noqa: E402
 
 FIGURE = Path(__file__).parent / "figures" / "nuts_ksd.png"
@@ -49,12 +49,9 @@ def simulate(key: jax.Array, n: int = 50) -> tuple[jax.Array, jax.Array]:
 
 
 def prefix_curve(x: np.ndarray, s: np.ndarray, kernel: IMQ, points: int = 12) -> tuple:
-    """sqrt(V_m) of the first m draws at log-spaced m. Weights 1/m on the prefix and 0 after it
-    keep every call the same shape (one compilation); the diagnostic issue brings the one-pass
-    version."""
-    ms = np.unique(np.geomspace(20, len(x), points).astype(int))
-    weights = [np.where(np.arange(len(x)) < m, 1.0 / m, 0.0) for m in ms]
-    return ms, np.array([float(ksd(x, s, kernel=kernel, weights=w)) for w in weights])
+    """sqrt(V_m) of the first m draws at log-spaced m, all from one pass (``ksd_trace``), with
+    the kernel frozen on the whole chain so every prefix is measured alike."""
+    return ksd_trace(x, s, kernel=kernel.frozen(x), points=points)
 
 
 def main(num_samples: int = 2000, seed: int = 0) -> None:

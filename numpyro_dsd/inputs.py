@@ -28,7 +28,7 @@ from numpyro_dsd import arviz_io
 from numpyro_dsd.diffusion import Constant, Diffusion, Identity
 from numpyro_dsd.targets import latent_sites, model_draws
 
-__all__ = ["Draws", "resolve_draws", "resolve_diffusion"]
+__all__ = ["Draws", "resolve_draws", "resolve_diffusion", "with_stein_inputs"]
 
 Model = Callable[..., Any]
 
@@ -119,6 +119,39 @@ def resolve_draws(
             "sampler longer (num_samples)."
         )
     return draws
+
+
+def with_stein_inputs(
+    data: Any,
+    model: Model | None = None,
+    model_args: tuple = (),
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> Any:
+    """ArviZ data (InferenceData under ArviZ 0.x, DataTree under 1.x) holding the draws and a
+    ``stein_inputs`` group with their unconstrained values and scores, so that the diagnostic
+    (and ``numpyro-dsd diagnose FILE.nc``) runs later without the model.
+
+    ``data`` as for :func:`resolve_draws`: an ``MCMC`` becomes ``az.from_numpyro(mcmc)``, ArviZ
+    data is copied, a dict of draws becomes the ``posterior`` group.
+
+    Examples
+    --------
+    >>> import numpyro, numpyro.distributions as dist
+    >>> def model():
+    ...     numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    >>> data = with_stein_inputs({"mu": np.zeros((2, 10))}, model)
+    >>> [a.shape for a in arviz_io.read_stein_inputs(data)[:2]]
+    [(2, 10, 1), (2, 10, 1)]
+    """
+    draws = resolve_draws(data, model, model_args, model_kwargs)
+    args = (draws.x, draws.scores, draws.site_names)
+    if isinstance(data, MCMC):
+        import arviz as az
+
+        return arviz_io.add_stein_inputs(az.from_numpyro(data), *args)
+    if arviz_io.is_inference_data(data):
+        return arviz_io.add_stein_inputs(data, *args)
+    return arviz_io.from_stein_inputs(*args, posterior=draws.samples)
 
 
 def _from_mcmc(

@@ -1,9 +1,10 @@
-"""Marks the tests that touch ArviZ, so CI can run them under both ArviZ lines.
+"""Marks the tests that touch ArviZ (marker ``arviz``).
 
-CI runs the whole suite under ArviZ 0.23 (Python 3.11) and the ``arviz`` tests, everything that
-reads, writes, summarises or plots ArviZ data or runs the diagnostic and the command, again under
-ArviZ 1.x (Python 3.12): ``pytest -m arviz``. The rest (kernels, flows, score matching) never
-imports ArviZ.
+CI runs the whole suite under ArviZ 0.23 (Python 3.11) and under ArviZ 1.x (Python 3.12).
+``pytest -m arviz`` runs only what reads, writes, summarises or plots ArviZ data or runs the
+diagnostic and the command: the quick check after changing ArviZ-facing code, or a way to keep
+CI short should the suite outgrow the 20 minutes. The rest (kernels, flows, score matching)
+never imports ArviZ.
 """
 
 from __future__ import annotations

@@ -58,9 +58,10 @@ def _demo(args: argparse.Namespace) -> int:
         print(table.round(3).to_string())
     print(
         "\nRead: p_pooled < 0.01 says the draws do not represent the posterior. The centred"
-        "\nsampler misses the funnel's neck (v_sd below 3) in every chain alike, which R-hat"
-        "\ncannot see when chains agree; the flow diffusion (M = J^-1 of a NeuTra flow) sees"
-        "\nit, the plain KSD (identity) is weak on funnels (docs/theory.md, docs/diagnostic.md)."
+        "\nsampler misses the funnel's neck (v_sd below 3). R-hat and ESS see that only where"
+        "\nthe chains happen to disagree; the KSD compares the draws with the target itself."
+        "\nThe flow diffusion (M = J^-1 of a NeuTra flow) flags it; the plain KSD (identity)"
+        "\nis weak on funnels (docs/theory.md, docs/diagnostic.md)."
     )
     print(f"\nfigure and files in {args.out}/ ({table.attrs['seconds']:.0f} s)")
     print(f"try: numpyro-dsd diagnose {args.out}/centred.nc")

@@ -35,6 +35,7 @@ import xarray as xr
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "get_group",
     "ARVIZ_1",
     "add_diagnostics",
     "add_stein_inputs",
@@ -80,8 +81,14 @@ def _check_data(data: object) -> None:
         )
 
 
-def _group(data: Data, name: str) -> xr.Dataset | None:
-    """The group ``name`` of ``data`` as a Dataset, or None if absent."""
+def get_group(data: Data, name: str) -> xr.Dataset | None:
+    """The group ``name`` of an InferenceData or DataTree as a Dataset, or None if absent.
+
+    Examples
+    --------
+    >>> get_group(from_stein_inputs(np.zeros((1, 4, 2)), np.zeros((1, 4, 2))), "posterior") is None
+    True
+    """
     _check_data(data)
     if isinstance(data, xr.DataTree):
         return data[name].to_dataset() if name in data.children else None
@@ -119,7 +126,7 @@ def _from_posterior(posterior: Mapping[str, ArrayLike]) -> Data:
 
 
 def _posterior(data: Data) -> xr.Dataset:
-    post = _group(data, "posterior")
+    post = get_group(data, "posterior")
     if post is None:
         raise ValueError(
             "The data has no `posterior` group; pass the InferenceData/DataTree of an MCMC run "
@@ -212,10 +219,10 @@ def add_stein_inputs(
     >>> import numpy as np
     >>> data = _from_posterior({"mu": np.zeros((2, 10))})
     >>> new = add_stein_inputs(data, np.zeros((2, 10, 1)), np.zeros((2, 10, 1)), ("mu",))
-    >>> _group(new, "stein_inputs")["x"].dims, _group(data, "stein_inputs") is None
+    >>> get_group(new, "stein_inputs")["x"].dims, get_group(data, "stein_inputs") is None
     (('chain', 'draw', 'stein_dim'), True)
     """
-    ds = _stein_dataset(x, scores, site_names, _group(data, "posterior"))
+    ds = _stein_dataset(x, scores, site_names, get_group(data, "posterior"))
     return _with_group(data, STEIN_INPUTS, ds)
 
 
@@ -267,7 +274,7 @@ def read_stein_inputs(data: Data) -> tuple[np.ndarray, np.ndarray, tuple[str, ..
     >>> read_stein_inputs(_from_posterior({"mu": np.zeros((1, 3))})) is None
     True
     """
-    ds = _group(data, STEIN_INPUTS)
+    ds = get_group(data, STEIN_INPUTS)
     if ds is None:
         return None
     dims = ("chain", "draw", _STEIN_DIM)
@@ -303,7 +310,7 @@ def add_diagnostics(data: Data, ds: xr.Dataset, group: str = STEIN_DIAGNOSTICS) 
     >>> import numpy as np, xarray as xr
     >>> data = _from_posterior({"mu": np.zeros((2, 10))})
     >>> diag = xr.Dataset({"ksd": ("chain", [0.1, 0.2])}, coords={"chain": [0, 1]})
-    >>> _group(add_diagnostics(data, diag), "stein_diagnostics")["ksd"].values
+    >>> get_group(add_diagnostics(data, diag), "stein_diagnostics")["ksd"].values
     array([0.1, 0.2])
     """
     if not isinstance(ds, xr.Dataset):

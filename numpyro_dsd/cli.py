@@ -85,7 +85,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     ds = ksd_diagnostic(
         data, diffusion=args.diffusion, n_boot=args.n_boot, rng_key=jax.random.key(args.seed)
     )
-    has_posterior = "posterior" in _groups(data)
+    has_posterior = arviz_io.get_group(data, "posterior") is not None
     print(arviz_io.stein_summary(ds, data if has_posterior else None).to_string())
     print(f"\n{ds.attrs['kernel']} kernel, {ds.attrs['diffusion']} diffusion, {ds.attrs['test']}")
     if args.save:
@@ -93,13 +93,6 @@ def _diagnose(args: argparse.Namespace) -> int:
     if args.plot:
         _save_trace_plot(ds, args.plot)
     return 0
-
-
-def _groups(data: object) -> list[str]:
-    groups = getattr(data, "groups", None)
-    if callable(groups):  # InferenceData
-        return list(groups())
-    return [str(name) for name in getattr(data, "children", {})]  # DataTree
 
 
 def _save_trace_plot(ds: object, path: Path) -> None:

@@ -5,8 +5,8 @@ Target: Neal's funnel in d dimensions, :math:`v \\sim \\mathcal N(0, 3^2)`,
 Its answer is known: :math:`v` is exactly :math:`\\mathcal N(0, 9)`.
 
 - **badly posed**: NUTS on the centred model. The neck (v < -2) is too narrow for one step size;
-  NUTS diverges there and under-samples it, so every chain is biased the same way and R-hat
-  stays near 1.
+  NUTS diverges there and under-samples it. Every chain is biased the same way, so R-hat sees
+  it only where the chains happen to disagree.
 - **well posed**: NUTS on the non-centred model (:math:`x = e^{v/2}\\varepsilon`), whose draws
   mapped back to (v, x) are exact draws of the same target.
 

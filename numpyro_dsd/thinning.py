@@ -34,6 +34,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from numpyro_dsd.diffusion import Diffusion
+from numpyro_dsd.inputs import resolve_diffusion, resolve_draws
 from numpyro_dsd.kernels import IMQ, Gaussian
 from numpyro_dsd.stein import SteinKernel, prepare
 
@@ -286,8 +287,6 @@ def stein_thin(
     >>> res = stein_thin(mcmc, 50)  # doctest: +SKIP
     """
     _check_m(m)
-    from numpyro_dsd.inputs import resolve_diffusion, resolve_draws
-
     draws = resolve_draws(data, model, model_args, model_kwargs)
     chains, n_draws, d = draws.x.shape
     diff = resolve_diffusion(diffusion, draws, rng_key=rng_key, flow_kwargs=flow_kwargs)

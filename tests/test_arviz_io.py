@@ -109,10 +109,10 @@ def test_add_stein_inputs_new_object(data, stein) -> None:
     new = add_stein_inputs(data, x, s, site_names=("mu", "theta"))
     assert type(new) is type(data)
     assert read_stein_inputs(data) is None  # input untouched
-    ds = arviz_io._group(new, "stein_inputs")
+    ds = arviz_io.get_group(new, "stein_inputs")
     assert ds["x"].dims == ("chain", "draw", "stein_dim")
     assert ds.attrs == {"site_names": "mu,theta", "space": "unconstrained"}
-    post = arviz_io._group(new, "posterior")
+    post = arviz_io.get_group(new, "posterior")
     np.testing.assert_array_equal(ds["chain"], post["chain"])
     np.testing.assert_array_equal(ds["draw"], post["draw"])
     xs, scores, names = read_stein_inputs(new)
@@ -150,13 +150,13 @@ def test_from_stein_inputs_with_posterior(rng, stein) -> None:
 def test_add_diagnostics_new_object_and_replace(data) -> None:
     diag = _diagnostic()
     new = add_diagnostics(data, diag)
-    assert arviz_io._group(data, "stein_diagnostics") is None
-    xr.testing.assert_identical(arviz_io._group(new, "stein_diagnostics"), diag)
+    assert arviz_io.get_group(data, "stein_diagnostics") is None
+    xr.testing.assert_identical(arviz_io.get_group(new, "stein_diagnostics"), diag)
     again = add_diagnostics(new, diag.assign(ksd_pooled=0.3))
-    assert float(arviz_io._group(again, "stein_diagnostics")["ksd_pooled"]) == 0.3
-    assert float(arviz_io._group(new, "stein_diagnostics")["ksd_pooled"]) == 0.15
+    assert float(arviz_io.get_group(again, "stein_diagnostics")["ksd_pooled"]) == 0.3
+    assert float(arviz_io.get_group(new, "stein_diagnostics")["ksd_pooled"]) == 0.15
     other = add_diagnostics(data, diag, group="ksd_other")
-    assert arviz_io._group(other, "ksd_other") is not None
+    assert arviz_io.get_group(other, "ksd_other") is not None
 
 
 def test_add_diagnostics_rejects_non_dataset(data) -> None:
@@ -173,8 +173,8 @@ def test_netcdf_round_trip(tmp_path, data, stein) -> None:
     back = load(path)
     assert type(back) is type(full)
     path.unlink()  # fully loaded: the file is no longer needed
-    xr.testing.assert_allclose(arviz_io._group(back, "stein_diagnostics"), diag)
-    assert arviz_io._group(back, "stein_diagnostics").attrs["kernel"] == "IMQ"
+    xr.testing.assert_allclose(arviz_io.get_group(back, "stein_diagnostics"), diag)
+    assert arviz_io.get_group(back, "stein_diagnostics").attrs["kernel"] == "IMQ"
     xs, scores, names = read_stein_inputs(back)
     np.testing.assert_array_equal(xs, stein[0])
     assert names == ("mu", "theta")
@@ -212,7 +212,7 @@ def test_stein_summary_with_data(data) -> None:
     table = stein_summary(_diagnostic(), data, round_to=None)
     assert list(table.columns) == ["ksd", "pvalue", "n", "r_hat_max", "ess_bulk_min"]
     assert table["r_hat_max"].iloc[:-1].isna().all()
-    post = arviz_io._group(data, "posterior")
+    post = arviz_io.get_group(data, "posterior")
     rhat = az.rhat(post)
     assert table.loc["pooled", "r_hat_max"] == pytest.approx(
         max(float(rhat[v].max()) for v in rhat.data_vars)

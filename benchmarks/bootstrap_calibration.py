@@ -270,27 +270,20 @@ def fmt_rate(row: dict[str, Any], level: float) -> str:
 def report(results: list[dict[str, Any]], settings: tuple[Setting, ...]) -> str:
     head = "| scenario | H0 | n x chains | " + " | ".join(lb for lb, _, _ in settings) + " |"
     sep = "|---|---|---|" + "---:|" * len(settings)
-    lines = ["Rejection rate at level 0.05 (± Monte Carlo SE):", "", head, sep]
-    for res in results:
-        cells = " | ".join(fmt_rate(r, 0.05) for r in res["settings"])
-        lines.append(
-            f"| {res['description']} | {'yes' if res['null'] else 'no'} "
-            f"| {res['n']} x {res['chains']} | {cells} |"
-        )
-    lines += ["", "Rejection rate at level 0.01:", "", head, sep]
-    for res in results:
-        cells = " | ".join(f"{r['rates']['0.01']:.3f}" for r in res["settings"])
-        lines.append(
-            f"| {res['description']} | {'yes' if res['null'] else 'no'} "
-            f"| {res['n']} x {res['chains']} | {cells} |"
-        )
-    lines += ["", "Mean flip probability a:", "", head, sep]
-    for res in results:
-        cells = " | ".join(f"{r['flip_prob']:.4f}" for r in res["settings"])
-        lines.append(
-            f"| {res['description']} | {'yes' if res['null'] else 'no'} "
-            f"| {res['n']} x {res['chains']} | {cells} |"
-        )
+    tables = (
+        ("Rejection rate at level 0.05 (± Monte Carlo SE):", lambda r: fmt_rate(r, 0.05)),
+        ("Rejection rate at level 0.01:", lambda r: f"{r['rates']['0.01']:.3f}"),
+        ("Mean flip probability a:", lambda r: f"{r['flip_prob']:.4f}"),
+    )
+    lines: list[str] = []
+    for title, cell in tables:
+        lines += ([""] if lines else []) + [title, "", head, sep]
+        for res in results:
+            cells = " | ".join(cell(r) for r in res["settings"])
+            lines.append(
+                f"| {res['description']} | {'yes' if res['null'] else 'no'} "
+                f"| {res['n']} x {res['chains']} | {cells} |"
+            )
     lo, hi = NULL_BAND
     nulls = [r for r in results if r["null"]]
     ok = [

@@ -8,7 +8,9 @@ live in :mod:`numpyro_dsd.targets`; flows are learned by :func:`fit_flow` and
 Riemannian view :mod:`numpyro_dsd.riemannian`, continuous flows :class:`ContinuousFlow`. The MCMC
 diagnostic is :func:`ksd_diagnostic` (with :func:`ksd_test`, :func:`ksd_trace`, :func:`stein_thin`,
 :func:`stein_summary`, :func:`plot_ksd`, :func:`plot_ksd_trace`; ArviZ storage in
-:mod:`numpyro_dsd.arviz_io`) and the ``numpyro-dsd`` command (:mod:`numpyro_dsd.cli`).
+:mod:`numpyro_dsd.arviz_io`) and the ``numpyro-dsd`` command (:mod:`numpyro_dsd.cli`). Stein
+variational gradient descent is :class:`SVGD` (plain, :class:`ConstantPreconditioner`,
+:class:`FlowPreconditioner`), with its functional core in :mod:`numpyro_dsd.svgd`.
 """
 
 from numpyro_dsd.along_chain import ksd_trace
@@ -20,8 +22,10 @@ from numpyro_dsd.diffusion import Constant, FlowDiffusion, Identity, PositionDep
 from numpyro_dsd.flows import fit_flow, fit_flow_to_samples
 from numpyro_dsd.kernels import IMQ, Gaussian
 from numpyro_dsd.plots import plot_ksd, plot_ksd_trace
+from numpyro_dsd.preconditioners import ConstantPreconditioner, FlowPreconditioner
 from numpyro_dsd.score_matching import dsm, implicit_dsm
 from numpyro_dsd.stein import ksd, ksd_squared, stein_matrix
+from numpyro_dsd.svgd_infer import SVGD, NonFiniteStepError, SVGDRunResult
 from numpyro_dsd.thinning import stein_thin, thin_indices
 
 __all__ = [
@@ -48,6 +52,11 @@ __all__ = [
     "stein_summary",
     "plot_ksd",
     "plot_ksd_trace",
+    "SVGD",
+    "SVGDRunResult",
+    "NonFiniteStepError",
+    "ConstantPreconditioner",
+    "FlowPreconditioner",
 ]
 
 __version__ = "0.1.0"

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 _MEDIAN_SUBSAMPLE = 1000
-_NAMED_PRECONDITIONERS = (None, "id", "med", "sclmed", "smpcov")
+_NAMED_PRECONDITIONERS = (None, "id", "med", "sclmed", "smpcov", "svgd")
 
 
 class IMQProfile(NamedTuple):
@@ -86,9 +86,11 @@ class _RadialKernel:
         """Whether the resolved :math:`A` is a multiple of the identity (known statically)."""
         return self.precond is None or isinstance(self.precond, str) and self.precond != "smpcov"
 
-    def precondition_matrix(self, x: ArrayLike) -> jax.Array:
-        """Resolve the preconditioner on points ``x`` (n, d): :math:`A = \\Gamma^{-1}` (d, d)."""
-        return precondition_matrix(self.precond, x)
+    def precondition_matrix(self, x: ArrayLike, subsample: int = _MEDIAN_SUBSAMPLE) -> jax.Array:
+        """Resolve the preconditioner on points ``x`` (n, d): :math:`A = \\Gamma^{-1}` (d, d).
+
+        Median heuristics use at most ``subsample`` evenly spaced points."""
+        return precondition_matrix(self.precond, x, subsample)
 
     def frozen(self, x: ArrayLike) -> Self:
         """This kernel with its preconditioner resolved on ``x`` (n, d) once and then fixed:
@@ -150,7 +152,8 @@ class IMQ(_RadialKernel):
         :math:`\\Gamma`. ``None``/``"id"``: identity; ``"med"``: :math:`\\ell^2 I` with
         :math:`\\ell` the median pairwise distance of at most 1000 evenly spaced points;
         ``"sclmed"``: :math:`\\ell^2/\\log\\min(1000, n)\\,I`; ``"smpcov"``: sample covariance;
-        or an SPD matrix :math:`\\Gamma`.
+        ``"svgd"``: :math:`\\ell^2/(2\\log n)\\,I` (the SVGD median heuristic); or an SPD matrix
+        :math:`\\Gamma`.
 
     Examples
     --------
@@ -222,8 +225,8 @@ def _check_precond_spec(precond: object) -> None:
     if isinstance(precond, str) or precond is None:
         if precond not in _NAMED_PRECONDITIONERS:
             raise ValueError(
-                f"Unknown preconditioner {precond!r}: use None, 'med', 'sclmed', 'smpcov' or a "
-                "(d, d) symmetric positive definite matrix."
+                f"Unknown preconditioner {precond!r}: use None, 'med', 'sclmed', 'smpcov', 'svgd' "
+                "or a (d, d) symmetric positive definite matrix."
             )
         return
     shape = np.shape(precond)
@@ -231,7 +234,9 @@ def _check_precond_spec(precond: object) -> None:
         raise ValueError(f"A preconditioner matrix must be square (d, d); got shape {shape}.")
 
 
-def precondition_matrix(precond: str | None | ArrayLike, x: ArrayLike) -> jax.Array:
+def precondition_matrix(
+    precond: str | None | ArrayLike, x: ArrayLike, subsample: int = _MEDIAN_SUBSAMPLE
+) -> jax.Array:
     """Resolve a preconditioner specification into :math:`A = \\Gamma^{-1}`.
 
     Definitions follow stein-thinning's ``make_precon`` (which returns this same :math:`A`):
@@ -241,6 +246,9 @@ def precondition_matrix(precond: str | None | ArrayLike, x: ArrayLike) -> jax.Ar
       ``x[linspace(0, n-1, 1000, dtype=int)]`` (all of ``x`` when n <= 1000);
     - ``"sclmed"``: :math:`A = \\log\\min(1000, n)\\,I/\\ell^2`;
     - ``"smpcov"``: :math:`A = \\hat\\Sigma^{-1}` (sample covariance, ddof=1);
+    - ``"svgd"``: :math:`A = 2\\log n\\,I/\\ell^2`, so the Gaussian kernel is
+      :math:`\\exp(-\\|x-y\\|^2\\log n/\\ell^2)`: Liu & Wang (2016)'s SVGD heuristic, as NumPyro's
+      ``RBFKernel`` and BlackJAX's ``median_heuristic`` set it (:math:`A = I` for one point);
     - a matrix :math:`\\Gamma` (d, d), symmetric positive definite: :math:`A = \\Gamma^{-1}`.
 
     Parameters
@@ -249,6 +257,8 @@ def precondition_matrix(precond: str | None | ArrayLike, x: ArrayLike) -> jax.Ar
         The specification (see above).
     x : array (n, d)
         Points the kernel is evaluated on (latent points for a flow diffusion).
+    subsample : int
+        The median heuristics use at most this many evenly spaced points (default 1000).
 
     Returns
     -------
@@ -266,11 +276,13 @@ def precondition_matrix(precond: str | None | ArrayLike, x: ArrayLike) -> jax.Ar
     eye = jnp.eye(d, dtype=x.dtype)
     if precond is None or isinstance(precond, str) and precond == "id":
         return eye
-    if isinstance(precond, str) and precond in ("med", "sclmed"):
-        ell2 = _median_distance(x) ** 2
+    if isinstance(precond, str) and precond == "svgd" and n == 1:
+        return eye
+    if isinstance(precond, str) and precond in ("med", "sclmed", "svgd"):
+        ell2 = _median_distance(x, subsample) ** 2
         _require_concrete_positive(ell2, "the median pairwise distance is 0: too few unique points")
-        scale = np.log(min(_MEDIAN_SUBSAMPLE, n)) if precond == "sclmed" else 1.0
-        return eye * (scale / ell2)
+        scale = {"med": 1.0, "sclmed": np.log(min(subsample, n)), "svgd": 2.0 * np.log(n)}
+        return eye * (scale[precond] / ell2)
     if isinstance(precond, str):  # "smpcov"
         if n <= d:
             raise ValueError(f"'smpcov' needs more points than dimensions (n={n}, d={d}).")
@@ -281,15 +293,16 @@ def precondition_matrix(precond: str | None | ArrayLike, x: ArrayLike) -> jax.Ar
     return _spd_inverse(gamma, "the preconditioner matrix")
 
 
-def _median_distance(x: jax.Array) -> jax.Array:
-    """Median pairwise distance of at most 1000 evenly spaced rows (stein-thinning's ``med2``).
+def _median_distance(x: jax.Array, subsample: int = _MEDIAN_SUBSAMPLE) -> jax.Array:
+    """Median pairwise distance of at most ``subsample`` evenly spaced rows (stein-thinning's
+    ``med2`` with the default 1000).
 
     On concrete input the median is a host-side selection (``np.median`` partitions in O(m^2));
     XLA's sort of the 499,500 distances costs about 0.2 s on a CPU. Under ``jit`` it stays in JAX.
     """
     n = x.shape[0]
-    if n > _MEDIAN_SUBSAMPLE:
-        x = x[np.linspace(0, n - 1, _MEDIAN_SUBSAMPLE, dtype=int)]
+    if n > subsample:
+        x = x[np.linspace(0, n - 1, subsample, dtype=int)]
     dist = _pairwise_distances(x)
     if isinstance(dist, jax.core.Tracer):
         return jnp.median(dist)

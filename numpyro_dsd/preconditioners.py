@@ -3,7 +3,7 @@
 Plain SVGD in :math:`z` on the pushed-forward target :math:`T_\\#p` is matrix-kernel SVGD in
 :math:`x` with :math:`K(x, y) = J(x)^{-1}k(Tx, Ty)J(y)^{-\\top}` (math.md §6.3). Two kinds:
 
-- :class:`ConstantPreconditioner`: :math:`T(x) = L^\\top x` with :math:`LL^\\top = Q`, Wang et al.
+- :class:`ConstantPreconditioner`: :math:`LL^\\top = Q`, Wang et al.
   (2019)'s matrix :math:`Q` (average Hessian of :math:`-\\log p`, the score's second moment, or
   the inverse particle covariance), re-estimated every ``every`` steps inside the jitted loop;
 - :class:`FlowPreconditioner`: :math:`T` a normalizing flow (a :class:`~numpyro_dsd.flows.
@@ -51,25 +51,29 @@ class Preconditioner(Protocol):
 
 
 class Linear(NamedTuple):
-    """:math:`T(x) = L^\\top x` with :math:`L = V\\mathrm{diag}(w)`, :math:`V` orthogonal, so
-    :math:`T^{-1}(z) = V(z/w)` needs no solve and :math:`\\log|\\det J| = \\sum\\log w`.
+    """:math:`T(x) = L^\\top(x - c)` with :math:`L = V\\mathrm{diag}(w)`, :math:`V` orthogonal, so
+    :math:`T^{-1}(z) = c + V(z/w)` needs no solve and :math:`\\log|\\det J| = \\sum\\log w`.
+
+    The centre :math:`c` does not change SVGD (its kernels are translation invariant); it says
+    where latent initial particles start.
 
     Examples
     --------
     >>> import jax.numpy as jnp
-    >>> T = Linear(jnp.eye(2), jnp.array([2.0, 0.5]))
+    >>> T = Linear(jnp.eye(2), jnp.array([2.0, 0.5]), jnp.zeros(2))
     >>> T.transform_and_log_det(jnp.ones(2))[0], T.inverse_and_log_det(jnp.ones(2))[0]
     (Array([2. , 0.5], dtype=float32), Array([0.5, 2. ], dtype=float32))
     """
 
     V: jax.Array
     w: jax.Array
+    c: jax.Array
 
     def transform_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self.w * (self.V.T @ x), jnp.sum(jnp.log(self.w))
+        return self.w * (self.V.T @ (x - self.c)), jnp.sum(jnp.log(self.w))
 
     def inverse_and_log_det(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self.V @ (z / self.w), -jnp.sum(jnp.log(self.w))
+        return self.c + self.V @ (z / self.w), -jnp.sum(jnp.log(self.w))
 
 
 class ConstantPreconditioner:
@@ -127,10 +131,13 @@ class ConstantPreconditioner:
         return jnp.linalg.pinv(jnp.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1]))
 
     def estimate(self, x: jax.Array, log_prob: LogProb) -> Linear:
+        """:math:`L` from :meth:`matrix`, centred at the Newton point
+        :math:`c = \\bar x + Q^{-1}\\bar s` (the mode, for a Gaussian)."""
         Q = self.matrix(x, log_prob)
         lam, V = jnp.linalg.eigh(0.5 * (Q + Q.T))
         lam = jnp.maximum(lam, self.floor * jnp.max(jnp.abs(lam)))
-        return Linear(V, jnp.sqrt(lam))
+        s = jnp.mean(jax.vmap(jax.grad(log_prob))(x), axis=0)
+        return Linear(V, jnp.sqrt(lam), jnp.mean(x, axis=0) + V @ ((V.T @ s) / lam))
 
     def bijection(self, params: Linear) -> Linear:
         return params

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import constrain_fn, unconstrain_fn
 from tqdm.auto import tqdm
@@ -26,9 +27,24 @@ from numpyro_dsd.kernels import IMQ, Gaussian
 from numpyro_dsd.preconditioners import ConstantPreconditioner, FlowPreconditioner, Preconditioner
 from numpyro_dsd.targets import _latent_structs, _log_prob, _seeded, _unravel_for
 
-__all__ = ["SVGD", "SVGDRunResult", "NonFiniteStepError"]
+__all__ = ["SVGD", "SVGDRunResult", "NonFiniteStepError", "default_flow_fit"]
 
 Model = Callable[..., Any]
+
+
+def default_flow_fit() -> dict[str, Any]:
+    """How ``preconditioner="flow"`` fits its NeuTra flow (:func:`~numpyro_dsd.fit_flow`): 5000
+    steps of Adam with the step size decaying from 3e-2 to 3e-4, 8 ELBO particles.
+
+    Stronger than ``fit_flow``'s default because SVGD inherits the flow's conditioning: on a
+    10-d Gaussian with condition number 1e4 the default fit ends at KL 8.4 and flow SVGD's
+    whitened mean error is 0.99; this one ends at KL 0.7 and 0.06 (5 s of fitting).
+    """
+    return {
+        "num_steps": 5000,
+        "optim": optax.adam(optax.exponential_decay(3e-2, 5000, 1e-2, end_value=3e-4)),
+        "num_particles": 8,
+    }
 
 
 class SVGDRunResult(NamedTuple):
@@ -93,7 +109,8 @@ class SVGD:
     chunk_size : int
         Steps per jitted ``lax.scan`` between progress-bar updates.
     flow_kwargs : dict, optional
-        Passed to :func:`~numpyro_dsd.fit_flow` for ``preconditioner="flow"``.
+        Passed to :func:`~numpyro_dsd.fit_flow` for ``preconditioner="flow"``, over
+        :func:`default_flow_fit`.
     **static_kwargs
         Keyword arguments of the model fixed for every call.
 
@@ -177,15 +194,19 @@ class SVGD:
         flow_key, key = jax.random.split(rng_key)
         if isinstance(self.preconditioner, FlowPreconditioner):
             self._prepare_flow(flow_key, args, kwargs)
-        x0 = self._initial(key, init_params)
-        return core.init(
-            x0, self._log_prob(args, kwargs), self.optim, self.kernel, self.preconditioner
-        )
+        log_prob = self._log_prob(args, kwargs)
+        x0 = self._initial(key, init_params, log_prob)
+        return core.init(x0, log_prob, self.optim, self.kernel, self.preconditioner)
 
     def _prepare_flow(self, key: jax.Array, args: tuple, kwargs: dict[str, Any]) -> None:
         pre = self.preconditioner
         if pre.flow is None:
-            fit_kwargs = {"progress_bar": False, **pre.fit_kwargs, **self.flow_kwargs}
+            fit_kwargs = {
+                "progress_bar": False,
+                **default_flow_fit(),
+                **pre.fit_kwargs,
+                **self.flow_kwargs,
+            }
             self.flow_fit = fit_flow(
                 self.model, *args, rng_key=key, **fit_kwargs, **self.static_kwargs, **kwargs
             )
@@ -193,15 +214,17 @@ class SVGD:
         dtype = jnp.zeros(()).dtype
         check_flow_dim(self.preconditioner.bijection(), self.dim, dtype)
 
-    def _initial(self, key: jax.Array, init_params: Any) -> jax.Array:
-        n, d = self.num_particles, self.dim
+    def _initial(self, key: jax.Array, init_params: Any, log_prob: core.LogProb) -> jax.Array:
+        """Data-space initial particles: ``init_params``, or uniform in the latent space."""
         if init_params is not None:
             return self._flat_init(init_params)
-        u = jax.random.uniform(key, (n, d), minval=-self.init_radius, maxval=self.init_radius)
-        if isinstance(self.preconditioner, FlowPreconditioner):  # uniform in latent space
-            bij = self.preconditioner.bijection()
-            return jax.vmap(lambda z: bij.inverse_and_log_det(z)[0])(u)
-        return u
+        r = self.init_radius
+        u = jax.random.uniform(key, (self.num_particles, self.dim), minval=-r, maxval=r)
+        pre = self.preconditioner
+        if pre is None:
+            return u
+        bij = pre.bijection(pre.estimate(u, log_prob))  # a constant Q is estimated at u
+        return jax.vmap(lambda z: bij.inverse_and_log_det(z)[0])(u)
 
     def _flat_init(self, init_params: Any) -> jax.Array:
         n, d = self.num_particles, self.dim

@@ -1,0 +1,206 @@
+"""The SVGD core (math.md §6, oracle 10): closed-form force, the KSD² it reports, and the flow
+equivalence, against brute-force autodiff of the definitions (float64)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from _flows import CouplingFlow
+
+from numpyro_dsd import IMQ, ConstantPreconditioner, FlowPreconditioner, Gaussian, ksd_squared
+from numpyro_dsd import svgd as core
+from numpyro_dsd.preconditioners import Linear
+
+D = 4
+
+
+def log_p(x):
+    """Non-Gaussian target: correlated core, quartic tails, a twist."""
+    P = jnp.array([[2.0, 0.6, 0.0, 0.3], [0.6, 1.0, 0.2, 0.0], [0.0, 0.2, 1.5, -0.4]])
+    P = jnp.concatenate([P, jnp.array([[0.3, 0.0, -0.4, 0.8]])])
+    return -0.5 * x @ P @ x - 0.05 * jnp.sum(x**4) + 0.3 * jnp.sin(x[0] * x[1])
+
+
+def _A(d=D):
+    B = jax.random.normal(jax.random.key(7), (d, d))
+    return B @ B.T / d + 0.5 * jnp.eye(d)
+
+
+def _points(n=11, d=D, key=0):
+    x = 1.3 * jax.random.normal(jax.random.key(key), (n, d))
+    return x, jax.vmap(jax.grad(log_p))(x)
+
+
+def _base(kernel, A):
+    return lambda u, v: kernel.profile((u - v) @ A @ (u - v))[0]
+
+
+def _phi_reference(k, x, s):
+    """:math:`\\phi(y) = \\frac1n\\sum_j k(x_j, y)s_j + \\nabla_1k(x_j, y)` by autodiff."""
+
+    def phi(y):
+        terms = jax.vmap(lambda xj, sj: k(xj, y) * sj + jax.grad(k, 0)(xj, y))(x, s)
+        return jnp.mean(terms, axis=0)
+
+    return phi
+
+
+KERNELS = [IMQ(c=1.3, beta=-0.6), Gaussian(), IMQ()]
+
+
+@pytest.mark.usefixtures("x64_class")
+class TestClosedForm:
+    """Force and rate against autodiff of the definitions."""
+
+    @pytest.mark.parametrize("kernel", KERNELS, ids=["imq", "gaussian", "imq-default"])
+    def test_force_matches_autodiff(self, kernel):
+        x, s = _points()
+        A = _A()
+        phi, _ = core.stein_force(x, s, A, kernel.profile)
+        ref = jax.vmap(_phi_reference(_base(kernel, A), x, s))(x)
+        np.testing.assert_allclose(phi, ref, rtol=1e-10, atol=1e-12)
+
+    @pytest.mark.parametrize("kernel", KERNELS[:2], ids=["imq", "gaussian"])
+    def test_stein_rate_is_the_v_statistic(self, kernel):
+        """(1/n) sum_i A_p phi(x_i) = V-hat (math.md §6.2) by autodiff of phi; = ksd_squared."""
+        x, s = _points()
+        A = _A()
+        _, v = core.stein_force(x, s, A, kernel.profile)
+        phi = _phi_reference(_base(kernel, A), x, s)
+        rate = jax.vmap(lambda xi, si: si @ phi(xi) + jnp.trace(jax.jacfwd(phi)(xi)))(x, s)
+        np.testing.assert_allclose(v, jnp.mean(rate), rtol=1e-10)
+        frozen = type(kernel)(**({} if isinstance(kernel, Gaussian) else kernel.profile._asdict()))
+        frozen.precond = np.asarray(jnp.linalg.inv(A))
+        np.testing.assert_allclose(v, ksd_squared(x, s, kernel=frozen), rtol=1e-10)
+
+    def test_row_blocks_match_one_block(self):
+        x, s = _points(n=37)
+        A = _A()
+        whole = core.stein_force(x, s, A, IMQ().profile)
+        blocked = core.stein_force(x, s, A, IMQ().profile, block_size=8)
+        np.testing.assert_allclose(blocked[0], whole[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(blocked[1], whole[1], rtol=1e-12)
+
+    def test_one_particle_is_gradient_ascent(self):
+        """phi = c^{2 beta} s for IMQ (math.md §6.4); V = k0(x, x)."""
+        x, s = _points(n=1)
+        kernel = IMQ(c=2.0, beta=-0.5)
+        phi, _ = core.stein_force(x, s, jnp.eye(D), kernel.profile)
+        np.testing.assert_allclose(phi, 0.5 * s, rtol=1e-12)
+
+
+def _induced_matrix_svgd(flow, kernel, A, x, s):
+    """Matrix SVGD in x with K(x, y) = J(x)^-1 k_z(Tx, Ty) J(y)^-T (math.md §6.3), by autodiff:
+    phi(x) = (1/n) sum_j K(x, x_j) s_p(x_j) + div_2 K(x, x_j)."""
+    k = _base(kernel, A)
+    j_inv = lambda y: jnp.linalg.inv(jax.jacfwd(flow)(y))  # noqa: E731
+
+    def K(a, b):
+        return j_inv(a) @ (k(flow(a), flow(b)) * j_inv(b).T)
+
+    def phi(a):
+        def term(b, sb):
+            div2 = jnp.einsum("abb->a", jax.jacfwd(K, 1)(a, b))
+            return K(a, b) @ sb + div2
+
+        return jnp.mean(jax.vmap(term)(x, s), axis=0)
+
+    return jax.jit(jax.vmap(phi))(x)
+
+
+def _latent_velocity(flow, kernel, A, x, with_log_det=True):
+    pre = FlowPreconditioner(flow)
+    z = jax.vmap(flow)(x)
+    if with_log_det:
+        _, s_z = core.latent_scores(z, log_p, pre)
+    else:  # J^-T s_p alone: the target p(G(z)), without |det grad G|
+        s_z = jax.vmap(lambda xi: jnp.linalg.solve(jax.jacfwd(flow)(xi).T, jax.grad(log_p)(xi)))(x)
+    phi_z, _ = core.stein_force(z, s_z, A, kernel.profile)
+    return jax.vmap(lambda xi, p: jnp.linalg.solve(jax.jacfwd(flow)(xi), p))(x, phi_z)
+
+
+@pytest.mark.usefixtures("x64_class")
+class TestFlowEquivalence:
+    """Oracle 10: latent SVGD pulled back = matrix SVGD with the induced kernel."""
+
+    def test_pulled_back_velocity(self):
+        flow, kernel = CouplingFlow(D, key=3), IMQ(c=1.3, beta=-0.6)
+        x, s = _points(n=7)
+        A = _A()
+        ref = _induced_matrix_svgd(flow, kernel, A, x, s)
+        np.testing.assert_allclose(
+            _latent_velocity(flow, kernel, A, x), ref, rtol=1e-10, atol=1e-12
+        )
+        dropped = _latent_velocity(flow, kernel, A, x, with_log_det=False)
+        assert np.max(np.abs(dropped - ref)) > 1e-2 * np.max(np.abs(ref))
+
+    def test_affine_flow_steps_equal_matrix_svgd_steps(self):
+        """K latent SGD steps pulled back = K steps of x-space matrix SVGD, exactly (affine T)."""
+        V, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(1), (D, D)))
+        lin = Linear(V, jnp.array([3.0, 1.0, 0.5, 0.2]), jnp.full(D, 0.3))
+        kernel, A, eps, steps = IMQ(c=1.5, beta=-0.5), _A(), 0.05, 5
+        kernel.precond = np.asarray(jnp.linalg.inv(A))  # fixed bandwidth in latent space
+        x0, _ = _points(n=10)
+        pre = FlowPreconditioner(lin)
+        state = core.init(x0, log_p, optax.sgd(eps), kernel, pre)
+        step = jax.jit(core.build_step(log_p, optax.sgd(eps), kernel, pre))
+        x = x0
+        flow = lambda y: lin.transform_and_log_det(y)[0]  # noqa: E731
+        for _ in range(steps):
+            state, _ = step(state)
+            x = x + eps * _induced_matrix_svgd(flow, kernel, A, x, jax.vmap(jax.grad(log_p))(x))
+        pulled = jax.vmap(lambda z: lin.inverse_and_log_det(z)[0])(state.particles)
+        np.testing.assert_allclose(pulled, x, rtol=1e-10, atol=1e-12)
+
+    def test_constant_preconditioner_whitens_a_gaussian(self):
+        """Average Hessian of a Gaussian is its precision: the latent target is N(., I)."""
+        B = jax.random.normal(jax.random.key(2), (D, D))
+        prec = B @ B.T + 0.1 * jnp.eye(D)
+        mu = jnp.arange(D, dtype=prec.dtype)
+
+        def gauss(x):
+            return -0.5 * (x - mu) @ prec @ (x - mu)
+
+        x, _ = _points(n=6)
+        lin = ConstantPreconditioner().estimate(x, gauss)
+        np.testing.assert_allclose(lin.c, mu, rtol=1e-10, atol=1e-10)  # Newton point = mode
+        _, s_z = core.latent_scores(
+            jax.vmap(lambda y: lin.transform_and_log_det(y)[0])(x), gauss, FlowPreconditioner(lin)
+        )
+        z = jax.vmap(lambda y: lin.transform_and_log_det(y)[0])(x)
+        np.testing.assert_allclose(s_z, -z, rtol=1e-8, atol=1e-8)
+
+
+def test_step_is_scan_and_vmap_friendly():
+    log_q = lambda x: -0.5 * jnp.sum(x**2)  # noqa: E731
+    x0 = jax.random.normal(jax.random.key(0), (3, 20, 2)) + 2.0
+    opt = optax.adagrad(0.3)
+    step = core.build_step(log_q, opt)
+
+    def run(x):
+        state, infos = jax.lax.scan(lambda s, _: step(s), core.init(x, log_q, opt), length=300)
+        return state.particles, infos
+
+    particles, infos = jax.jit(jax.vmap(run))(x0)
+    assert particles.shape == (3, 20, 2)
+    assert np.all(np.abs(particles.mean(1)) < 0.15)
+    assert infos.ksd_squared[:, -1].max() < 0.05 * infos.ksd_squared[:, 0].min()
+
+
+def test_non_finite_step_keeps_the_state():
+    def log_q(x):  # score finite only for x[0] > 0
+        return -0.5 * jnp.sum(x**2) + jnp.sqrt(x[0])
+
+    x0 = jnp.array([[0.5, 0.0], [1.0, 1.0], [2.0, -1.0]])
+    step = core.build_step(log_q, optax.sgd(10.0))  # a step this large jumps past x[0] = 0
+    state = core.init(x0, log_q, optax.sgd(10.0))
+    new, info = step(state)
+    if bool(info.finite):
+        new, info = step(new)
+    assert not bool(info.finite)
+    assert np.all(np.isfinite(np.asarray(new.particles)))
+    again, info2 = step(new)
+    assert not bool(info2.finite) and np.array_equal(again.particles, new.particles)

@@ -94,8 +94,9 @@ class ConstantPreconditioner:
         are re-mapped and the optimizer state reset, since its statistics belong to the old
         coordinates.
     floor : float
-        Eigenvalues of :math:`Q` are clipped below at ``floor`` times the largest (an indefinite
-        average Hessian, e.g. away from the mode of a funnel, stays usable).
+        :math:`Q` is made positive definite by taking absolute eigenvalues (an indefinite average
+        Hessian, e.g. away from the mode of a funnel, stays usable: "saddle-free" Newton) and
+        clipping them below at ``floor`` times the largest.
 
     Examples
     --------
@@ -106,7 +107,7 @@ class ConstantPreconditioner:
     [1.0, 10.0]
     """
 
-    def __init__(self, source: str = "hessian", every: int | None = 100, floor: float = 1e-8):
+    def __init__(self, source: str = "hessian", every: int | None = 100, floor: float = 1e-6):
         if source not in _SOURCES:
             raise ValueError(f"source must be one of {_SOURCES}; got {source!r}.")
         if every is not None and not (isinstance(every, int) and every >= 1):
@@ -131,13 +132,17 @@ class ConstantPreconditioner:
         return jnp.linalg.pinv(jnp.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1]))
 
     def estimate(self, x: jax.Array, log_prob: LogProb) -> Linear:
-        """:math:`L` from :meth:`matrix`, centred at the Newton point
-        :math:`c = \\bar x + Q^{-1}\\bar s` (the mode, for a Gaussian)."""
+        """:math:`L` from :meth:`matrix` with eigenvalues :math:`|\\lambda|` floored (saddle-free),
+        centred at the Newton point :math:`c = \\bar x + Q^{-1}\\bar s` (the mode, for a
+        Gaussian) when :math:`\\log p(c) \\ge \\log p(\\bar x)`, else at :math:`\\bar x`."""
         Q = self.matrix(x, log_prob)
         lam, V = jnp.linalg.eigh(0.5 * (Q + Q.T))
-        lam = jnp.maximum(lam, self.floor * jnp.max(jnp.abs(lam)))
+        lam = jnp.maximum(jnp.abs(lam), self.floor * jnp.max(jnp.abs(lam)))
+        mean = jnp.mean(x, axis=0)
         s = jnp.mean(jax.vmap(jax.grad(log_prob))(x), axis=0)
-        return Linear(V, jnp.sqrt(lam), jnp.mean(x, axis=0) + V @ ((V.T @ s) / lam))
+        newton = mean + V @ ((V.T @ s) / lam)
+        better = log_prob(newton) >= log_prob(mean)  # False for NaN too
+        return Linear(V, jnp.sqrt(lam), jnp.where(better, newton, mean))
 
     def bijection(self, params: Linear) -> Linear:
         return params

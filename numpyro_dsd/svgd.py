@@ -51,6 +51,7 @@ __all__ = [
     "build_step",
     "latent_scores",
     "as_optax",
+    "estimate",
 ]
 
 LogProb = Callable[[jax.Array], jax.Array]
@@ -277,10 +278,16 @@ def init(
     """
     x = jnp.asarray(position)
     kernel = default_kernel() if kernel is None else kernel
-    params: Any = () if preconditioner is None else preconditioner.estimate(x, log_prob)
+    params: Any = () if preconditioner is None else estimate(preconditioner, x, log_prob)
     z = x if preconditioner is None else _to_latent(preconditioner, params, x)
     opt = as_optax(optim)
     return SVGDState(z, _kernel_matrix(kernel, z), params, opt.init(z), jnp.zeros((), jnp.int32))
+
+
+def estimate(preconditioner: Preconditioner, x: jax.Array, log_prob: LogProb) -> Any:
+    """``preconditioner.estimate(x, log_prob)``, jitted (an eager ``vmap`` of ``jax.hessian``
+    takes seconds)."""
+    return jax.jit(lambda a: preconditioner.estimate(a, log_prob))(x)
 
 
 def _to_latent(preconditioner: Preconditioner, params: Any, x: jax.Array) -> jax.Array:

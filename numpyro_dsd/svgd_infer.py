@@ -223,7 +223,7 @@ class SVGD:
         pre = self.preconditioner
         if pre is None:
             return u
-        bij = pre.bijection(pre.estimate(u, log_prob))  # a constant Q is estimated at u
+        bij = pre.bijection(core.estimate(pre, u, log_prob))  # a constant Q is estimated at u
         return jax.vmap(lambda z: bij.inverse_and_log_det(z)[0])(u)
 
     def _flat_init(self, init_params: Any) -> jax.Array:

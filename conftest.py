@@ -1,10 +1,9 @@
 """Marks the tests that touch ArviZ (marker ``arviz``).
 
-CI runs the whole suite under ArviZ 0.23 (Python 3.11) and under ArviZ 1.x (Python 3.12).
-``pytest -m arviz`` runs only what reads, writes, summarises or plots ArviZ data or runs the
-diagnostic and the command: the quick check after changing ArviZ-facing code, or a way to keep
-CI short should the suite outgrow the 20 minutes. The rest (kernels, flows, score matching)
-never imports ArviZ.
+``pytest -m arviz`` runs only what reads, writes, summarises or plots ArviZ data, runs the
+diagnostic, the command or the SVGD class (with its conversion): CI runs the whole suite under
+ArviZ 0.23 and these under ArviZ 1.x, which keeps it under 20 minutes. The rest (kernels, flows,
+score matching, the SVGD core) never imports ArviZ.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ ARVIZ_FILES = {
     "test_cli.py",
     "test_thinning.py",
     "test_bootstrap.py",
+    "test_svgd_infer.py",
     "arviz_io.py",
     "plots.py",
     "diagnostic.py",
@@ -29,6 +29,7 @@ ARVIZ_FILES = {
     "thinning.py",
     "bootstrap.py",
     "along_chain.py",
+    "svgd_infer.py",
 }
 
 

@@ -22,9 +22,10 @@ coordinates, ``Normal(mu, sd).to_event(1)`` with variances ``logspace(0, -1, 50)
 score is elementwise and a step times SVGD itself); ``gauss50dense`` (speed only: the same
 variances rotated, a ``MultivariateNormal(mu, scale_tril=L)``, whose vmapped score is a batched
 triangular solve, slow on XLA's CPU backend, and dominates every implementation's step);
-``funnel`` (Neal, d = 10, :math:`v \\sim N(0, 3^2)`, :math:`x_i \\mid v \\sim N(0, e^{v/2})`); ``banana`` (:math:`x_1 \\sim N(0, 2^2)`,
-:math:`x_2 \\mid x_1 \\sim N(x_1^2/2, 1)`: means (0, 2), sds (2, 3)); ``logreg`` (Bayesian logistic
-regression on scikit-learn's breast cancer data, standardised features plus an intercept,
+``funnel`` (Neal, d = 10, :math:`v \\sim N(0, 3^2)`, :math:`x_i \\mid v \\sim N(0, e^{v/2})`);
+``banana`` (:math:`x_1 \\sim N(0, 2^2)`, :math:`x_2 \\mid x_1 \\sim N(x_1^2/2, 1)`: means (0, 2),
+sds (2, 3)); ``logreg`` (Bayesian logistic regression on scikit-learn's breast cancer data,
+standardised features plus an intercept,
 :math:`\\beta_j \\sim N(0, 1)`, d = 31; reference: NumPyro NUTS, 4 chains x 2000 draws, cached
 under the system temp directory).
 

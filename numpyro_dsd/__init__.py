@@ -21,7 +21,7 @@ from numpyro_dsd.diagnostic import ksd_diagnostic
 from numpyro_dsd.diffusion import Constant, FlowDiffusion, Identity, PositionDependent
 from numpyro_dsd.flows import fit_flow, fit_flow_to_samples
 from numpyro_dsd.kernels import IMQ, Gaussian
-from numpyro_dsd.plots import plot_ksd, plot_ksd_trace
+from numpyro_dsd.plots import plot_ksd, plot_ksd_trace, plot_svgd_trace
 from numpyro_dsd.preconditioners import ConstantPreconditioner, FlowPreconditioner
 from numpyro_dsd.score_matching import dsm, implicit_dsm
 from numpyro_dsd.stein import ksd, ksd_squared, stein_matrix
@@ -53,6 +53,7 @@ __all__ = [
     "plot_ksd",
     "plot_ksd_trace",
     "SVGD",
+    "plot_svgd_trace",
     "SVGDRunResult",
     "NonFiniteStepError",
     "ConstantPreconditioner",

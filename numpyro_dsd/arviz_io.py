@@ -40,6 +40,7 @@ __all__ = [
     "add_diagnostics",
     "add_stein_inputs",
     "from_stein_inputs",
+    "from_svgd",
     "is_inference_data",
     "load",
     "posterior_dict",
@@ -56,6 +57,7 @@ Data: TypeAlias = Any
 
 STEIN_INPUTS = "stein_inputs"
 STEIN_DIAGNOSTICS = "stein_diagnostics"
+SVGD_TRACE = "svgd_trace"
 _STEIN_DIM = "stein_dim"
 
 
@@ -120,6 +122,44 @@ def _from_posterior(posterior: Mapping[str, ArrayLike]) -> Data:
     if ARVIZ_1:
         return az.from_dict({"posterior": arrays})
     return az.from_dict(posterior=arrays)
+
+
+def from_svgd(
+    samples: Mapping[str, ArrayLike],
+    trace: Mapping[str, ArrayLike] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> Data:
+    """SVGD particles as ArviZ data: one chain, the particles on the ``draw`` axis.
+
+    Parameters
+    ----------
+    samples : dict
+        ``{site: (num_particles, ...)}`` (:meth:`numpyro_dsd.SVGD.get_samples`).
+    trace : dict, optional
+        Per-step series ``{name: (num_steps,)}`` (``ksd_squared``, ``stein_force``), stored in
+        the group ``svgd_trace`` over the dim ``step`` (1, 2, ...).
+    attrs : dict, optional
+        Attributes of the ``svgd_trace`` group (kernel, preconditioner, optimizer).
+
+    Returns
+    -------
+    InferenceData (ArviZ 0.x) or DataTree (1.x)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = from_svgd({"mu": np.zeros(5)}, {"ksd_squared": np.ones(3)})
+    >>> dict(get_group(data, "posterior")["mu"].sizes), get_group(data, "svgd_trace").sizes["step"]
+    ({'chain': 1, 'draw': 5}, 3)
+    """
+    data = _from_posterior({k: np.asarray(v)[None] for k, v in samples.items()})
+    if trace is None:
+        return data
+    series = {k: ("step", np.asarray(v)) for k, v in trace.items()}
+    steps = len(next(iter(series.values()))[1]) if series else 0
+    ds = xr.Dataset(series, coords={"step": np.arange(1, steps + 1)})
+    ds.attrs.update({k: str(v) for k, v in (attrs or {}).items()})
+    return _with_group(data, SVGD_TRACE, ds)
 
 
 # --- posterior ---------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 
-from numpyro_dsd.arviz_io import ARVIZ_1
+from numpyro_dsd.arviz_io import ARVIZ_1, SVGD_TRACE, get_group, is_inference_data
 
-__all__ = ["plot_ksd", "plot_ksd_trace"]
+__all__ = ["plot_ksd", "plot_ksd_trace", "plot_svgd_trace"]
 
 #: Edge colour of the ring marking chains whose test rejects (p < level).
 FLAG_COLOR = "crimson"
@@ -140,6 +140,64 @@ def plot_ksd_trace(
     return ax
 
 
+def plot_svgd_trace(data: Any, ax: Axes | None = None, *, figsize: Any = None) -> Any:
+    """SVGD's per-step KSD² of the particles and RMS Stein force, log scale.
+
+    The KSD² (:math:`\\frac1n\\sum_i\\mathcal A_p\\phi(z_i)`, math.md §6.2) is measured with
+    the step's own kernel and, with a preconditioner, in its latent space: compare it within a
+    run (a re-estimated constant preconditioner changes the coordinates every ``every`` steps).
+
+    Parameters
+    ----------
+    data : InferenceData, DataTree or xarray.Dataset
+        :meth:`numpyro_dsd.SVGD.to_arviz` output (group ``svgd_trace``) or that group.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; a new figure otherwise.
+    figsize : (float, float), optional
+        Size of a new figure, in inches.
+
+    Returns
+    -------
+    matplotlib.axes.Axes (ArviZ 0.x) or arviz_plots.PlotCollection (ArviZ 1.x)
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np, xarray as xr
+    >>> steps = np.arange(1, 101)
+    >>> ds = xr.Dataset({"ksd_squared": ("step", 1 / steps), "stein_force": ("step", steps**-0.5)},
+    ...                 coords={"step": steps})
+    >>> out = plot_svgd_trace(ds)
+    """
+    ds = data if isinstance(data, xr.Dataset) else _svgd_group(data)
+    long = xr.concat([ds["ksd_squared"], ds["stein_force"]], dim="quantity")
+    long = long.assign_coords(quantity=["KSD²", "RMS Stein force"]).to_dataset(name="svgd")
+    if ARVIZ_1:
+        return _plot_svgd_pc(long, ax, figsize)
+    import arviz as az
+
+    with az.style.context(_STYLE):
+        ax = plt.subplots(figsize=figsize)[1] if ax is None else ax
+        for i, q in enumerate(long["quantity"].values):
+            ax.plot(long["step"], long["svgd"].sel(quantity=q), color=f"C{i}", label=q)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title("SVGD: KSD² of the particles and Stein force per step")
+        ax.legend(loc="best", fontsize="small")
+    return ax
+
+
+def _svgd_group(data: Any) -> xr.Dataset:
+    group = get_group(data, SVGD_TRACE) if is_inference_data(data) else None
+    if group is None:
+        raise ValueError(
+            "plot_svgd_trace needs the `svgd_trace` group of SVGD.to_arviz(result), or that "
+            "xarray.Dataset (ksd_squared and stein_force over `step`)."
+        )
+    return group
+
+
 # --- ArviZ 0.x: matplotlib -----------------------------------------------------------------------
 
 
@@ -193,15 +251,15 @@ def _draw_trace(ax: Axes, ds: xr.Dataset, level: float) -> None:
 # --- ArviZ 1.x: PlotCollection ---------------------------------------------------------------
 
 
-def _collection(data: xr.Dataset, ax: Axes | None, figsize: Any) -> Any:
-    """A one-plot PlotCollection over ``data`` with chains mapped to colour.
+def _collection(data: xr.Dataset, ax: Axes | None, figsize: Any, by: str = "chain") -> Any:
+    """A one-plot PlotCollection over ``data`` with ``by`` (chains) mapped to colour.
 
     With ``ax`` the collection is built around it (its ``viz`` tree as ``PlotCollection.wrap``
     would make it for a single plot).
     """
     from arviz_plots import PlotCollection
 
-    aes = {"color": ["chain"]}
+    aes = {"color": [by]}
     if ax is None:
         figure_kwargs = {} if figsize is None else {"figsize": figsize}
         return PlotCollection.wrap(
@@ -301,4 +359,16 @@ def _plot_trace_pc(ds: xr.Dataset, ax: Axes | None, level: float, figsize: Any) 
     title += f"\n(dotted: reference m^(-1/2); dashed: p < {level:g})"
     _decorate(pc, ref, "first m draws", "KSD", title)
     pc.add_legend("chain")
+    return pc
+
+
+def _plot_svgd_pc(long: xr.Dataset, ax: Axes | None, figsize: Any) -> Any:
+    from arviz_plots.visuals import line, set_yscale
+
+    pc = _collection(long, ax, figsize, by="quantity")
+    pc.map(line, "svgd", data=long, xname="step")
+    one = long.isel(quantity=0, drop=True)
+    pc.map(set_yscale, "yscale", data=one, ignore_aes="all", store_artist=False, scale="log")
+    _decorate(pc, one, "step", "", "SVGD: KSD² of the particles and Stein force per step")
+    pc.add_legend("quantity")
     return pc

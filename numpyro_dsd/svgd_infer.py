@@ -21,6 +21,7 @@ from numpyro.infer.util import constrain_fn, unconstrain_fn
 from tqdm.auto import tqdm
 
 from numpyro_dsd import svgd as core
+from numpyro_dsd.arviz_io import from_svgd
 from numpyro_dsd.bijections import check_flow_dim
 from numpyro_dsd.flows import FlowFit, fit_flow
 from numpyro_dsd.kernels import IMQ, Gaussian
@@ -369,6 +370,20 @@ class SVGD:
             return constrain_fn(model, args, kwargs, unravel(xi), return_deterministic=True)
 
         return jax.vmap(constrain)(x)
+
+    def to_arviz(self, result: SVGDRunResult) -> Any:
+        """InferenceData (ArviZ 0.x) or DataTree (1.x): the particles as the posterior's one
+        chain (particles on ``draw``) and the per-step ``ksd_squared`` and ``stein_force`` in the
+        group ``svgd_trace`` (:func:`numpyro_dsd.arviz_io.from_svgd`;
+        :func:`numpyro_dsd.plot_svgd_trace` draws it)."""
+        trace = {"ksd_squared": result.ksd_squared, "stein_force": result.stein_force}
+        attrs = {
+            "kernel": self.kernel,
+            "preconditioner": self.preconditioner,
+            "num_particles": self.num_particles,
+            "num_steps": int(result.state.step),
+        }
+        return from_svgd(self.get_samples(result), trace, attrs)
 
 
 def _resolve(preconditioner: Any) -> Preconditioner | None:

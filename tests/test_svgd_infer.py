@@ -148,3 +148,32 @@ class TestBadInput:
         assert np.all(np.isfinite(result.particles))
         assert result.ksd_squared.shape == (int(result.state.step),)
         assert isinstance(err.value, ValueError)
+
+
+def test_arviz_conversion_and_plot(fitted, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from numpyro_dsd import plot_svgd_trace
+    from numpyro_dsd.arviz_io import ARVIZ_1, get_group, load, save
+
+    svgd, result = fitted
+    data = svgd.to_arviz(result)
+    post = get_group(data, "posterior")
+    assert dict(post["mu"].sizes) == {"chain": 1, "draw": 40}
+    np.testing.assert_allclose(post["sigma"].values[0], svgd.get_samples(result)["sigma"])
+    trace = get_group(data, "svgd_trace")
+    np.testing.assert_allclose(trace["ksd_squared"].values, result.ksd_squared)
+    assert trace["step"].values[-1] == 400 and trace.attrs["num_particles"] == "40"
+    save(data, tmp_path / "svgd.nc")
+    back = get_group(load(tmp_path / "svgd.nc"), "svgd_trace")
+    np.testing.assert_allclose(back["stein_force"].values, result.stein_force)
+    out = plot_svgd_trace(data)
+    if ARVIZ_1:
+        assert "svgd" in out.viz.children
+    else:
+        lines = out.get_lines()
+        assert len(lines) == 2 and out.get_yscale() == "log"
+        np.testing.assert_allclose(lines[0].get_ydata(), result.ksd_squared)
+    with pytest.raises(ValueError, match="svgd_trace"):
+        plot_svgd_trace({"x": 1})

@@ -30,12 +30,14 @@ The state is a NamedTuple of arrays, so ``step`` composes with ``jax.lax.scan``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
 from numpyro_dsd.bijections import latent_score
@@ -52,6 +54,7 @@ __all__ = [
     "latent_scores",
     "as_optax",
     "estimate",
+    "shard_state",
 ]
 
 LogProb = Callable[[jax.Array], jax.Array]
@@ -376,3 +379,34 @@ def build_step(
         return new, SVGDInfo(force, v, finite)
 
     return step
+
+
+def shard_state(state: SVGDState, devices: Sequence[jax.Device] | None = None) -> SVGDState:
+    """Place the state on ``devices`` (default all local devices), particles split by rows.
+
+    Every ``(n, ...)`` leaf (particles, per-particle optimizer statistics) is sharded over a 1-D
+    mesh ``"particles"``; the rest is replicated. ``jit`` then partitions the step: scores and
+    force rows are computed where their particles live, and only the ``(n, d)`` particles and
+    scores are gathered for the kernel matrix. With one device, or when the devices do not
+    divide n, the state is returned as is.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, optax
+    >>> state = init(jnp.ones((4, 2)) * jnp.arange(4.0)[:, None], lambda x: -x @ x, optax.sgd(0.1))
+    >>> shard_state(state).particles.shape
+    (4, 2)
+    """
+    devices = tuple(jax.local_devices() if devices is None else devices)
+    n = state.particles.shape[0]
+    if len(devices) < 2 or n % len(devices):
+        return state
+    mesh = Mesh(np.asarray(devices), ("particles",))
+    rows = NamedSharding(mesh, PartitionSpec("particles"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def place(leaf: Any) -> Any:
+        leaf = jnp.asarray(leaf)
+        return jax.device_put(leaf, rows if leaf.ndim and leaf.shape[0] == n else replicated)
+
+    return jax.tree.map(place, state)

@@ -9,7 +9,7 @@ is :mod:`numpyro_dsd.svgd`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -112,6 +112,10 @@ class SVGD:
     flow_kwargs : dict, optional
         Passed to :func:`~numpyro_dsd.fit_flow` for ``preconditioner="flow"``, over
         :func:`default_flow_fit`.
+    devices : sequence of jax devices, optional
+        Particles are split over these (default all local devices) when they divide
+        ``num_particles`` (:func:`numpyro_dsd.svgd.shard_state`); the jitted step then runs on
+        all of them.
     **static_kwargs
         Keyword arguments of the model fixed for every call.
 
@@ -146,6 +150,7 @@ class SVGD:
         init_radius: float = 2.0,
         chunk_size: int = 50,
         flow_kwargs: Mapping[str, Any] | None = None,
+        devices: Sequence[jax.Device] | None = None,
         **static_kwargs: Any,
     ):
         for name, value in (
@@ -164,6 +169,7 @@ class SVGD:
         self.init_radius = float(init_radius)
         self.chunk_size = int(chunk_size)
         self.flow_kwargs = dict(flow_kwargs or {})
+        self.devices = devices
         self.static_kwargs = static_kwargs
         self.flow_fit: FlowFit | None = None
         self._unravel: Callable | None = None
@@ -197,7 +203,8 @@ class SVGD:
             self._prepare_flow(flow_key, args, kwargs)
         log_prob = self._log_prob(args, kwargs)
         x0 = self._initial(key, init_params, log_prob)
-        return core.init(x0, log_prob, self.optim, self.kernel, self.preconditioner)
+        state = core.init(x0, log_prob, self.optim, self.kernel, self.preconditioner)
+        return core.shard_state(state, self.devices)
 
     def _prepare_flow(self, key: jax.Array, args: tuple, kwargs: dict[str, Any]) -> None:
         pre = self.preconditioner

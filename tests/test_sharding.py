@@ -49,3 +49,36 @@ def test_four_host_devices_equal_one(x64):
     for name, value in here.items():
         np.testing.assert_allclose(out[name], value, rtol=1e-12)
         np.testing.assert_allclose(out[name + "_one"], value, rtol=1e-12)
+
+
+SVGD_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp, numpy as np, numpyro, numpyro.distributions as dist, optax
+    from numpyro_dsd import SVGD
+    def model():
+        scale = jnp.array([1.0, 0.1, 2.0])
+        numpyro.sample("x", dist.Normal(jnp.arange(3.0), scale).to_event(1))
+    out = {"n_devices": len(jax.local_devices())}
+    for name, devs in {"all": None, "one": jax.local_devices()[:1]}.items():
+        svgd = SVGD(model, optax.adagrad(0.3), num_particles=8, preconditioner="constant",
+                    devices=devs)
+        r = svgd.run(jax.random.key(0), 30, progress_bar=False)
+        out[name] = np.asarray(r.particles).tolist()
+        out[name + "_devices"] = len(r.state.particles.sharding.device_set)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_svgd_particles_split_over_four_devices():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    run = subprocess.run(
+        [sys.executable, "-c", SVGD_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (out["n_devices"], out["all_devices"], out["one_devices"]) == (4, 4, 1)
+    np.testing.assert_allclose(out["all"], out["one"], rtol=1e-12, atol=1e-12)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from numpyro_dsd.bijections import Bijection, as_bijection, inverse
+from numpyro_dsd.flows import FittedFlow
 
 __all__ = [
     "Preconditioner",
@@ -163,6 +164,12 @@ class FlowPreconditioner:
         :func:`~numpyro_dsd.fit_flow` at ``init``.
     fit_kwargs : dict, optional
         Passed to :func:`~numpyro_dsd.fit_flow` when ``flow`` is None.
+    refit_every : int, optional
+        The ``SVGD`` class refits the flow on the pulled-back particles every ``refit_every``
+        steps (:func:`~numpyro_dsd.fit_flow_to_samples`, a masked autoregressive flow by maximum
+        likelihood), re-maps them and resets the optimizer. None (default): the flow stays.
+    refit_kwargs : dict, optional
+        Passed to :func:`~numpyro_dsd.fit_flow_to_samples` (default 500 steps, no minibatches).
 
     Examples
     --------
@@ -175,19 +182,42 @@ class FlowPreconditioner:
 
     every = None
 
-    def __init__(self, flow: object = None, fit_kwargs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        flow: object = None,
+        fit_kwargs: dict[str, Any] | None = None,
+        refit_every: int | None = None,
+        refit_kwargs: dict[str, Any] | None = None,
+    ):
+        if refit_every is not None and not (isinstance(refit_every, int) and refit_every >= 1):
+            raise ValueError(f"refit_every must be an integer >= 1 or None; got {refit_every!r}.")
         self.flow = flow
         self.fit_kwargs = dict(fit_kwargs or {})
-        self._bijection = None if flow is None else _flow_bijection(flow)
+        self.refit_every = refit_every
+        self.refit_kwargs = {"num_steps": 500, "batch_size": None, **(refit_kwargs or {})}
+        fitted = isinstance(flow, FittedFlow)
+        self._spec = flow.spec if fitted else None  # a FittedFlow's arrays travel in the state
+        self._bijection = None if flow is None or fitted else _flow_bijection(flow)
+
+    def with_flow(self, flow: object) -> FlowPreconditioner:
+        """The same settings with another flow."""
+        return FlowPreconditioner(flow, self.fit_kwargs, self.refit_every, self.refit_kwargs)
 
     def __repr__(self) -> str:
         what = "unfitted" if self.flow is None else type(self.flow).__name__
         return f"FlowPreconditioner({what})"
 
     def estimate(self, x: jax.Array, log_prob: LogProb) -> tuple:
+        """The flow's arrays (params, loc, scale) for a ``FittedFlow``, else ``()``: they live in
+        the SVGD state, so a state always maps back through the flow that made it."""
+        if self._spec is not None:
+            return (self.flow.params, self.flow.loc, self.flow.scale)
         return ()
 
     def bijection(self, params: Any = ()) -> Bijection:
+        if self._spec is not None:
+            flow = FittedFlow(self._spec, *params) if params else self.flow
+            return as_bijection(flow.transform())
         if self._bijection is None:
             raise ValueError(
                 "This FlowPreconditioner has no flow yet: give one (FlowPreconditioner(fit.flow) "
@@ -202,7 +232,4 @@ def _flow_bijection(flow: object) -> Bijection:
     if isinstance(flow, tuple) and len(flow) == 2 and hasattr(flow[0], "get_transform"):
         guide, params = flow
         return inverse(guide.get_transform(params))
-    transform = getattr(flow, "transform", None)
-    if callable(transform) and hasattr(flow, "generator") and hasattr(flow, "spec"):
-        return as_bijection(flow.transform())  # FittedFlow
     return as_bijection(flow)

@@ -55,6 +55,8 @@ __all__ = [
     "as_optax",
     "estimate",
     "shard_state",
+    "kernel_matrix",
+    "to_latent",
 ]
 
 LogProb = Callable[[jax.Array], jax.Array]
@@ -255,7 +257,8 @@ def latent_scores(
     return jax.vmap(lambda z: latent_score(bij, z, score))(particles)
 
 
-def _kernel_matrix(kernel: IMQ | Gaussian, z: jax.Array) -> jax.Array:
+def kernel_matrix(kernel: IMQ | Gaussian, z: jax.Array) -> jax.Array:
+    """The kernel's :math:`A` on particles ``z`` (median heuristics on at most 256 of them)."""
     return kernel.precondition_matrix(z, BANDWIDTH_SUBSAMPLE).astype(z.dtype)
 
 
@@ -282,9 +285,9 @@ def init(
     x = jnp.asarray(position)
     kernel = default_kernel() if kernel is None else kernel
     params: Any = () if preconditioner is None else estimate(preconditioner, x, log_prob)
-    z = x if preconditioner is None else _to_latent(preconditioner, params, x)
+    z = x if preconditioner is None else to_latent(preconditioner, params, x)
     opt = as_optax(optim)
-    return SVGDState(z, _kernel_matrix(kernel, z), params, opt.init(z), jnp.zeros((), jnp.int32))
+    return SVGDState(z, kernel_matrix(kernel, z), params, opt.init(z), jnp.zeros((), jnp.int32))
 
 
 def estimate(preconditioner: Preconditioner, x: jax.Array, log_prob: LogProb) -> Any:
@@ -293,7 +296,8 @@ def estimate(preconditioner: Preconditioner, x: jax.Array, log_prob: LogProb) ->
     return jax.jit(lambda a: preconditioner.estimate(a, log_prob))(x)
 
 
-def _to_latent(preconditioner: Preconditioner, params: Any, x: jax.Array) -> jax.Array:
+def to_latent(preconditioner: Preconditioner, params: Any, x: jax.Array) -> jax.Array:
+    """:math:`z = T(x)` for every row of ``x``."""
     bij = preconditioner.bijection(params)
     return jax.vmap(lambda xi: bij.transform_and_log_det(xi)[0])(x)
 
@@ -306,7 +310,7 @@ def _reestimate(
         state.particles
     )
     params = pre.estimate(x, log_prob)
-    z = _to_latent(pre, params, x)
+    z = to_latent(pre, params, x)
     return state._replace(particles=z, precond_params=params, opt_state=opt.init(z))
 
 
@@ -365,7 +369,7 @@ def build_step(
         A = state.kernel_matrix
         if adaptive:
             due = state.step % bandwidth_every == 0
-            A = jax.lax.cond(due, lambda: _kernel_matrix(kernel, z), lambda: A)
+            A = jax.lax.cond(due, lambda: kernel_matrix(kernel, z), lambda: A)
         _, s = latent_scores(z, log_prob, preconditioner, state.precond_params)
         phi, v = stein_force(z, s, A, kernel.profile)
         updates, opt_state = opt.update(-phi, state.opt_state, z)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from numpyro_dsd import svgd as core
 from numpyro_dsd.arviz_io import from_svgd
 from numpyro_dsd.bijections import check_flow_dim
-from numpyro_dsd.flows import FlowFit, fit_flow
+from numpyro_dsd.flows import FlowFit, fit_flow, fit_flow_to_samples
 from numpyro_dsd.kernels import IMQ, Gaussian
 from numpyro_dsd.preconditioners import ConstantPreconditioner, FlowPreconditioner, Preconditioner
 from numpyro_dsd.targets import _latent_structs, _log_prob, _seeded, _unravel_for
@@ -175,6 +175,10 @@ class SVGD:
         self._unravel: Callable | None = None
         self._args: tuple = ()
         self._kwargs: dict[str, Any] = {}
+        self._jit()
+
+    def _jit(self) -> None:
+        """(Re)build the jitted step: it closes over the preconditioner, which a refit replaces."""
         self._update = jax.jit(self._update_fn)
         self._scan = jax.jit(self._scan_fn, static_argnums=3)
 
@@ -218,7 +222,8 @@ class SVGD:
             self.flow_fit = fit_flow(
                 self.model, *args, rng_key=key, **fit_kwargs, **self.static_kwargs, **kwargs
             )
-            self.preconditioner = FlowPreconditioner(self.flow_fit.flow)
+            self.preconditioner = pre.with_flow(self.flow_fit.flow)
+            self._jit()
         dtype = jnp.zeros(()).dtype
         check_flow_dim(self.preconditioner.bijection(), self.dim, dtype)
 
@@ -328,7 +333,8 @@ class SVGD:
         bar = tqdm(total=int(num_steps), disable=not progress_bar, desc="SVGD")
         done = 0
         while done < num_steps:
-            length = min(self.chunk_size, num_steps - done)
+            state = self._maybe_refit(state, args, kwargs)
+            length = min(self.chunk_size, num_steps - done, self._steps_to_refit(state))
             state, info = self._scan(state, args, kwargs, length)
             ok = np.asarray(info.finite)
             forces.append(info.stein_force[ok])
@@ -341,6 +347,32 @@ class SVGD:
             bar.set_postfix_str(f"ksd²={float(info.ksd_squared[-1]):.3g}")
         bar.close()
         return self._result(state, forces, ksds)
+
+    def _steps_to_refit(self, state: core.SVGDState) -> int:
+        every = getattr(self.preconditioner, "refit_every", None)
+        return every - int(state.step) % every if every else self.chunk_size
+
+    def _maybe_refit(self, state: core.SVGDState, args: tuple, kwargs: dict) -> core.SVGDState:
+        """Refit the flow on the particles when ``refit_every`` divides the step count."""
+        pre, t = self.preconditioner, int(state.step)
+        every = getattr(pre, "refit_every", None)
+        if not every or t == 0 or t % every:
+            return state
+        x = self.get_particles(state)
+        key = jax.random.fold_in(jax.random.key(0), t)
+        self.flow_fit = fit_flow_to_samples(x, rng_key=key, progress_bar=False, **pre.refit_kwargs)
+        self.preconditioner = pre.with_flow(self.flow_fit.flow)
+        if self.flow_fit.flow.spec != getattr(pre.flow, "spec", None):
+            self._jit()  # the step closes over the flow's architecture
+        params = self.preconditioner.estimate(x, None)
+        z = core.to_latent(self.preconditioner, params, x)
+        new = state._replace(
+            particles=z,
+            kernel_matrix=core.kernel_matrix(self.kernel, z),
+            precond_params=params,
+            opt_state=self.optim.init(z),
+        )
+        return core.shard_state(new, self.devices)
 
     def _result(self, state: core.SVGDState, forces: list, ksds: list) -> SVGDRunResult:
         return SVGDRunResult(

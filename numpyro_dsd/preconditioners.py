@@ -3,11 +3,12 @@
 Plain SVGD in :math:`z` on the pushed-forward target :math:`T_\\#p` is matrix-kernel SVGD in
 :math:`x` with :math:`K(x, y) = J(x)^{-1}k(Tx, Ty)J(y)^{-\\top}` (math.md §6.3). Two kinds:
 
-- :class:`ConstantPreconditioner`: :math:`LL^\\top = Q`, Wang et al.
-  (2019)'s matrix :math:`Q` (average Hessian of :math:`-\\log p`, the score's second moment, or
-  the inverse particle covariance), re-estimated every ``every`` steps inside the jitted loop;
-- :class:`FlowPreconditioner`: :math:`T` a normalizing flow (a :class:`~numpyro_dsd.flows.
-  FittedFlow` from :func:`~numpyro_dsd.fit_flow`, a NumPyro ``Transform`` or any bijection).
+- :class:`ConstantPreconditioner`: :math:`T(x) = L^\\top(x - c)` with :math:`LL^\\top = Q`,
+  Wang et al. (2019)'s matrix (average Hessian of :math:`-\\log p`, the score's second moment,
+  or the inverse particle covariance), re-estimated every ``every`` steps inside the jitted loop;
+- :class:`FlowPreconditioner`: :math:`T` a normalizing flow (a
+  :class:`~numpyro_dsd.flows.FittedFlow` from :func:`~numpyro_dsd.fit_flow`, a NumPyro
+  ``Transform`` or any bijection), optionally refitted on the particles by the ``SVGD`` class.
 
 A preconditioner has one job: ``estimate(x, log_prob) -> params`` (a pytree of arrays, jittable)
 and ``bijection(params)`` (:math:`T` with ``transform_and_log_det``/``inverse_and_log_det``, one

@@ -59,3 +59,19 @@ def test_flow_refit_on_particles_resumes_exactly():
     np.testing.assert_allclose(two.get_particles(refitted), x_before, rtol=1e-4, atol=1e-4)
     rest = two.run(jax.random.key(0), 5, progress_bar=False, init_state=first.state)
     np.testing.assert_allclose(rest.particles, whole.particles, rtol=1e-6, atol=1e-6)
+
+
+def test_fitted_autoguide_as_flow():
+    """(guide, params) of a NumPyro AutoIAFNormal: G = guide.get_transform(params), T = G^-1."""
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoIAFNormal
+
+    guide = AutoIAFNormal(hierarchical, num_flows=1, hidden_dims=[8])
+    svi = SVI(hierarchical, guide, optax.adam(1e-2), Trace_ELBO())
+    params = svi.run(jax.random.key(0), 20, progress_bar=False).params
+    svgd = SVGD(hierarchical, optax.adagrad(0.2), num_particles=8, preconditioner=(guide, params))
+    result = svgd.run(jax.random.key(1), 10, progress_bar=False)
+    generator = guide.get_transform(params)
+    np.testing.assert_allclose(
+        result.particles, jax.vmap(generator)(result.state.particles), rtol=1e-5, atol=1e-6
+    )

@@ -94,3 +94,25 @@ def test_settings_describe_the_kernel():
     }
     assert Gaussian(precond=np.eye(2)).settings()["preconditioner"] == "matrix"
     assert jnp.isclose(IMQ()(jnp.zeros(2), jnp.ones(2)), 3**-0.5)
+
+
+def test_traced_median_is_numpy_median():
+    from numpyro_dsd.kernels import traced_median
+
+    rng = np.random.default_rng(0)
+    fn = jax.jit(traced_median)
+    for trial in range(60):
+        m = int(rng.integers(1, 80))
+        v = rng.normal(size=m) * 10.0 ** rng.integers(-3, 4)
+        if trial % 3 == 0:  # ties
+            v = rng.integers(0, 4, size=m).astype(float)
+        v32 = v.astype(np.float32)
+        np.testing.assert_allclose(float(fn(jnp.asarray(v32))), np.median(v32), rtol=1e-6)
+
+
+def test_traced_median_float64(x64):
+    from numpyro_dsd.kernels import traced_median
+
+    v = np.random.default_rng(1).normal(size=4951)
+    assert float(jax.jit(traced_median)(jnp.asarray(v))) == np.median(v)
+    assert float(jax.jit(traced_median)(jnp.asarray(v[:-1]))) == np.median(v[:-1])

@@ -20,8 +20,11 @@ Targets (NumPyro models; BlackJAX gets the same log density through ``potential_
 ``logspace(0, -4, d)`` (condition number 1e4); ``gauss50`` (speed only: independent
 coordinates, ``Normal(mu, sd).to_event(1)`` with variances ``logspace(0, -1, 50)``, so that the
 score is elementwise and a step times SVGD itself); ``gauss50dense`` (speed only: the same
-variances rotated, a ``MultivariateNormal(mu, scale_tril=L)``, whose vmapped score is a batched
-triangular solve, slow on XLA's CPU backend, and dominates every implementation's step);
+variances rotated). The rotated Gaussians are written as a standard normal site plus a
+``factor`` with the precision matrix (exactly :math:`N(\\mu, \\Sigma)`): a vmapped
+``MultivariateNormal`` score is a batched triangular solve, whose time on XLA's CPU backend swings
+between 0.1 and 17 ms at d = 50 from one compilation to the next and would dominate every
+implementation's step;
 ``funnel`` (Neal, d = 10, :math:`v \\sim N(0, 3^2)`, :math:`x_i \\mid v \\sim N(0, e^{v/2})`);
 ``banana`` (:math:`x_1 \\sim N(0, 2^2)`, :math:`x_2 \\mid x_1 \\sim N(x_1^2/2, 1)`: means (0, 2),
 sds (2, 3)); ``logreg`` (Bayesian logistic regression on scikit-learn's breast cancer data,
@@ -41,8 +44,8 @@ exact / NUTS draws). Ours' accuracy runs go through the public ``SVGD.run``.
 
 Usage::
 
-    .venv/bin/python benchmarks/svgd.py            # full run (about 10 minutes on 2 cores)
-    .venv/bin/python benchmarks/svgd.py --quick    # 100/200 steps, short flow fits: a smoke test
+    .venv/bin/python benchmarks/svgd.py            # full run (about 5 minutes on 2 cores)
+    .venv/bin/python benchmarks/svgd.py --quick    # 3 targets, 100/200 steps: a smoke test
     .venv/bin/python benchmarks/svgd.py --targets gauss4 funnel
 """
 
@@ -70,6 +73,7 @@ REPEAT = 3
 CACHE = os.path.join(tempfile.gettempdir(), "numpyro_dsd_benchmarks")
 CORES = len(os.sched_getaffinity(0))
 TARGET_NAMES = ("gauss4", "gauss10", "gauss50", "gauss50dense", "funnel", "banana", "logreg")
+QUICK_TARGETS = ("gauss4", "gauss50", "banana")
 
 
 # --- targets ----------------------------------------------------------------------------------
@@ -119,10 +123,15 @@ def gaussian(name: str, d: int, low: float, accuracy: bool = True) -> Target:
     sigma = (sigma + sigma.T) / 2
     mu = rng.normal(size=d)
     chol = np.linalg.cholesky(sigma)
-    mu_j, chol_j = jnp.asarray(mu, jnp.float32), jnp.asarray(chol, jnp.float32)
+    mu_j = jnp.asarray(mu, jnp.float32)
+    prec_j = jnp.asarray(np.linalg.inv(sigma), jnp.float32)
 
     def model() -> None:
-        numpyro.sample("x", dist.MultivariateNormal(mu_j, scale_tril=chol_j))
+        # The log density through its precision matrix: a vmapped MultivariateNormal score is a
+        # batched triangular solve, whose XLA CPU time swings between 0.1 and 17 ms (d = 50).
+        # N(0, I) site (samplable, for set-up) times exp(factor) = N(mu, Sigma) up to a constant.
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0).expand([d]).to_event(1))
+        numpyro.factor("log_density", 0.5 * x @ x - 0.5 * (x - mu_j) @ prec_j @ (x - mu_j))
 
     ref = mu + rng.normal(size=(4000, d)) @ chol.T
     return Target(name, model, (), d, ref, mu, chol, accuracy)
@@ -246,6 +255,7 @@ class Result:
     own_ksd2: float | None = None
     run_s: float | None = None
     note: str = ""
+    flow: Any = None  # the fitted flow (ours, flow), reused by "flow + linear"
 
 
 def chunk_fn(step: Callable[[Any], Any], length: int = CHUNK) -> Callable[[Any], Any]:
@@ -287,7 +297,13 @@ def initial(target: Target, key: jax.Array) -> jax.Array:
 
 
 def run_ours(
-    target: Target, pre: str | None, key: jax.Array, budgets: tuple[int, ...], flow_steps: int
+    target: Target,
+    pre: Any,
+    key: jax.Array,
+    budgets: tuple[int, ...],
+    flow_steps: int,
+    linear: float = 0.0,
+    label: str | None = None,
 ) -> Result:
     import optax
 
@@ -301,15 +317,20 @@ def run_ours(
         num_particles=N,
         preconditioner=pre,
         flow_kwargs=flow_kwargs,
+        linear_weight=linear,
     )
-    res = Result(f"ours, {pre or 'plain'}")
+    res = Result(label or f"ours, {pre or 'plain'}")
     t0 = time.perf_counter()
     state = jax.block_until_ready(svgd.init(key, *target.args))
     if pre == "flow":
         res.fit_s = time.perf_counter() - t0
         res.flow_loss = float(np.mean(np.asarray(svgd.flow_fit.losses)[-100:]))
     step = core.build_step(
-        svgd._log_prob(target.args, {}), svgd.optim, svgd.kernel, svgd.preconditioner
+        svgd._log_prob(target.args, {}),
+        svgd.optim,
+        svgd.kernel,
+        svgd.preconditioner,
+        linear_weight=linear,
     )
     res.ms_step = time_chunk(chunk_fn(lambda s: step(s)[0]), state)
     t0, done = time.perf_counter(), 0
@@ -324,6 +345,7 @@ def run_ours(
         for b in budgets:
             res.particles.setdefault(b, np.full((N, target.dim), np.nan))
     res.run_s = time.perf_counter() - t0
+    res.flow = None if svgd.flow_fit is None else svgd.flow_fit.flow
     return res
 
 
@@ -439,7 +461,7 @@ def _fmt(v: Any) -> str:
     if not np.isfinite(v):
         return "NaN"
     if v == 0 or 1e-3 <= abs(v) < 1e4:
-        return f"{v:.3g}" if abs(v) < 1 else f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
     return f"{v:.2e}"
 
 
@@ -450,12 +472,17 @@ def run_target(target: Target, args: argparse.Namespace) -> list[Result]:
     key = jax.random.key(0)
     u0 = initial(target, key)
     budgets = target_budgets(target, args)
-    flow_steps = 1000 if args.quick else 5000
+    flow_steps = 500 if args.quick else 5000
     rows = [
         run_ours(target, None, key, budgets, flow_steps),
         run_ours(target, "constant", key, budgets, flow_steps),
         run_ours(target, "flow", key, budgets, flow_steps),
     ]
+    if target.accuracy:  # the linear kernel term (Liu & Wang 2018), the flow fit reused
+        flow = rows[-1].flow
+        for pre, name in ((None, "plain"), ("constant", "constant"), (flow, "flow")):
+            label = f"ours, {name} + linear"
+            rows.append(run_ours(target, pre, key, budgets, flow_steps, 1.0, label))
     if target.chol is not None and target.accuracy:
         rows.append(run_whitened(target, key, budgets))
     rows += [run_numpyro(target, u0, budgets), run_blackjax(target, u0, budgets)]
@@ -485,7 +512,7 @@ def print_speed(all_rows: dict[str, list[Result]], targets: dict[str, Target]) -
     for name, rows in all_rows.items():
         by = {r.method: r for r in rows}
         plain = by["ours, plain"].ms_step
-        cells = " | ".join(f"{by[m].ms_step:.3g}" for m in names)
+        cells = " | ".join(f"{by[m].ms_step:.3g}" if m in by else "–" for m in names)
         flow = by["ours, flow"]
         print(
             f"| {name} | {targets[name].dim} | {cells} | "
@@ -556,7 +583,9 @@ def acceptance(all_rows: dict, tables: dict, last: int) -> None:
         t = tables["logreg"]
         col = "max \\|mean - NUTS\\| / sd"
         for b in sorted({b for _, b in t if b >= last}):
-            for m in ("ours, plain", "ours, constant", "ours, flow", "NumPyro", "BlackJAX"):
+            methods = ("ours, plain", "ours, constant", "ours, flow", "NumPyro", "BlackJAX")
+            linear = tuple(f"ours, {m} + linear" for m in ("plain", "constant", "flow"))
+            for m in methods + linear:
                 v = t[(m, b)][col]
                 line(
                     v <= 0.1,
@@ -599,7 +628,9 @@ def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100/200 steps, short flow fits")
-    parser.add_argument("--targets", nargs="+", default=list(TARGET_NAMES), choices=TARGET_NAMES)
+    parser.add_argument(
+        "--targets", nargs="+", default=None, choices=TARGET_NAMES, help="default: all"
+    )
     parser.add_argument(
         "--budgets",
         nargs="+",
@@ -616,6 +647,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.budgets is None:
         args.budgets = (100, 200) if args.quick else (200, 1000)
+    if args.targets is None:
+        args.targets = list(QUICK_TARGETS if args.quick else TARGET_NAMES)
     if args.logreg_extra is None:
         args.logreg_extra = 0 if args.quick else 3000
     args.budgets = tuple(sorted(args.budgets))

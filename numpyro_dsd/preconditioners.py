@@ -112,8 +112,7 @@ class ConstantPreconditioner:
     def __init__(self, source: str = "hessian", every: int | None = 100, floor: float = 1e-6):
         if source not in _SOURCES:
             raise ValueError(f"source must be one of {_SOURCES}; got {source!r}.")
-        if every is not None and not (isinstance(every, int) and every >= 1):
-            raise ValueError(f"every must be an integer >= 1 or None; got {every!r}.")
+        _check_every(every, "every")
         self.source, self.every, self.floor = source, every, float(floor)
 
     def __repr__(self) -> str:
@@ -190,8 +189,7 @@ class FlowPreconditioner:
         refit_every: int | None = None,
         refit_kwargs: dict[str, Any] | None = None,
     ):
-        if refit_every is not None and not (isinstance(refit_every, int) and refit_every >= 1):
-            raise ValueError(f"refit_every must be an integer >= 1 or None; got {refit_every!r}.")
+        _check_every(refit_every, "refit_every")
         self.flow = flow
         self.fit_kwargs = dict(fit_kwargs or {})
         self.refit_every = refit_every
@@ -226,6 +224,11 @@ class FlowPreconditioner:
                 "in init()."
             )
         return self._bijection
+
+
+def _check_every(value: object, name: str) -> None:
+    if value is not None and not (isinstance(value, int) and value >= 1):
+        raise ValueError(f"{name} must be an integer >= 1 or None; got {value!r}.")
 
 
 def _flow_bijection(flow: object) -> Bijection:

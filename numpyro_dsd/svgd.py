@@ -40,6 +40,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
+from numpyro_dsd._tiling import pad_blocks
 from numpyro_dsd.bijections import latent_score
 from numpyro_dsd.kernels import IMQ, Gaussian, GaussianProfile, IMQProfile
 from numpyro_dsd.preconditioners import Preconditioner
@@ -57,6 +58,7 @@ __all__ = [
     "shard_state",
     "kernel_matrix",
     "to_latent",
+    "from_latent",
 ]
 
 LogProb = Callable[[jax.Array], jax.Array]
@@ -229,10 +231,7 @@ def _radial_force(
     if n <= block_size:
         force, v = _row_block(z, s, jnp.ones(n, z.dtype), z, s, A, profile)
         return force / n, v / n**2
-    nb = -(-n // block_size)
-    pad = nb * block_size - n
-    zb, sb = (jnp.pad(a, ((0, pad), (0, 0))).reshape(nb, block_size, d) for a in (z, s))
-    wb = (jnp.arange(nb * block_size) < n).astype(z.dtype).reshape(nb, block_size)
+    zb, sb, wb = pad_blocks((z, s, jnp.ones(n, z.dtype)), n, block_size)  # padding weight 0
     forces, vs = jax.lax.map(lambda a: _row_block(*a, z, s, A, profile), (zb, sb, wb))
     return forces.reshape(-1, d)[:n] / n, jnp.sum(vs) / n**2
 
@@ -245,11 +244,6 @@ def _linear_force(zc: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array]:
     force = zc @ C.T + s_bar + zc
     v = jnp.sum(C * C) + s_bar @ s_bar + 2.0 * jnp.sum(s * zc) / n + d
     return force, v
-
-
-class _Optimizer(NamedTuple):
-    init: Callable[[jax.Array], Any]
-    update: Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, Any]]
 
 
 def as_optax(optim: Any) -> optax.GradientTransformation:
@@ -335,13 +329,19 @@ def to_latent(preconditioner: Preconditioner, params: Any, x: jax.Array) -> jax.
     return jax.vmap(lambda xi: bij.transform_and_log_det(xi)[0])(x)
 
 
+def from_latent(preconditioner: Preconditioner | None, params: Any, z: jax.Array) -> jax.Array:
+    """:math:`x = T^{-1}(z)` for every row of ``z`` (``z`` itself without a preconditioner)."""
+    if preconditioner is None:
+        return z
+    bij = preconditioner.bijection(params)
+    return jax.vmap(lambda zi: bij.inverse_and_log_det(zi)[0])(z)
+
+
 def _reestimate(
     state: SVGDState, log_prob: LogProb, opt: optax.GradientTransformation, pre: Preconditioner
 ) -> SVGDState:
     """New preconditioner from the data-space particles; particles re-mapped, optimizer reset."""
-    x = jax.vmap(lambda z: pre.bijection(state.precond_params).inverse_and_log_det(z)[0])(
-        state.particles
-    )
+    x = from_latent(pre, state.precond_params, state.particles)
     params = pre.estimate(x, log_prob)
     z = to_latent(pre, params, x)
     return state._replace(particles=z, precond_params=params, opt_state=opt.init(z))

@@ -244,10 +244,8 @@ class SVGD:
         r = self.init_radius
         u = jax.random.uniform(key, (self.num_particles, self.dim), minval=-r, maxval=r)
         pre = self.preconditioner
-        if pre is None:
-            return u
-        bij = pre.bijection(core.estimate(pre, u, log_prob))  # a constant Q is estimated at u
-        return jax.vmap(lambda z: bij.inverse_and_log_det(z)[0])(u)
+        params = () if pre is None else core.estimate(pre, u, log_prob)  # a constant Q: at u
+        return core.from_latent(pre, params, u)
 
     def _flat_init(self, init_params: Any) -> jax.Array:
         n, d = self.num_particles, self.dim
@@ -403,10 +401,7 @@ class SVGD:
     # ---- outputs --------------------------------------------------------------------------
     def get_particles(self, state: core.SVGDState) -> jax.Array:
         """Flat unconstrained particles ``(num_particles, d)`` in the data space."""
-        if self.preconditioner is None:
-            return state.particles
-        bij = self.preconditioner.bijection(state.precond_params)
-        return jax.vmap(lambda z: bij.inverse_and_log_det(z)[0])(state.particles)
+        return core.from_latent(self.preconditioner, state.precond_params, state.particles)
 
     def get_samples(self, result: SVGDRunResult | core.SVGDState) -> dict[str, jax.Array]:
         """Constrained particles ``{site: (num_particles, ...)}`` (latent and deterministic

@@ -10,7 +10,8 @@ diagnostic is :func:`ksd_diagnostic` (with :func:`ksd_test`, :func:`ksd_trace`, 
 :func:`stein_summary`, :func:`plot_ksd`, :func:`plot_ksd_trace`; ArviZ storage in
 :mod:`numpyro_dsd.arviz_io`) and the ``numpyro-dsd`` command (:mod:`numpyro_dsd.cli`). Stein
 variational gradient descent is :class:`SVGD` (plain, :class:`ConstantPreconditioner`,
-:class:`FlowPreconditioner`), with its functional core in :mod:`numpyro_dsd.svgd`.
+:class:`FlowPreconditioner`), with its functional core in :mod:`numpyro_dsd.svgd`. Five real
+posteriors with reference draws, ported from posteriordb, are in :mod:`numpyro_dsd.posteriordb`.
 """
 
 from numpyro_dsd.along_chain import ksd_trace

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
+from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import potential_energy, unconstrain_fn
 
 from numpyro_dsd._validation import check_finite
@@ -278,7 +279,9 @@ def _latent_structs(
     discrete: list[str] = []
 
     def run(key: jax.Array) -> dict[str, jax.Array]:
-        tr = handlers.trace(handlers.seed(model, rng_seed=key)).get_trace(*args, **kwargs)
+        # init_to_uniform gives values also to sites that cannot be sampled (ImproperUniform)
+        seeded = handlers.substitute(handlers.seed(model, key), substitute_fn=init_to_uniform)
+        tr = handlers.trace(seeded).get_trace(*args, **kwargs)
         sites = {name: site for name, site in tr.items() if _is_latent(site)}
         discrete.extend(name for name, site in sites.items() if _is_discrete(site))
         return {name: jnp.asarray(site["value"]) for name, site in sites.items()}

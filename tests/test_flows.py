@@ -15,7 +15,14 @@ import pytest
 from numpyro.infer import Predictive, Trace_ELBO
 
 from numpyro_dsd import IMQ, ksd
-from numpyro_dsd.flows import _model_svi, default_optim, fit_flow, fit_flow_to_samples
+from numpyro_dsd.flows import (
+    _model_svi,
+    default_optim,
+    fit_flow,
+    fit_flow_to_samples,
+    gaussian_start,
+    standardization,
+)
 from numpyro_dsd.targets import log_density_fn, model_draws
 
 
@@ -38,8 +45,15 @@ def gaussian_fit():
 
 
 def test_fit_flow_learns_the_posterior(gaussian_fit):
+    flow = gaussian_fit.flow
     svi, guide = _model_svi(
-        gaussian_model, dict(num_flows=2, skip_connections=False), None, "elu", default_optim(), 1
+        gaussian_model,
+        dict(num_flows=2, skip_connections=False),
+        None,
+        "elu",
+        default_optim(),
+        1,
+        (flow.loc, flow.scale),
     )
     svi.init(jax.random.key(0))
     kl = float(
@@ -56,6 +70,52 @@ def test_fit_flow_learns_the_posterior(gaussian_fit):
     x = G(jax.random.normal(jax.random.key(3), (40000, 2)))
     cov = np.cov(np.asarray(x).T)
     np.testing.assert_allclose(cov, [[1.0, 2.0], [2.0, 4.25]], rtol=0.1, atol=0.05)
+
+
+def far_model():
+    """Far from the origin, scales 5 and 0.01 with correlation 0.99: a regression on an
+    uncentred predictor. a ~ N(40, 5), b | a ~ N(a / 500, 0.0014)."""
+    a = numpyro.sample("a", dist.Normal(40.0, 5.0))
+    numpyro.sample("b", dist.Normal(a / 500.0, 0.0014))
+
+
+FAR_COV = np.array([[25.0, 0.05], [0.05, 0.01**2 + 0.0014**2]])  # a/500: sd 0.01, corr 0.99
+
+
+@pytest.mark.parametrize("full_rank", [True, False])
+def test_gaussian_start_finds_location_and_scales(full_rank):
+    log_prob, _, d = log_density_fn(far_model)
+    loc, L = gaussian_start(log_prob, d, full_rank=full_rank)
+    np.testing.assert_allclose(loc, [40.0, 0.08], rtol=0.02)
+    if full_rank:  # the Gaussian target itself, up to the 32 fixed draws' sampling error
+        sd = np.sqrt(np.diag(FAR_COV))
+        np.testing.assert_allclose(
+            np.asarray(L @ L.T) / np.outer(sd, sd), FAR_COV / np.outer(sd, sd), atol=0.3
+        )
+    else:  # mean-field optimum: the conditional sds 1 / sqrt(diag(P))
+        prec = np.linalg.inv(FAR_COV)
+        np.testing.assert_allclose(L, 1.0 / np.sqrt(np.diag(prec)), rtol=0.2)
+
+
+def test_standardization_gives_marginal_scales():
+    log_prob, _, d = log_density_fn(far_model)
+    loc, scale = standardization(log_prob, d)
+    np.testing.assert_allclose(loc, [40.0, 0.08], rtol=0.02)
+    np.testing.assert_allclose(scale, np.sqrt(np.diag(FAR_COV)), rtol=0.02)  # Gaussian: exact
+
+
+def test_standardized_fit_reaches_a_far_posterior():
+    """500 SVI steps: with the mean-field start the flow has the posterior's moments; without it
+    the layers are still travelling."""
+    eps = jax.random.normal(jax.random.key(3), (20000, 2))
+    truth_sd = np.sqrt(np.diag(FAR_COV))
+    errs = []
+    for standardize in (True, False):
+        fit = fit_flow(far_model, num_steps=500, progress_bar=False, standardize=standardize)
+        x = np.asarray(fit.flow.generator()(eps))
+        errs.append(np.abs(x.mean(0) - [40.0, 0.08]) / truth_sd)
+    assert errs[0].max() < 0.1
+    assert errs[1].max() > 1.0
 
 
 def test_fit_flow_resumes_exactly():

@@ -187,21 +187,28 @@ def garch11(T: int, y: Any, sigma1: float) -> None:
     :math:`\\alpha_1 \\in (0, 1)`, :math:`\\beta_1 \\in (0, 1 - \\alpha_1)` (improper uniforms
     here, so no :math:`1/(1 - \\alpha_1)` enters the density).
 
-    Sites ``mu``, ``alpha0``, ``alpha1``, ``beta1``.
+    Sites ``mu``, ``alpha0``, ``alpha1`` and ``beta1_raw`` :math:`= \\beta_1 / (1 - \\alpha_1)`
+    (flat on (0, 1), with the Jacobian :math:`1 - \\alpha_1` as a factor: the density of
+    :math:`(\\alpha_1, \\beta_1)` stays flat, and the unconstrained coordinate
+    :math:`\\mathrm{logit}\\,\\beta_1^{raw}` is Stan's); deterministic ``beta1``.
 
     Examples
     --------
     >>> p = load("garch-garch11")
-    >>> bool(np.all(p.draws["alpha1"] + p.draws["beta1"] < 1))
-    True
+    >>> sorted(p.draws), bool(np.all((p.draws["beta1_raw"] > 0) & (p.draws["beta1_raw"] < 1)))
+    (['alpha0', 'alpha1', 'beta1_raw', 'mu'], True)
     """
     y = jnp.asarray(y)
     mu = numpyro.sample("mu", dist.ImproperUniform(constraints.real, (), ()))
     alpha0 = numpyro.sample("alpha0", dist.ImproperUniform(constraints.positive, (), ()))
     alpha1 = numpyro.sample("alpha1", dist.ImproperUniform(constraints.unit_interval, (), ()))
-    beta1 = numpyro.sample(
-        "beta1", dist.ImproperUniform(constraints.interval(0.0, 1.0 - alpha1), (), ())
-    )
+    # beta1 in (0, 1 - alpha1), flat: beta1 = (1 - alpha1) * beta1_raw with beta1_raw flat on
+    # (0, 1) and the Jacobian |d beta1 / d beta1_raw| = 1 - alpha1 (Stan's own transform). A site
+    # with the dependent support interval(0, 1 - alpha1) would be the same density, but NumPyro's
+    # MCMC returns constrained draws that break the bound (alpha1 + beta1 > 1).
+    beta1_raw = numpyro.sample("beta1_raw", dist.ImproperUniform(constraints.unit_interval, (), ()))
+    numpyro.factor("beta1_jacobian", jnp.log1p(-alpha1))
+    beta1 = numpyro.deterministic("beta1", (1.0 - alpha1) * beta1_raw)
 
     def volatility(var_prev: jax.Array, y_prev: jax.Array) -> tuple[jax.Array, jax.Array]:
         var = alpha0 + alpha1 * (y_prev - mu) ** 2 + beta1 * var_prev
@@ -322,6 +329,8 @@ def _site_draws(name: str, chains: list[dict[str, list[float]]]) -> dict[str, np
     if name.startswith("eight_schools"):  # the draws hold the derived theta, not theta_trans
         theta = out.pop("theta")
         out["theta_trans"] = (theta - out["mu"][..., None]) / out["tau"][..., None]
+    if name.startswith("garch"):  # the port's latent site is beta1 / (1 - alpha1)
+        out["beta1_raw"] = out.pop("beta1") / (1.0 - out["alpha1"])
     return out
 
 

@@ -245,6 +245,8 @@ class SVGD:
         u = jax.random.uniform(key, (self.num_particles, self.dim), minval=-r, maxval=r)
         pre = self.preconditioner
         params = () if pre is None else core.estimate(pre, u, log_prob)  # a constant Q: at u
+        for _ in range(getattr(pre, "init_rounds", 0)):  # Newton steps from the box to the mode
+            params = core.estimate(pre, core.from_latent(pre, params, u), log_prob)
         return core.from_latent(pre, params, u)
 
     def _flat_init(self, init_params: Any) -> jax.Array:

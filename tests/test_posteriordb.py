@@ -55,8 +55,7 @@ def test_draws_inside_support():
     g = load("garch-garch11").draws
     assert np.all(g["alpha0"] > 0)
     assert np.all((g["alpha1"] > 0) & (g["alpha1"] < 1))
-    assert np.all(g["beta1"] > 0)
-    assert np.all(g["alpha1"] + g["beta1"] < 1)
+    assert np.all((g["beta1_raw"] > 0) & (g["beta1_raw"] < 1))  # beta1 / (1 - alpha1)
 
 
 def test_eight_schools_theta_trans():
@@ -133,13 +132,15 @@ def _ark(kw, alpha, beta, sigma):
     )
 
 
-def _garch11(kw, mu, alpha0, alpha1, beta1):
+def _garch11(kw, mu, alpha0, alpha1, beta1_raw):
+    """Flat on (mu, alpha0, alpha1, beta1); beta1 = (1 - alpha1) beta1_raw: Jacobian 1 - alpha1."""
+    beta1 = (1 - alpha1) * beta1_raw
     y, T = np.asarray(kw["y"]), kw["T"]
     sigma = np.empty(T)
     sigma[0] = float(kw["sigma1"])
     for t in range(1, T):
         sigma[t] = np.sqrt(alpha0 + alpha1 * (y[t - 1] - mu) ** 2 + beta1 * sigma[t - 1] ** 2)
-    return _normal_logpdf(y, mu, sigma).sum()  # flat priors
+    return _normal_logpdf(y, mu, sigma).sum() + np.log1p(-alpha1)
 
 
 def _blr(kw, beta, sigma):
@@ -163,8 +164,8 @@ HAND = {
 
 # ---------------------------------------------------------------------------------------------
 # perturb's semantics are checked on garch11's flat unconstrained draws, written out by hand here
-# (sites sorted: alpha0, alpha1, beta1, mu): beta1's support (0, 1 - alpha1) depends on alpha1,
-# the hardest case for perturb's round trip constrained -> unconstrained -> constrained.
+# (sites sorted: alpha0, alpha1, beta1_raw, mu): log, logit, logit (beta1 / (1 - alpha1)) and
+# the identity, one of each kind of transform in perturb's round trip.
 GARCH = "garch-garch11"
 
 
@@ -173,8 +174,9 @@ def _logit(u):
 
 
 def _garch_flat(draws):
-    a0, a1, b1, mu = (np.asarray(draws[k], np.float64) for k in ("alpha0", "alpha1", "beta1", "mu"))
-    return np.stack([np.log(a0), _logit(a1), _logit(b1 / (1 - a1)), mu], axis=-1)
+    keys = ("alpha0", "alpha1", "beta1_raw", "mu")
+    a0, a1, b1r, mu = (np.asarray(draws[k], np.float64) for k in keys)
+    return np.stack([np.log(a0), _logit(a1), _logit(b1r), mu], axis=-1)
 
 
 @pytest.mark.usefixtures("x64_class")
@@ -204,8 +206,8 @@ class TestFloat64:
         points = []
         for chain, draw in [(2, 17), (7, 803)]:
             params = {k: v[chain, draw] for k, v in p.draws.items()}
-            if name == "garch-garch11":  # stay inside alpha1 + beta1 < 1
-                params["beta1"] = params["beta1"] * rng.uniform(0.5, 1.0)
+            if name == "garch-garch11":  # stay inside (0, 1)
+                params["beta1_raw"] = params["beta1_raw"] * rng.uniform(0.5, 1.0)
             elif name != "eight_schools-eight_schools_noncentered":
                 params = {
                     k: v * np.exp(rng.normal(0, 0.05, np.shape(v))) for k, v in params.items()

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import optax
@@ -68,6 +69,10 @@ class FlowSpec(NamedTuple):
 
     ``direction`` says what the stack of layers maps: ``"generator"`` (latent to data, fitted by
     :func:`fit_flow`) or ``"normalizer"`` (data to latent, fitted by :func:`fit_flow_to_samples`).
+    ``order`` (generator only): the layers' output is the model's flat latent in the order the
+    NumPyro autoguide flattens it (the order the model declares its sites), and
+    ``output[order]`` is the sorted-site order of :func:`numpyro_dsd.targets.model_draws`;
+    None is the identity.
     """
 
     dim: int
@@ -76,6 +81,7 @@ class FlowSpec(NamedTuple):
     skip_connections: bool
     nonlinearity: str
     direction: str
+    order: tuple[int, ...] | None = None
 
 
 class FittedFlow(NamedTuple):
@@ -121,7 +127,10 @@ class FittedFlow(NamedTuple):
         """:math:`G = T^{-1}`, latent to data: a NumPyro ``Transform``."""
         if self.spec.direction == "normalizer":
             return self.transform().inv
-        return ComposeTransform([*self._layers(), self._standardise().inv])
+        parts = [*self._layers(), self._standardise().inv]
+        if self.spec.order is not None:
+            parts.append(PermuteTransform(jnp.asarray(self.spec.order)))
+        return ComposeTransform(parts)
 
     def diffusion(self) -> FlowDiffusion:
         """The :class:`~numpyro_dsd.FlowDiffusion` of this flow, through its cheap direction."""
@@ -321,9 +330,24 @@ def fit_flow(
     spec = _spec(
         guide.latent_dim, num_flows, guide._hidden_dims, skip_connections, nonlinearity, "generator"
     )
+    order = _sorted_order(guide)
+    spec = spec._replace(order=None if order == tuple(range(d)) else order)
     arn_params = {k: v for k, v in result.params.items() if k.startswith(f"{_PREFIX}_arn__")}
-    flow = FittedFlow(spec, arn_params, loc, scale)
+    inv = jnp.argsort(jnp.asarray(order))  # the guide's affine acts in the guide's order
+    flow = FittedFlow(spec, arn_params, loc[inv], scale[inv])
     return FlowFit(flow, result.state, result.losses, result.params)
+
+
+def _sorted_order(guide: AutoIAFNormal) -> tuple[int, ...]:
+    """``order`` with ``v[order]`` the sorted-site flattening (``ravel_pytree``, as
+    :func:`numpyro_dsd.targets.model_draws` does) of the guide's flat latent ``v``, which NumPyro
+    flattens in the model's site order (``_init_locs``, unconstrained)."""
+    start, positions = 0, {}
+    for name, value in guide._init_locs.items():  # the guide's order; shapes only (no tracers)
+        size = int(np.prod(jnp.shape(value)))
+        positions[name] = np.arange(start, start + size)
+        start += size
+    return tuple(int(i) for name in sorted(positions) for i in positions[name])
 
 
 def standardization(
@@ -483,7 +507,9 @@ def _model_svi(
         def _get_posterior(self) -> dist.Distribution:
             if self._hidden_dims is None:  # our default width, known once latent_dim is
                 self._hidden_dims = _spec(self.latent_dim, 1, None, False, "elu", "").hidden_dims
-            return dist.TransformedDistribution(super()._get_posterior(), _affine(loc, scale))
+            inv = jnp.argsort(jnp.asarray(_sorted_order(self)))  # (loc, scale) are in sorted order
+            affine = _affine(loc[inv], scale[inv])
+            return dist.TransformedDistribution(super()._get_posterior(), affine)
 
     guide = _Guide(
         model,

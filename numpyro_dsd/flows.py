@@ -259,7 +259,7 @@ def fit_flow(
     rng_key: jax.Array | None = None,
     progress_bar: bool = True,
     init_state: SVIState | None = None,
-    standardize: bool = True,
+    standardize: bool = False,
     **model_kwargs: Any,
 ) -> FlowFit:
     """NeuTra: fit an inverse autoregressive flow to a NumPyro model's posterior by SVI.
@@ -270,12 +270,14 @@ def fit_flow(
     flattened in sorted order, as :func:`numpyro_dsd.targets.model_draws` does). The flow
     diffusion then uses :math:`T = G^{-1}`.
 
-    With ``standardize`` (default), :math:`(m, L)` is first found by :func:`standardization`
+    With ``standardize=True``, :math:`(m, L)` is first found by :func:`standardization`
     (a mean-field Gaussian fitted by deterministic ADVI with L-BFGS, and Laplace marginal
     scales), so the layers start at the posterior's location and scales; without it
-    :math:`m = 0, L = I` and the
-    layers must travel there by SVI (slow or stuck for posteriors far from the origin or
-    with scales far from 1, e.g. a regression with an uncentred predictor).
+    :math:`m = 0, L = I` (the default) and the
+    layers must travel there by SVI: slow or stuck for posteriors far from the origin or
+    with scales far from 1 (a regression with an uncentred predictor: posteriordb's kidiq and blr,
+    docs/validation.md). Standardising hurts heavy-tailed hierarchical shapes: on a 5-d funnel
+    (1000 steps) the final loss is 3.2 against 0.28 without it, hence the default.
 
     Parameters
     ----------
@@ -300,8 +302,8 @@ def fit_flow(
     init_state : SVIState, optional
         ``fit.state`` of an earlier fit (same model and architecture) to continue it exactly.
     standardize : bool
-        Fit :math:`(m, L)` first (deterministic: the same model gives the same :math:`(m, s)`,
-        so a resumed fit continues exactly).
+        Fit :math:`(m, L)` first (default False). Deterministic: the same model gives the same
+        :math:`(m, L)`, so a resumed fit continues exactly.
 
     Returns
     -------

@@ -107,7 +107,8 @@ class ConstantPreconditioner:
         estimating at the initial box :math:`u`, re-estimate ``init_rounds`` times at the
         particles :math:`T^{-1}(u)`, each a damped Newton step of the centre, so the particles
         start near the mode with the local scales even when the box is far from the posterior
-        (a regression coefficient at 26 with sd 6, a noise scale with sd 0.001).
+        (a regression coefficient at 26 with sd 6, a noise scale with sd 0.001: 20 rounds in
+        docs/validation.md). Default 0: on a funnel the mode is the neck, where Newton steps lead.
 
     Examples
     --------
@@ -123,7 +124,7 @@ class ConstantPreconditioner:
         source: str = "hessian",
         every: int | None = 100,
         floor: float = 1e-6,
-        init_rounds: int = 20,
+        init_rounds: int = 0,
     ):
         if source not in _SOURCES:
             raise ValueError(f"source must be one of {_SOURCES}; got {source!r}.")

@@ -35,7 +35,6 @@ from numpyro.distributions.transforms import (
     AffineTransform,
     ComposeTransform,
     IndependentTransform,
-    LowerCholeskyAffine,
     PermuteTransform,
     Transform,
 )
@@ -87,8 +86,8 @@ class FlowSpec(NamedTuple):
 class FittedFlow(NamedTuple):
     """A fitted flow as a value: :class:`FlowSpec`, parameters, and the affine standardisation
     :math:`(x - \\text{loc}) / \\text{scale}` on the data side of the layers
-    (:func:`fit_flow`: :math:`G(\\varepsilon) = \\text{loc} + \\text{scale}\\,
-    \\text{layers}(\\varepsilon)`, ``scale`` a lower-triangular matrix or a vector).
+    (:func:`fit_flow`: :math:`G(\\varepsilon) = \\text{loc} + \\text{scale}\\odot
+    \\text{layers}(\\varepsilon)`).
 
     Examples
     --------
@@ -167,10 +166,7 @@ class FlowFit(NamedTuple):
 
 
 def _affine(loc: jax.Array, scale: jax.Array) -> Transform:
-    """:math:`u \\mapsto \\text{loc} + \\text{scale}\\,u`: elementwise for a vector of
-    scales, a matrix product for a lower-triangular ``scale``."""
-    if jnp.ndim(scale) == 2:
-        return LowerCholeskyAffine(loc, scale)
+    """:math:`u \\mapsto \\text{loc} + \\text{scale}\\odot u` on flat vectors."""
     return IndependentTransform(AffineTransform(loc, scale), 1)
 
 

@@ -1,12 +1,12 @@
 """Wild-bootstrap KSD test: rejection rates under H0 and under bias (docs/benchmarks.md).
 
 For each scenario, R replicate data sets (fixed seeds) are tested with
-:func:`numpyro_dsd.bootstrap.ksd_test`'s pipeline at level 0.05 and 0.01, and the rejection
+:func:`numpyro_dsd.mcmc.bootstrap.ksd_test`'s pipeline at level 0.05 and 0.01, and the rejection
 rate is reported with its Monte Carlo standard error :math:`\\sqrt{r(1 - r)/R}`. The sign
 process is varied over the memory factor :math:`\\kappa \\in \\{1, 2, 4, 8\\}` (``flip_prob =
 "auto"``, :math:`a = \\min(1/2, 1/(2\\kappa\\tau))`) and the naive i.i.d. Rademacher signs
 (``flip_prob = 0.5``). All sign settings of one replicate share the kernel pass: their sign
-vectors are stacked into one :func:`~numpyro_dsd.bootstrap.wild_bootstrap` call, each setting
+vectors are stacked into one :func:`~numpyro_dsd.mcmc.bootstrap.wild_bootstrap` call, each setting
 with its own ``rng_key``; this is exactly ``ksd_test(x, s, kernel=IMQ(), n_boot=N,
 flip_prob=..., kappa=..., rng_key=...)`` per setting, only cheaper (checked on the first
 replicate of every scenario).
@@ -45,9 +45,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from numpyro_dsd.bootstrap import chain_signs, ksd_test, wild_bootstrap
-from numpyro_dsd.kernels import IMQ
-from numpyro_dsd.stein import prepare
+from numpyro_dsd.mcmc.bootstrap import chain_signs, ksd_test, wild_bootstrap
+from numpyro_dsd.stein.engine import prepare
+from numpyro_dsd.stein.kernels import IMQ
 
 KAPPAS = (1.0, 2.0, 4.0, 8.0)
 LEVELS = (0.05, 0.01)

@@ -20,12 +20,12 @@ import jax
 import numpy as np
 
 from numpyro_dsd import IMQ, Identity
-from numpyro_dsd.along_chain import prefix_ksd_squared
-from numpyro_dsd.bootstrap import sign_process, wild_bootstrap
-from numpyro_dsd.diagnostic import diagnose_draws
-from numpyro_dsd.inputs import Draws
-from numpyro_dsd.stein import prepare
-from numpyro_dsd.thinning import thin_indices
+from numpyro_dsd.mcmc.bootstrap import sign_process, wild_bootstrap
+from numpyro_dsd.mcmc.diagnostic import diagnose_draws
+from numpyro_dsd.mcmc.inputs import Draws
+from numpyro_dsd.mcmc.prefix import prefix_ksd_squared
+from numpyro_dsd.mcmc.thinning import thin_indices
+from numpyro_dsd.stein.engine import prepare
 
 
 def best(fn: Callable[[], object], repeat: int) -> float:

@@ -40,7 +40,7 @@ def flows(x: np.ndarray) -> dict[str, object]:
     from numpyro.distributions.transforms import LowerCholeskyAffine
 
     from numpyro_dsd import FlowDiffusion
-    from numpyro_dsd.flows import fit_flow_to_samples
+    from numpyro_dsd.flows.fitting import fit_flow_to_samples
 
     maf = fit_flow_to_samples(x[:1000], num_steps=1, progress_bar=False).flow
     iaf = maf._replace(spec=maf.spec._replace(direction="generator"))

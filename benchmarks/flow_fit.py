@@ -183,7 +183,7 @@ def _n_params(tree: Any) -> int:
 
 def fit_ours(x: jax.Array, steps: int) -> Fitted:
     from numpyro_dsd import FlowDiffusion
-    from numpyro_dsd.flows import fit_flow_to_samples
+    from numpyro_dsd.flows.fitting import fit_flow_to_samples
 
     short = min(OURS_SHORT, steps // 2)
     _, short_s = _timed(lambda: fit_flow_to_samples(x, num_steps=short, progress_bar=False).losses)
@@ -290,7 +290,7 @@ def density_row(fitted: Fitted, target: Target, x_test: jax.Array) -> dict[str, 
 
 
 def latent_timing(diffusion: Any, x: jax.Array, s: jax.Array) -> dict[str, Any]:
-    from numpyro_dsd.bijections import NotInvertibleError
+    from numpyro_dsd.flows.bijections import NotInvertibleError
 
     try:
         _, first = _timed(lambda: diffusion.latent(x, s))
@@ -339,7 +339,7 @@ def _fmt_latent(t: dict[str, Any]) -> str:
 
 def warm_up() -> None:
     """First use of both libraries (imports, JAX's own start-up) on tiny data, not timed."""
-    from numpyro_dsd.flows import fit_flow_to_samples
+    from numpyro_dsd.flows.fitting import fit_flow_to_samples
 
     x = jax.random.normal(jax.random.key(0), (300, 2))
     jax.block_until_ready(fit_flow_to_samples(x, num_steps=2, progress_bar=False).losses)

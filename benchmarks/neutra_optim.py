@@ -19,7 +19,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import Trace_ELBO
 
-from numpyro_dsd.flows import _model_svi, default_optim, fit_flow
+from numpyro_dsd.flows.fitting import _model_svi, default_optim, fit_flow
 
 
 def banana() -> None:

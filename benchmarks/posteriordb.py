@@ -1,12 +1,12 @@
 """Validation on five real posteriors (posteriordb): the KSD diagnostic, NUTS and SVGD.
 
-For each posterior of :mod:`numpyro_dsd.posteriordb` (reference draws: 10 chains x 1,000 from
+For each posterior of :mod:`numpyro_dsd.datasets.posteriordb` (reference draws: 10 chains x 1,000 from
 long Stan runs):
 
 1. **Diagnostic.** :func:`numpyro_dsd.ksd_diagnostic` (default IMQ kernel, wild bootstrap with
    1,000 replicates, key 0) with the identity diffusion and the flow diffusion (one NeuTra flow
    per posterior, ``fit_flow(..., standardize=True)``, reused for every row) on the reference
-   draws and on perturbed copies (:func:`numpyro_dsd.posteriordb.perturb`: every chain widened
+   draws and on perturbed copies (:func:`numpyro_dsd.datasets.posteriordb.perturb`: every chain widened
    by 20%; shifted by 0.3 sd in coordinate j; its upper 10% tail of coordinate j removed; j runs
    over every coordinate), with the largest rank-normalised split R-hat and the smallest bulk
    ESS (ArviZ, over the flat unconstrained coordinates) beside each row.
@@ -71,7 +71,7 @@ TARGET_ACCEPT = {"eight_schools-eight_schools_noncentered": 0.95}
 
 def flat(p: Any, draws: dict[str, Any]) -> Any:
     """Flat unconstrained draws and scores (``ModelDraws``) of constrained ``draws``."""
-    from numpyro_dsd.targets import model_draws
+    from numpyro_dsd.model.targets import model_draws
 
     return model_draws(p.model, draws, model_kwargs=p.model_kwargs)
 
@@ -100,7 +100,7 @@ def coordinate_names(p: Any) -> list[str]:
 
 
 def flow_diffusion(p: Any) -> Any:
-    from numpyro_dsd.inputs import resolve_diffusion, resolve_draws
+    from numpyro_dsd.mcmc.inputs import resolve_diffusion, resolve_draws
 
     draws = resolve_draws(p.draws, p.model, (), p.model_kwargs)
     return resolve_diffusion("flow", draws, rng_key=jax.random.key(0), flow_kwargs=FLOW_FIT)
@@ -122,7 +122,7 @@ def diagnose(p: Any, draws: dict[str, Any], flow: Any) -> dict[str, float]:
 
 
 def diagnostic_rows(p: Any, quick: bool) -> list[dict[str, Any]]:
-    from numpyro_dsd.posteriordb import perturb
+    from numpyro_dsd.datasets.posteriordb import perturb
 
     t0 = time.perf_counter()
     flow = flow_diffusion(p)
@@ -497,7 +497,7 @@ def figure(results: dict[str, dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    from numpyro_dsd.posteriordb import NAMES, load
+    from numpyro_dsd.datasets.posteriordb import NAMES, load
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")

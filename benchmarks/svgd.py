@@ -308,7 +308,7 @@ def run_ours(
     import optax
 
     from numpyro_dsd import SVGD, NonFiniteStepError
-    from numpyro_dsd import svgd as core
+    from numpyro_dsd.svgd import core
 
     flow_kwargs = {"num_steps": flow_steps} if pre == "flow" else None
     svgd = SVGD(

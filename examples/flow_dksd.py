@@ -49,8 +49,8 @@ import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 
 from numpyro_dsd import IMQ, ksd  # noqa: E402
-from numpyro_dsd.flows import fit_flow  # noqa: E402
-from numpyro_dsd.targets import model_draws  # noqa: E402
+from numpyro_dsd.flows.fitting import fit_flow  # noqa: E402
+from numpyro_dsd.model.targets import model_draws  # noqa: E402
 
 FIGURE = Path(__file__).parent / "figures" / "flow_dksd.png"
 SCALE = 3.0  # sd of v

@@ -41,7 +41,7 @@ import numpyro.distributions as dist  # noqa: E402
 from numpyro.infer import MCMC, NUTS  # noqa: E402
 
 from numpyro_dsd import ksd_diagnostic, plot_ksd, stein_summary  # noqa: E402
-from numpyro_dsd.arviz_io import (  # noqa: E402
+from numpyro_dsd.arviz import (  # noqa: E402
     add_diagnostics,
     add_stein_inputs,
     from_stein_inputs,
@@ -49,7 +49,7 @@ from numpyro_dsd.arviz_io import (  # noqa: E402
     read_stein_inputs,
     save,
 )
-from numpyro_dsd.targets import model_draws  # noqa: E402
+from numpyro_dsd.model.targets import model_draws  # noqa: E402
 
 FIGURES = Path(__file__).parent / "figures"
 FIGURE = FIGURES / "ksd_diagnostic.png"

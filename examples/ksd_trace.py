@@ -35,8 +35,8 @@ import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 
 from numpyro_dsd import ksd_diagnostic, ksd_trace, plot_ksd_trace  # noqa: E402
-from numpyro_dsd.diagnostic import DEFAULT_KERNEL  # noqa: E402
-from numpyro_dsd.targets import log_density_fn  # noqa: E402
+from numpyro_dsd.mcmc.diagnostic import DEFAULT_KERNEL  # noqa: E402
+from numpyro_dsd.model.targets import log_density_fn  # noqa: E402
 
 FIGURE = Path(__file__).parent / "figures" / "ksd_trace.png"
 MEAN = jnp.array([1.0, -1.0])

@@ -28,7 +28,7 @@ from numpyro.diagnostics import split_gelman_rubin  # noqa: E402
 from numpyro.infer import MCMC, NUTS  # noqa: E402
 
 from numpyro_dsd import IMQ, ksd, ksd_trace  # noqa: E402
-from numpyro_dsd.targets import log_density_fn, model_draws  # noqa: E402
+from numpyro_dsd.model.targets import log_density_fn, model_draws  # noqa: E402
 
 FIGURE = Path(__file__).parent / "figures" / "nuts_ksd.png"
 

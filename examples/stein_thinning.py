@@ -2,7 +2,7 @@
 
 Runs NUTS on a correlated 2-d Gaussian from a start far out in the tails and keeps the warm-up
 draws, so the first draws are burn-in. Thins the 2000 draws to 50 in two ways: greedy Stein
-thinning (Riabiz et al. 2022; :func:`numpyro_dsd.thinning.stein_thin`) and naive thinning (every
+thinning (Riabiz et al. 2022; :func:`numpyro_dsd.mcmc.thinning.stein_thin`) and naive thinning (every
 40th draw), and compares their kernel Stein discrepancies with one kernel, its bandwidth resolved
 on all 2000 draws. Naive thinning keeps the starting point; Stein thinning drops the burn-in and
 spreads the 50 points over the target. Saves ``examples/figures/stein_thinning.png``.
@@ -28,8 +28,8 @@ import numpyro.distributions as dist  # noqa: E402
 from numpyro.infer import MCMC, NUTS, init_to_value  # noqa: E402
 
 from numpyro_dsd import IMQ, ksd  # noqa: E402
-from numpyro_dsd.targets import model_draws  # noqa: E402
-from numpyro_dsd.thinning import stein_thin  # noqa: E402
+from numpyro_dsd.mcmc.thinning import stein_thin  # noqa: E402
+from numpyro_dsd.model.targets import model_draws  # noqa: E402
 
 FIGURE = Path(__file__).parent / "figures" / "stein_thinning.png"
 MEAN = jnp.array([1.0, -1.0])

@@ -1,33 +1,41 @@
 """numpyro-dsd: kernel Stein discrepancies and diffusion Stein methods for NumPyro.
 
-The top level exposes the discrepancy (:func:`ksd`, :func:`ksd_squared`, :func:`stein_matrix`),
-the base kernels (:class:`IMQ`, :class:`Gaussian`) and the diffusions (:class:`Identity`,
-:class:`Constant`, :class:`PositionDependent`, :class:`FlowDiffusion`). Scores of NumPyro models
-live in :mod:`numpyro_dsd.targets`; flows are learned by :func:`fit_flow` and
-:func:`fit_flow_to_samples`; diffusion score matching is :func:`dsm` / :func:`implicit_dsm`, the
-Riemannian view :mod:`numpyro_dsd.riemannian`, continuous flows :class:`ContinuousFlow`. The MCMC
-diagnostic is :func:`ksd_diagnostic` (with :func:`ksd_test`, :func:`ksd_trace`, :func:`stein_thin`,
-:func:`stein_summary`, :func:`plot_ksd`, :func:`plot_ksd_trace`; ArviZ storage in
-:mod:`numpyro_dsd.arviz_io`) and the ``numpyro-dsd`` command (:mod:`numpyro_dsd.cli`). Stein
-variational gradient descent is :class:`SVGD` (plain, :class:`ConstantPreconditioner`,
-:class:`FlowPreconditioner`), with its functional core in :mod:`numpyro_dsd.svgd`. Five real
-posteriors with reference draws, ported from posteriordb, are in :mod:`numpyro_dsd.posteriordb`.
+The top level exposes the public API; the subpackages show the architecture
+(docs/architecture.md), each importing only from the layers below it:
+
+- :mod:`numpyro_dsd.stein`: base kernels (:class:`IMQ`, :class:`Gaussian`), diffusions
+  (:class:`Identity`, :class:`Constant`, :class:`PositionDependent`) and the blocked Stein-kernel
+  engine behind :func:`ksd`, :func:`ksd_squared`, :func:`stein_matrix`;
+- :mod:`numpyro_dsd.model`: a NumPyro model's flat unconstrained layout and scores
+  (:func:`model_draws`);
+- :mod:`numpyro_dsd.flows`: :class:`FlowDiffusion`, :func:`fit_flow`, :func:`fit_flow_to_samples`,
+  :class:`ContinuousFlow`, :func:`dsm_path`, :func:`dsm`, :func:`implicit_dsm`, the Riemannian view;
+- :mod:`numpyro_dsd.mcmc`: :func:`ksd_diagnostic`, :func:`ksd_test`, :func:`ksd_trace`,
+  :func:`stein_thin`;
+- :mod:`numpyro_dsd.svgd`: :class:`SVGD` with :class:`ConstantPreconditioner` and
+  :class:`FlowPreconditioner`, and its functional core;
+- :mod:`numpyro_dsd.arviz`: InferenceData/DataTree conversion, :func:`stein_summary`,
+  :func:`plot_ksd`, :func:`plot_ksd_trace`, :func:`plot_svgd_trace` (ArviZ and matplotlib are
+  imported on first use, not by ``import numpyro_dsd``);
+- :mod:`numpyro_dsd.datasets`: five posteriordb posteriors with reference draws.
 """
 
-from numpyro_dsd.along_chain import ksd_trace
-from numpyro_dsd.arviz_io import stein_summary
-from numpyro_dsd.bootstrap import ksd_test
-from numpyro_dsd.continuous import ContinuousFlow, dsm_path
-from numpyro_dsd.diagnostic import ksd_diagnostic
-from numpyro_dsd.diffusion import Constant, FlowDiffusion, Identity, PositionDependent
-from numpyro_dsd.flows import fit_flow, fit_flow_to_samples
-from numpyro_dsd.kernels import IMQ, Gaussian
-from numpyro_dsd.plots import plot_ksd, plot_ksd_trace, plot_svgd_trace
-from numpyro_dsd.preconditioners import ConstantPreconditioner, FlowPreconditioner
-from numpyro_dsd.score_matching import dsm, implicit_dsm
-from numpyro_dsd.stein import ksd, ksd_squared, stein_matrix
-from numpyro_dsd.svgd_infer import SVGD, NonFiniteStepError, SVGDRunResult
-from numpyro_dsd.thinning import stein_thin, thin_indices
+from numpyro_dsd.arviz.plots import plot_ksd, plot_ksd_trace, plot_svgd_trace
+from numpyro_dsd.arviz.summary import stein_summary
+from numpyro_dsd.flows.continuous import ContinuousFlow, dsm_path
+from numpyro_dsd.flows.diffusion import FlowDiffusion
+from numpyro_dsd.flows.fitting import fit_flow, fit_flow_to_samples
+from numpyro_dsd.flows.score_matching import dsm, implicit_dsm
+from numpyro_dsd.mcmc.bootstrap import ksd_test
+from numpyro_dsd.mcmc.diagnostic import ksd_diagnostic
+from numpyro_dsd.mcmc.prefix import ksd_trace
+from numpyro_dsd.mcmc.thinning import stein_thin, thin_indices
+from numpyro_dsd.model.targets import model_draws
+from numpyro_dsd.stein.diffusion import Constant, Identity, PositionDependent
+from numpyro_dsd.stein.kernels import IMQ, Gaussian
+from numpyro_dsd.stein.ksd import ksd, ksd_squared, stein_matrix
+from numpyro_dsd.svgd.infer import SVGD, NonFiniteStepError, SVGDRunResult
+from numpyro_dsd.svgd.preconditioners import ConstantPreconditioner, FlowPreconditioner
 
 __all__ = [
     "IMQ",
@@ -45,6 +53,7 @@ __all__ = [
     "ksd",
     "ksd_squared",
     "stein_matrix",
+    "model_draws",
     "ksd_diagnostic",
     "ksd_test",
     "ksd_trace",

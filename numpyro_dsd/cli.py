@@ -5,7 +5,7 @@
     both next to R-hat and ESS, a figure and netCDF files (:mod:`numpyro_dsd.demo`).
 ``numpyro-dsd diagnose FILE.nc``
     The diagnostic of a saved InferenceData/DataTree holding a ``stein_inputs`` group (draws
-    and scores, :func:`numpyro_dsd.arviz_io.add_stein_inputs`): no model code needed.
+    and scores, :func:`numpyro_dsd.arviz.convert.add_stein_inputs`): no model code needed.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace) -> int:
     import jax
 
-    from numpyro_dsd import arviz_io
-    from numpyro_dsd.diagnostic import ksd_diagnostic
+    from numpyro_dsd import arviz as arviz_io
+    from numpyro_dsd.mcmc.diagnostic import ksd_diagnostic
 
     if not args.file.exists():
         raise SystemExit(f"numpyro-dsd: no such file: {args.file}")
@@ -80,7 +80,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     if arviz_io.read_stein_inputs(data) is None:
         raise SystemExit(
             f"numpyro-dsd: {args.file} has no 'stein_inputs' group (draws and scores). Write "
-            "one with numpyro_dsd.arviz_io.add_stein_inputs(idata, x, scores) and save it."
+            "one with numpyro_dsd.arviz.convert.add_stein_inputs(idata, x, scores) and save it."
         )
     ds = ksd_diagnostic(
         data, diffusion=args.diffusion, n_boot=args.n_boot, rng_key=jax.random.key(args.seed)
@@ -101,7 +101,7 @@ def _save_trace_plot(ds: object, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from numpyro_dsd.plots import plot_ksd_trace
+    from numpyro_dsd.arviz.plots import plot_ksd_trace
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     plot_ksd_trace(ds, ax=ax)

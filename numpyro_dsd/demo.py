@@ -30,9 +30,10 @@ import numpyro.distributions as dist
 import pandas as pd
 from numpyro.infer import MCMC, NUTS
 
-from numpyro_dsd import arviz_io
-from numpyro_dsd.diagnostic import diagnose_draws
-from numpyro_dsd.inputs import Draws, resolve_diffusion, resolve_draws
+from numpyro_dsd import arviz as arviz_io
+from numpyro_dsd.arviz.summary import stein_summary
+from numpyro_dsd.mcmc.diagnostic import diagnose_draws
+from numpyro_dsd.mcmc.inputs import Draws, resolve_diffusion, resolve_draws
 
 __all__ = ["funnel", "funnel_noncentred", "run_demo"]
 
@@ -64,7 +65,7 @@ def _nuts(model: Any, d: int, key: jax.Array, num_samples: int, chains: int) -> 
 
 
 def _row(name: str, diffusion: str, ds: Any, data: Any, divergences: int) -> dict[str, Any]:
-    table = arviz_io.stein_summary(ds, data)
+    table = stein_summary(ds, data)
     pooled = table.loc["pooled"]
     return {
         "sampler": name,
@@ -137,7 +138,7 @@ def _stored(draws: Draws, samples: dict[str, Any]) -> Any:
 
 
 def _diagnose(draws: Draws, diffusion: Any, key: jax.Array, n_boot: int, label: str) -> Any:
-    from numpyro_dsd.diffusion import Identity
+    from numpyro_dsd.stein.diffusion import Identity
 
     diffusion = Identity() if diffusion is None else diffusion
     return diagnose_draws(draws, diffusion, rng_key=key, n_boot=n_boot, diffusion_name=label)
@@ -153,7 +154,7 @@ def _figure(results: dict[tuple[str, str], Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from numpyro_dsd.plots import plot_ksd_trace
+    from numpyro_dsd.arviz.plots import plot_ksd_trace
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 8), sharex=True)
     for ax, ((name, label), ds) in zip(axes.ravel(), sorted(results.items()), strict=True):

@@ -2,7 +2,7 @@
 
 :math:`T = C_2 \\circ L \\circ C_1`: an affine coupling layer, a dense linear map and a second
 coupling layer (the other half conditioned). It follows the
-:class:`numpyro_dsd.bijections.Bijection` protocol, one point at a time, with the
+:class:`numpyro_dsd.flows.bijections.Bijection` protocol, one point at a time, with the
 log-determinant in closed form.
 """
 

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from numpyro_dsd import arviz_io
-from numpyro_dsd.arviz_io import (
-    ARVIZ_1,
+from numpyro_dsd import arviz as arviz_io
+from numpyro_dsd.arviz import (
     add_diagnostics,
     add_stein_inputs,
+    arviz_1,
+    convert,
     from_stein_inputs,
     is_inference_data,
     load,
@@ -69,7 +70,7 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture
 def data(rng: np.random.Generator):
-    return arviz_io._from_posterior(_posterior(rng))
+    return convert._from_posterior(_posterior(rng))
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def stein(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 def test_container_type_matches_line(data) -> None:
     assert is_inference_data(data)
-    assert isinstance(data, xr.DataTree) == ARVIZ_1
+    assert isinstance(data, xr.DataTree) == arviz_1()
     assert not is_inference_data(xr.Dataset())
 
 
@@ -187,7 +188,7 @@ def test_netcdf_round_trip_native_reader(tmp_path, data) -> None:
     """The file is ordinary ArviZ netCDF: the line's own reader sees the group."""
     path = tmp_path / "run.nc"
     add_diagnostics(data, _diagnostic()).to_netcdf(path)
-    if ARVIZ_1:
+    if arviz_1():
         with xr.open_datatree(path) as tree:
             assert "stein_diagnostics" in tree.children
     else:

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from numpyro_dsd import IMQ, Constant, PositionDependent, ksd_squared
-from numpyro_dsd._tiling import pair_matvec
-from numpyro_dsd.bootstrap import (
+from numpyro_dsd.mcmc.bootstrap import (
     DEFAULT_KAPPA,
     chain_signs,
     flip_probability,
@@ -17,7 +16,8 @@ from numpyro_dsd.bootstrap import (
     sign_process,
     wild_bootstrap,
 )
-from numpyro_dsd.stein import prepare
+from numpyro_dsd.stein.engine import prepare
+from numpyro_dsd.stein.tiling import pair_matvec
 
 KERNEL = IMQ()  # c = 1, beta = -1/2, no preconditioner: frozen
 

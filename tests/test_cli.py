@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from numpyro_dsd import arviz_io
+from numpyro_dsd import arviz as arviz_io
 from numpyro_dsd.cli import main
-from numpyro_dsd.inputs import resolve_draws
+from numpyro_dsd.mcmc.inputs import resolve_draws
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_diagnose_errors(tmp_path):
     with pytest.raises(SystemExit, match="no such file"):
         main(["diagnose", str(tmp_path / "missing.nc")])
     posterior = {"mu": np.zeros((2, 10))}
-    data = az.from_dict({"posterior": posterior}) if arviz_io.ARVIZ_1 else az.from_dict(posterior)
+    data = az.from_dict({"posterior": posterior}) if arviz_io.arviz_1() else az.from_dict(posterior)
     path = tmp_path / "no_inputs.nc"
     arviz_io.save(data, path)
     with pytest.raises(SystemExit, match="stein_inputs"):

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from scipy.integrate import cumulative_simpson
 
-from numpyro_dsd.bijections import Bijection
-from numpyro_dsd.continuous import ContinuousFlow, DSMPath, Trajectory, dsm_path
+from numpyro_dsd.flows.bijections import Bijection
+from numpyro_dsd.flows.continuous import ContinuousFlow, DSMPath, Trajectory, dsm_path
 
 D = 3
 _RNG = np.random.default_rng(0)

@@ -18,8 +18,7 @@ import pytest
 from numpyro.infer import MCMC, NUTS
 
 from numpyro_dsd import IMQ, Identity, ksd, ksd_diagnostic
-from numpyro_dsd.along_chain import ksd_trace
-from numpyro_dsd.arviz_io import (
+from numpyro_dsd.arviz.convert import (
     add_stein_inputs,
     get_group,
     load,
@@ -27,8 +26,9 @@ from numpyro_dsd.arviz_io import (
     read_stein_inputs,
     save,
 )
-from numpyro_dsd.diagnostic import diagnose_draws
-from numpyro_dsd.inputs import Draws, resolve_draws, with_stein_inputs
+from numpyro_dsd.mcmc.diagnostic import diagnose_draws
+from numpyro_dsd.mcmc.inputs import Draws, resolve_draws, with_stein_inputs
+from numpyro_dsd.mcmc.prefix import ksd_trace
 
 D, CHAINS = 3, 4
 

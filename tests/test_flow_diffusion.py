@@ -22,8 +22,9 @@ from numpyro.distributions.transforms import AffineTransform, LowerCholeskyAffin
 from numpyro.nn import AutoregressiveNN, BlockNeuralAutoregressiveNN
 
 from numpyro_dsd import IMQ, Constant, FlowDiffusion, PositionDependent, ksd, ksd_squared
-from numpyro_dsd.bijections import Inverse, NotInvertibleError
-from numpyro_dsd.stein import stein_kernel_pair, stein_matrix
+from numpyro_dsd.flows.bijections import Inverse, NotInvertibleError
+from numpyro_dsd.stein.engine import stein_kernel_pair
+from numpyro_dsd.stein.ksd import stein_matrix
 
 D = 4
 

@@ -15,7 +15,7 @@ import pytest
 from numpyro.infer import Predictive, Trace_ELBO
 
 from numpyro_dsd import IMQ, ksd
-from numpyro_dsd.flows import (
+from numpyro_dsd.flows.fitting import (
     _model_svi,
     default_optim,
     fit_flow,
@@ -23,7 +23,7 @@ from numpyro_dsd.flows import (
     gaussian_start,
     standardization,
 )
-from numpyro_dsd.targets import log_density_fn, model_draws
+from numpyro_dsd.model.targets import log_density_fn, model_draws
 
 
 def gaussian_model():

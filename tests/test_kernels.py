@@ -7,7 +7,7 @@ import pytest
 from stein_thinning.kernel import make_precon
 
 from numpyro_dsd import IMQ, Gaussian
-from numpyro_dsd.kernels import kernel_derivatives, precondition_matrix
+from numpyro_dsd.stein.kernels import kernel_derivatives, precondition_matrix
 
 
 def _spd(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -97,7 +97,7 @@ def test_settings_describe_the_kernel():
 
 
 def test_traced_median_is_numpy_median():
-    from numpyro_dsd.kernels import traced_median
+    from numpyro_dsd.stein.kernels import traced_median
 
     rng = np.random.default_rng(0)
     fn = jax.jit(traced_median)
@@ -111,7 +111,7 @@ def test_traced_median_is_numpy_median():
 
 
 def test_traced_median_float64(x64):
-    from numpyro_dsd.kernels import traced_median
+    from numpyro_dsd.stein.kernels import traced_median
 
     v = np.random.default_rng(1).normal(size=4951)
     assert float(jax.jit(traced_median)(jnp.asarray(v))) == np.median(v)

@@ -10,8 +10,8 @@ import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
-from numpyro_dsd.arviz_io import ARVIZ_1  # noqa: E402
-from numpyro_dsd.plots import plot_ksd, plot_ksd_trace  # noqa: E402
+from numpyro_dsd.arviz.convert import arviz_1  # noqa: E402
+from numpyro_dsd.arviz.plots import plot_ksd, plot_ksd_trace  # noqa: E402
 
 N_CHAIN = 4
 
@@ -42,7 +42,7 @@ def _close_figures():
 
 def _axes(out) -> Axes:
     """The matplotlib Axes behind a plot's return value, after checking its type."""
-    if ARVIZ_1:
+    if arviz_1():
         from arviz_plots import PlotCollection
 
         assert isinstance(out, PlotCollection)

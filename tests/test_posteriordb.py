@@ -20,8 +20,8 @@ import pytest
 from numpyro.infer.util import log_density
 
 from numpyro_dsd import ksd_diagnostic
-from numpyro_dsd.posteriordb import NAMES, PERTURBATIONS, load, perturb
-from numpyro_dsd.targets import latent_sites, model_draws
+from numpyro_dsd.datasets.posteriordb import NAMES, PERTURBATIONS, load, perturb
+from numpyro_dsd.model.targets import latent_sites, model_draws
 
 CHAINS, DRAWS = 10, 1000
 SHIPPED = Path(str(resources.files("numpyro_dsd") / "data" / "posteriordb"))

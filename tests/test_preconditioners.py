@@ -12,7 +12,7 @@ import pytest
 from numpyro.optim import Adagrad
 
 from numpyro_dsd import SVGD, ConstantPreconditioner, FlowPreconditioner
-from numpyro_dsd.flows import fit_flow
+from numpyro_dsd.flows.fitting import fit_flow
 
 
 def hierarchical():

@@ -14,7 +14,7 @@ import pytest
 from _flows import CouplingFlow
 from numpyro.distributions.transforms import AffineTransform, LowerCholeskyAffine
 
-from numpyro_dsd.riemannian import (
+from numpyro_dsd.flows.riemannian import (
     laplace_beltrami,
     log_density_wrt_volume,
     metric,
@@ -22,7 +22,7 @@ from numpyro_dsd.riemannian import (
     riemannian_hyvarinen,
     riemannian_norm,
 )
-from numpyro_dsd.score_matching import dsm, implicit_dsm
+from numpyro_dsd.flows.score_matching import dsm, implicit_dsm
 
 D = 4
 

@@ -18,7 +18,7 @@ import pytest
 from _flows import CouplingFlow
 
 from numpyro_dsd import Constant, FlowDiffusion, Identity, PositionDependent
-from numpyro_dsd.score_matching import dsm, implicit_dsm, map_points, matrix_field
+from numpyro_dsd.flows.score_matching import dsm, implicit_dsm, map_points, matrix_field
 
 D = 3
 STEPS = 600

@@ -20,7 +20,7 @@ from numpyro_dsd import (
     ksd_squared,
     stein_matrix,
 )
-from numpyro_dsd.stein import prepare, stein_kernel_pair
+from numpyro_dsd.stein.engine import prepare, stein_kernel_pair
 
 D = 3
 

@@ -11,8 +11,8 @@ import pytest
 from _flows import CouplingFlow
 
 from numpyro_dsd import IMQ, ConstantPreconditioner, FlowPreconditioner, Gaussian, ksd_squared
-from numpyro_dsd import svgd as core
-from numpyro_dsd.preconditioners import Linear
+from numpyro_dsd.svgd import core
+from numpyro_dsd.svgd.preconditioners import Linear
 
 D = 4
 

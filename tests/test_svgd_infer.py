@@ -130,7 +130,7 @@ def test_arviz_conversion_and_plot(fitted, tmp_path):
 
     matplotlib.use("Agg")
     from numpyro_dsd import plot_svgd_trace
-    from numpyro_dsd.arviz_io import ARVIZ_1, get_group, load, save
+    from numpyro_dsd.arviz.convert import arviz_1, get_group, load, save
 
     svgd, result = fitted
     data = svgd.to_arviz(result)
@@ -144,7 +144,7 @@ def test_arviz_conversion_and_plot(fitted, tmp_path):
     back = get_group(load(tmp_path / "svgd.nc"), "svgd_trace")
     np.testing.assert_allclose(back["stein_force"].values, result.stein_force)
     out = plot_svgd_trace(data)
-    if ARVIZ_1:
+    if arviz_1():
         assert "svgd" in out.viz.children
     else:
         lines = out.get_lines()

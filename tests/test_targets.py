@@ -1,4 +1,4 @@
-"""Tests for numpyro_dsd.targets against real NumPyro models and NUTS runs."""
+"""Tests for numpyro_dsd.model.targets against real NumPyro models and NUTS runs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import potential_energy
 
-from numpyro_dsd.targets import ModelDraws, latent_sites, log_density_fn, model_draws
+from numpyro_dsd.model.targets import ModelDraws, latent_sites, log_density_fn, model_draws
 
 GROUPS = np.array([0, 0, 1, 1, 2, 2, 2])
 Y = np.array([0.3, -0.4, 1.2, 0.9, -1.1, -0.7, -1.5])

@@ -10,8 +10,7 @@ from numpyro.distributions.transforms import AffineTransform, LowerCholeskyAffin
 from stein_thinning.thinning import thin
 
 from numpyro_dsd import IMQ, FlowDiffusion, PositionDependent, ksd, stein_matrix
-from numpyro_dsd.stein import prepare
-from numpyro_dsd.thinning import (
+from numpyro_dsd.mcmc.thinning import (
     ThinningResult,
     _greedy_scan,
     greedy_stein,
@@ -19,6 +18,7 @@ from numpyro_dsd.thinning import (
     thin_indices,
     thinned_ksd,
 )
+from numpyro_dsd.stein.engine import prepare
 
 
 def gaussian_draws(n: int = 300, d: int = 3, scale: float = 1.3, seed: int = 0):
@@ -183,7 +183,7 @@ def test_shape_mismatch():
         thin_indices(x, s[:, :1], 4)
 
 
-# --- the MCMC-facing wrapper (needs numpyro_dsd.inputs) -----------------------------------------
+# --- the MCMC-facing wrapper (needs numpyro_dsd.mcmc.inputs) -----------------------------------------
 
 
 def _model():
@@ -195,7 +195,7 @@ def _model():
 
 
 def test_stein_thin_on_a_dict_of_draws():
-    pytest.importorskip("numpyro_dsd.inputs")
+    pytest.importorskip("numpyro_dsd.mcmc.inputs")
     rng = np.random.default_rng(0)
     chains, draws = 2, 150
     samples = {
@@ -216,7 +216,7 @@ def test_stein_thin_on_a_dict_of_draws():
 
 
 def test_stein_thin_on_mcmc():
-    pytest.importorskip("numpyro_dsd.inputs")
+    pytest.importorskip("numpyro_dsd.mcmc.inputs")
     from numpyro.infer import MCMC, NUTS
 
     mcmc = MCMC(NUTS(_model), num_warmup=50, num_samples=100, progress_bar=False)
@@ -234,7 +234,7 @@ def test_stein_thin_bad_m():
 def test_stein_thin_matches_thin_indices_and_reports_the_ksd(x64):
     """The wrapper thins the chain-flattened unconstrained draws; its KSD is the V-statistic of
     the selection with the kernel resolved on all draws."""
-    inputs = pytest.importorskip("numpyro_dsd.inputs")
+    inputs = pytest.importorskip("numpyro_dsd.mcmc.inputs")
     rng = np.random.default_rng(1)
     samples = {
         "mu": 0.5 + rng.standard_normal((2, 100, 2)),

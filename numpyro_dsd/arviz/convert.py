@@ -9,7 +9,7 @@ Python >= 3.12) in an :class:`xarray.DataTree`. Both are a set of named groups o
 * ``stein_diagnostics``: the :class:`xarray.Dataset` returned by the KSD diagnostic.
 
 Readers accept either container in either line; writers return a new object of the input's
-type (the input is never modified). The line is detected once (:data:`ARVIZ_1`) and every
+type (the input is never modified). The line is detected once (:func:`arviz_1`) and every
 version branch lives in this module.
 
 Examples
@@ -24,19 +24,19 @@ Examples
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any, TypeAlias
 
-import arviz as az
 import numpy as np
-import pandas as pd
 import xarray as xr
 from numpy.typing import ArrayLike
 
 __all__ = [
     "get_group",
-    "ARVIZ_1",
+    "arviz_1",
     "add_diagnostics",
     "add_stein_inputs",
     "from_stein_inputs",
@@ -46,11 +46,21 @@ __all__ = [
     "posterior_dict",
     "read_stein_inputs",
     "save",
-    "stein_summary",
 ]
 
-#: True with ArviZ 1.x (DataTree, ``arviz-base``/``arviz-stats``/``arviz-plots``), False with 0.x.
-ARVIZ_1: bool = int(az.__version__.split(".")[0]) >= 1
+
+@cache
+def _az() -> Any:
+    """ArviZ, imported on first use: ``import numpyro_dsd`` does not load it."""
+    return importlib.import_module("arviz")
+
+
+@cache
+def arviz_1() -> bool:
+    """True with ArviZ 1.x (DataTree, ``arviz-base``/``arviz-stats``/``arviz-plots``), False
+    with 0.x. ArviZ is imported by the first call."""
+    return int(_az().__version__.split(".")[0]) >= 1
+
 
 #: An ArviZ container: :class:`arviz.InferenceData` (0.x) or :class:`xarray.DataTree` (both).
 Data: TypeAlias = Any
@@ -70,7 +80,7 @@ def is_inference_data(obj: object) -> bool:
     >>> is_inference_data(xr.DataTree()), is_inference_data({})
     (True, False)
     """
-    return isinstance(obj, xr.DataTree) or (not ARVIZ_1 and isinstance(obj, az.InferenceData))
+    return isinstance(obj, xr.DataTree) or (not arviz_1() and isinstance(obj, _az().InferenceData))
 
 
 # --- groups: the only place that knows the two containers ------------------------------------
@@ -113,15 +123,15 @@ def _with_group(data: Data, name: str, ds: xr.Dataset) -> Data:
 
 def _empty() -> Data:
     """An empty container of the installed line."""
-    return xr.DataTree() if ARVIZ_1 else az.InferenceData()
+    return xr.DataTree() if arviz_1() else _az().InferenceData()
 
 
 def _from_posterior(posterior: Mapping[str, ArrayLike]) -> Data:
     """A container with a posterior group built from ``{var: (chain, draw, *shape)}``."""
     arrays = {k: np.asarray(v) for k, v in posterior.items()}
-    if ARVIZ_1:
-        return az.from_dict({"posterior": arrays})
-    return az.from_dict(posterior=arrays)
+    if arviz_1():
+        return _az().from_dict({"posterior": arrays})
+    return _az().from_dict(posterior=arrays)
 
 
 def from_svgd(
@@ -243,7 +253,7 @@ def add_stein_inputs(
         Left untouched; the result has its groups plus ``stein_inputs``.
     x, scores : array_like, (chain, draw, d) or (draw, d)
         Flat unconstrained draws and their scores :math:`\\nabla_x \\log p(x)` (e.g. from
-        :func:`numpyro_dsd.targets.model_draws`).
+        :func:`numpyro_dsd.model.targets.model_draws`).
     site_names : sequence of str
         Latent sites in flattening order, stored as the comma-joined attribute ``site_names``.
 
@@ -377,94 +387,7 @@ def load(path: str | os.PathLike) -> Data:
         Fully loaded; the file is closed.
     """
     path = os.fspath(path)
-    if ARVIZ_1:
+    if arviz_1():
         return xr.load_datatree(path)
-    with az.rc_context({"data.load": "eager"}):
-        return az.from_netcdf(path)
-
-
-# --- summary -----------------------------------------------------------------------------------
-
-
-def _reduce(stat: xr.Dataset, fn: Any) -> float:
-    """``fn`` (np.nanmax / np.nanmin) over every variable and element of ``stat``."""
-    values = [np.ravel(v.values) for v in stat.data_vars.values()]
-    values = [v for v in values if v.size]
-    return float(fn(np.concatenate(values))) if values else float("nan")
-
-
-def _ess_bulk(post: xr.Dataset) -> xr.Dataset:
-    """Bulk ESS per variable (``az.ess`` takes and returns a Dataset in both lines)."""
-    return az.ess(post, method="bulk")
-
-
-def _chain_subset(post: xr.Dataset, label: Any, position: int) -> xr.Dataset:
-    """One chain of ``post``, by label when the labels match, otherwise by position."""
-    if label in post["chain"].values:
-        return post.sel(chain=[label])
-    return post.isel(chain=[position])
-
-
-def stein_summary(
-    ds: xr.Dataset, data: Data | None = None, round_to: int | None = 3
-) -> pd.DataFrame:
-    """A table of the KSD diagnostic in the style of :func:`arviz.summary`.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        The diagnostic: ``ksd``, ``pvalue``, ``n`` over ``chain`` and ``ksd_pooled``,
-        ``pvalue_pooled``.
-    data : InferenceData or DataTree, optional
-        With a posterior group: adds ``r_hat_max`` (pooled row only: rank-normalised
-        :math:`\\hat R` over all chains, maximum over variables) and ``ess_bulk_min`` (bulk ESS,
-        minimum over variables; per chain from that chain alone, pooled over all chains).
-    round_to : int or None
-        Significant digits of ``ksd`` and decimals of ``pvalue``/``r_hat_max``
-        (``ess_bulk_min`` is rounded to an integer value); None keeps full precision.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Index ``"chain <label>"`` for each chain, then ``"pooled"``.
-
-    Examples
-    --------
-    >>> import xarray as xr
-    >>> ds = xr.Dataset(
-    ...     {"ksd": ("chain", [0.0123456, 0.2]), "pvalue": ("chain", [0.51234, 0.001]),
-    ...      "n": ("chain", [100, 100]), "ksd_pooled": 0.1, "pvalue_pooled": 0.02},
-    ...     coords={"chain": [0, 1]})
-    >>> stein_summary(ds)
-                ksd  pvalue    n
-    chain 0  0.0123   0.512  100
-    chain 1  0.2000   0.001  100
-    pooled   0.1000   0.020  200
-    """
-    labels = list(ds["chain"].values)
-    n = np.asarray(ds["n"].values, dtype=int)
-    table = pd.DataFrame(
-        {
-            "ksd": [*np.asarray(ds["ksd"].values, float), float(ds["ksd_pooled"])],
-            "pvalue": [*np.asarray(ds["pvalue"].values, float), float(ds["pvalue_pooled"])],
-            "n": [*n, int(n.sum())],
-        },
-        index=[f"chain {c}" for c in labels] + ["pooled"],
-    )
-    if data is not None:
-        post = _posterior(data)
-        chains = [_chain_subset(post, c, i) for i, c in enumerate(labels)]
-        ess = [_reduce(_ess_bulk(p), np.nanmin) for p in chains]
-        table["r_hat_max"] = [np.nan] * len(labels) + [_reduce(az.rhat(post), np.nanmax)]
-        table["ess_bulk_min"] = ess + [_reduce(_ess_bulk(post), np.nanmin)]
-    return table if round_to is None else _round(table, round_to)
-
-
-def _round(table: pd.DataFrame, digits: int) -> pd.DataFrame:
-    out = table.copy()
-    out["ksd"] = [float(f"{v:.{digits}g}") for v in out["ksd"]]
-    out["pvalue"] = out["pvalue"].round(digits)
-    if "r_hat_max" in out:
-        out["r_hat_max"] = out["r_hat_max"].round(max(digits - 1, 2))
-        out["ess_bulk_min"] = out["ess_bulk_min"].round(0)
-    return out
+    with _az().rc_context({"data.load": "eager"}):
+        return _az().from_netcdf(path)

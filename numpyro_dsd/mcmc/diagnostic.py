@@ -5,9 +5,9 @@ For draws :math:`x^{(c)}_{1:n}` of chains :math:`c = 1..C` and their scores,
 
 - ``ksd[c]`` :math:`= \\sqrt{\\hat V}` of chain c and ``ksd_pooled`` of all draws (math.md §2.1);
 - ``pvalue[c]`` and ``pvalue_pooled``: the wild-bootstrap test of :math:`H_0: q = p` with the
-  sign process for autocorrelated draws (math.md §2.6, :mod:`numpyro_dsd.bootstrap`);
+  sign process for autocorrelated draws (math.md §2.6, :mod:`numpyro_dsd.mcmc.bootstrap`);
 - ``ksd_trace[c, m]`` :math:`= \\sqrt{\\hat V_m}` of the first m draws at log-spaced m
-  (math.md §2.7, :mod:`numpyro_dsd.along_chain`).
+  (math.md §2.7, :mod:`numpyro_dsd.mcmc.prefix`).
 
 One kernel serves every number: a data-dependent preconditioner is resolved once on the pooled
 points (latent points for a flow) and frozen, so chains are comparable (math.md §8).
@@ -23,12 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from numpyro_dsd.along_chain import prefix_ksd_squared, prefix_points
-from numpyro_dsd.bootstrap import DEFAULT_KAPPA, chain_signs, wild_bootstrap
-from numpyro_dsd.diffusion import Diffusion
-from numpyro_dsd.inputs import Draws, resolve_diffusion, resolve_draws
-from numpyro_dsd.kernels import IMQ, Gaussian
-from numpyro_dsd.stein import prepare
+from numpyro_dsd.mcmc.bootstrap import DEFAULT_KAPPA, chain_signs, wild_bootstrap
+from numpyro_dsd.mcmc.inputs import Draws, resolve_diffusion, resolve_draws
+from numpyro_dsd.mcmc.prefix import prefix_ksd_squared, prefix_points
+from numpyro_dsd.stein.diffusion import Diffusion
+from numpyro_dsd.stein.engine import prepare
+from numpyro_dsd.stein.kernels import IMQ, Gaussian
 
 __all__ = ["DEFAULT_KERNEL", "ksd_diagnostic", "diagnose_draws"]
 
@@ -70,7 +70,7 @@ def ksd_diagnostic(
         A NumPyro ``MCMC`` after ``run`` (model and arguments taken from it); draws as
         ``mcmc.get_samples(group_by_chain=True)`` returns them, with ``model``; an ArviZ
         InferenceData / DataTree with a ``posterior`` group, with ``model``; or one with a
-        ``stein_inputs`` group (:func:`numpyro_dsd.arviz_io.add_stein_inputs`), no model needed.
+        ``stein_inputs`` group (:func:`numpyro_dsd.arviz.convert.add_stein_inputs`), no model needed.
     model, model_args, model_kwargs
         The NumPyro model and its arguments, where ``data`` does not carry them.
     diffusion : {"identity", "precond", "flow"} or a diffusion object
@@ -100,7 +100,7 @@ def ksd_diagnostic(
         ``ksd``, ``pvalue``, ``n``, ``flip_prob`` (dim ``chain``), ``ksd_pooled``,
         ``pvalue_pooled`` (scalars), ``ksd_trace`` (``chain``, ``draw``: prefix length), and
         the settings as attributes. Store it with
-        :func:`numpyro_dsd.arviz_io.add_diagnostics` (group ``stein_diagnostics``).
+        :func:`numpyro_dsd.arviz.convert.add_diagnostics` (group ``stein_diagnostics``).
 
     Examples
     --------
@@ -149,7 +149,7 @@ def diagnose_draws(
     devices: Sequence[jax.Device] | None = None,
     diffusion_name: str | None = None,
 ) -> xr.Dataset:
-    """:func:`ksd_diagnostic` on resolved :class:`~numpyro_dsd.inputs.Draws` and a diffusion
+    """:func:`ksd_diagnostic` on resolved :class:`~numpyro_dsd.mcmc.inputs.Draws` and a diffusion
     object (the functional core: no model handling, no flow fitting)."""
     if n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer; got {n_boot}.")

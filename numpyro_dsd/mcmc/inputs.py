@@ -8,10 +8,10 @@
   returns them (or ``{site: (draws, ...)}``, one chain), with the model;
 - an ArviZ InferenceData (0.23) or DataTree (1.x) with a ``posterior`` group, with the model; or
   one holding a ``stein_inputs`` group (draws and scores written by
-  :func:`numpyro_dsd.arviz_io.add_stein_inputs`), with no model at all.
+  :func:`numpyro_dsd.arviz.convert.add_stein_inputs`), with no model at all.
 
 Every path ends in :class:`Draws`: unconstrained draws and scores of shape ``(chains, draws, d)``
-(:func:`numpyro_dsd.targets.model_draws`). The caller's objects are only read.
+(:func:`numpyro_dsd.model.targets.model_draws`). The caller's objects are only read.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import MCMC
 
-from numpyro_dsd import arviz_io
-from numpyro_dsd.diffusion import Constant, Diffusion, Identity
-from numpyro_dsd.targets import latent_sites, model_draws
+from numpyro_dsd import arviz as arviz_io
+from numpyro_dsd.model.targets import latent_sites, model_draws
+from numpyro_dsd.stein.diffusion import Constant, Diffusion, Identity
 
 __all__ = ["Draws", "resolve_draws", "resolve_diffusion", "with_stein_inputs"]
 
@@ -194,7 +194,7 @@ def _from_samples(
     if model is None:
         raise ValueError(
             "pass the NumPyro model (model=...) that produced these draws: the KSD needs its "
-            "scores. Or store draws and scores with numpyro_dsd.arviz_io.add_stein_inputs."
+            "scores. Or store draws and scores with numpyro_dsd.arviz.convert.add_stein_inputs."
         )
     shapes = latent_sites(model, args, kwargs)
     samples = {name: np.asarray(samples[name]) for name in shapes if name in samples}
@@ -279,7 +279,7 @@ def _covariance_factor(x: jax.Array) -> jax.Array:
 def _fit_flow(
     draws: Draws, pooled: jax.Array, rng_key: jax.Array | None, kwargs: dict[str, Any]
 ) -> Diffusion:
-    from numpyro_dsd.flows import fit_flow, fit_flow_to_samples
+    from numpyro_dsd.flows.fitting import fit_flow, fit_flow_to_samples
 
     key = jax.random.key(0) if rng_key is None else rng_key
     kwargs.setdefault("progress_bar", False)

@@ -49,7 +49,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.infer.util import constrain_fn
 
-from numpyro_dsd.targets import model_draws
+from numpyro_dsd.model.targets import model_draws
 
 __all__ = [
     "NAMES",
@@ -348,7 +348,7 @@ def perturb(
     """Reference draws made wrong alike in every chain (invisible to R-hat).
 
     With :math:`x` the flat unconstrained draws (sites in sorted order, as
-    :func:`numpyro_dsd.targets.model_draws` flattens them), pooled mean :math:`\\bar x` and sd
+    :func:`numpyro_dsd.model.targets.model_draws` flattens them), pooled mean :math:`\\bar x` and sd
     :math:`s_j`:
 
     - ``"widen"``: :math:`x \\mapsto \\bar x + 1.2\\,(x - \\bar x)` (all coordinates);

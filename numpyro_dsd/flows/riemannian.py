@@ -16,7 +16,7 @@ Riemannian manifold with metric :math:`\\mathsf G(x) = J(x)^\\top J(x)` and volu
   :math:`T(x)` is :func:`riemannian_hyvarinen` at :math:`x`.
 
 ``flow`` is a data-to-latent bijection with ``transform_and_log_det(x) -> (z, log|det J|)`` for
-one point (see :mod:`numpyro_dsd.bijections`), a NumPyro ``Transform``, or an object holding one
+one point (see :mod:`numpyro_dsd.flows.bijections`), a NumPyro ``Transform``, or an object holding one
 as ``.bijection``. Points ``x`` are one point (d,) or a batch (n, d); the output has the same
 leading shape. :math:`\\mathsf G^{-1}` is applied with two solves, never an inverse (math.md §8).
 """
@@ -31,12 +31,8 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from numpyro_dsd._validation import as_points, check_finite, float_dtype
-from numpyro_dsd.bijections import as_bijection, check_flow_dim, eval_on_point
-from numpyro_dsd.score_matching import (
-    jacobian_and_log_det,
-    map_points,
-    solve_metric,
-)
+from numpyro_dsd.flows.bijections import as_bijection, check_flow_dim, eval_on_point
+from numpyro_dsd.flows.score_matching import jacobian_and_log_det, map_points, solve_metric
 
 __all__ = [
     "metric",
@@ -271,7 +267,7 @@ def riemannian_hyvarinen(flow: object, log_p: Fn, x: ArrayLike) -> jax.Array:
     It equals the latent Hyvärinen integrand
     :math:`\\|s_{T_\\#p}\\|^2 + 2\\nabla_z\\cdot s_{T_\\#p}` at :math:`z = T(x)` (math.md §4,
     oracle 13), so its mean over draws of :math:`q` is the latent implicit score matching
-    objective of :func:`numpyro_dsd.score_matching.implicit_dsm` with ``latent=True``, computed
+    objective of :func:`numpyro_dsd.flows.score_matching.implicit_dsm` with ``latent=True``, computed
     without the flow's inverse.
 
     Parameters

@@ -23,8 +23,8 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import jax
 import jax.numpy as jnp
 
-from numpyro_dsd.bijections import Bijection, as_bijection, inverse
-from numpyro_dsd.flows import FittedFlow
+from numpyro_dsd.flows.bijections import Bijection, as_bijection, inverse
+from numpyro_dsd.flows.fitting import FittedFlow
 
 __all__ = [
     "Preconditioner",

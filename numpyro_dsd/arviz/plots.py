@@ -14,14 +14,15 @@ Neither calls ``plt.show()``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
-from matplotlib.axes import Axes
 
-from numpyro_dsd.arviz_io import ARVIZ_1, SVGD_TRACE, get_group, is_inference_data
+from numpyro_dsd.arviz.convert import SVGD_TRACE, arviz_1, get_group, is_inference_data
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["plot_ksd", "plot_ksd_trace", "plot_svgd_trace"]
 
@@ -85,9 +86,10 @@ def plot_ksd(
     ...      "ksd_pooled": 0.2, "pvalue_pooled": 0.01}, coords={"chain": [0, 1]})
     >>> out = plot_ksd(ds)
     """
-    if ARVIZ_1:
+    if arviz_1():
         return _plot_ksd_pc(ds, ax, level, figsize)
     import arviz as az
+    import matplotlib.pyplot as plt
 
     with az.style.context(_STYLE):
         ax = plt.subplots(figsize=figsize)[1] if ax is None else ax
@@ -130,9 +132,10 @@ def plot_ksd_trace(
     ...      "pvalue": ("chain", [0.5, 0.0])}, coords={"chain": [0, 1], "draw": m})
     >>> out = plot_ksd_trace(ds)
     """
-    if ARVIZ_1:
+    if arviz_1():
         return _plot_trace_pc(ds, ax, level, figsize)
     import arviz as az
+    import matplotlib.pyplot as plt
 
     with az.style.context(_STYLE):
         ax = plt.subplots(figsize=figsize)[1] if ax is None else ax
@@ -173,9 +176,10 @@ def plot_svgd_trace(data: Any, ax: Axes | None = None, *, figsize: Any = None) -
     ds = data if isinstance(data, xr.Dataset) else _svgd_group(data)
     long = xr.concat([ds["ksd_squared"], ds["stein_force"]], dim="quantity")
     long = long.assign_coords(quantity=["KSD²", "RMS Stein force"]).to_dataset(name="svgd")
-    if ARVIZ_1:
+    if arviz_1():
         return _plot_svgd_pc(long, ax, figsize)
     import arviz as az
+    import matplotlib.pyplot as plt
 
     with az.style.context(_STYLE):
         ax = plt.subplots(figsize=figsize)[1] if ax is None else ax

@@ -1,7 +1,7 @@
 """The diffusion Stein kernel and kernel Stein discrepancies (math.md §2).
 
 For a radial kernel :math:`k = \\varphi(r^\\top A r)`, :math:`r = x - y`, and a diffusion with
-effective score :math:`b` (see :mod:`numpyro_dsd.diffusion`), the Stein kernel is (math.md §2.3,
+effective score :math:`b` (see :mod:`numpyro_dsd.stein.diffusion`), the Stein kernel is (math.md §2.3,
 §2.5, written with the profile derivatives)
 
 .. math::
@@ -11,7 +11,7 @@ effective score :math:`b` (see :mod:`numpyro_dsd.diffusion`), the Stein kernel i
 and :math:`\\mathrm{KSD}^2` is estimated by :math:`\\hat V = \\sum_{ij} w_i w_j k^0(x_i, x_j)`
 (:math:`w_i = 1/n` unless weighted) or :math:`\\hat U = \\frac{1}{n(n-1)}\\sum_{i \\ne j} k^0`.
 
-Evaluation is blocked (:mod:`numpyro_dsd._tiling`): per-point features are computed once, and
+Evaluation is blocked (:mod:`numpyro_dsd.stein.tiling`): per-point features are computed once, and
 each tile of pairs is a few matrix products plus elementwise work, :math:`O(B^2)` memory.
 With a constant :math:`M` (identity included) a pair costs :math:`O(d)`; with a
 position-dependent :math:`M(x)` it costs :math:`O(d^2)` (math.md §8).
@@ -26,18 +26,14 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from numpyro_dsd._tiling import weighted_pair_sum
-from numpyro_dsd._validation import as_points, check_finite, check_pair, check_weights, float_dtype
-from numpyro_dsd.diffusion import Diffusion, DiffusionFeatures, Identity
-from numpyro_dsd.kernels import IMQ, Gaussian, GaussianProfile, IMQProfile
+from numpyro_dsd._validation import as_points, check_finite, check_pair, float_dtype
+from numpyro_dsd.stein.diffusion import Diffusion, DiffusionFeatures, Identity
+from numpyro_dsd.stein.kernels import IMQ, Gaussian, GaussianProfile, IMQProfile
 
 __all__ = [
     "SteinKernel",
     "stein_kernel_pair",
     "prepare",
-    "ksd",
-    "ksd_squared",
-    "stein_matrix",
 ]
 
 Profile = IMQProfile | GaussianProfile
@@ -281,143 +277,3 @@ def tile_size(sk: SteinKernel, block_size: int | None = None) -> int:
 
 def local_devices(devices: Sequence[jax.Device] | None) -> tuple[jax.Device, ...]:
     return tuple(jax.local_devices() if devices is None else devices)
-
-
-def ksd_squared(
-    x: ArrayLike,
-    scores: ArrayLike | None = None,
-    *,
-    log_prob: Callable[[jax.Array], jax.Array] | None = None,
-    kernel: IMQ | Gaussian | None = None,
-    diffusion: Diffusion | None = None,
-    statistic: Statistic = "v",
-    weights: ArrayLike | None = None,
-    block_size: int | None = None,
-    devices: Sequence[jax.Device] | None = None,
-) -> jax.Array:
-    """Squared (diffusion) KSD: the V- or U-statistic itself.
-
-    .. math::
-        \\hat V = \\sum_{i,j} w_i w_j k^0(x_i, x_j),\\qquad
-        \\hat U = \\frac{\\hat V - \\sum_i w_i^2 k^0(x_i, x_i)}{1 - \\sum_i w_i^2}
-
-    (with :math:`w_i = 1/n`, :math:`\\hat U = \\frac{1}{n(n-1)}\\sum_{i\\neq j} k^0`; it is
-    unbiased for :math:`\\mathrm{KSD}^2` and can be negative).
-
-    Parameters
-    ----------
-    x : (n, d)
-        Points.
-    scores : (n, d), optional
-        :math:`\\nabla \\log p(x_i)`. Give this or ``log_prob``.
-    log_prob : callable (d,) -> scalar, optional
-        Log density (unnormalised is fine), differentiated with ``jax.grad``.
-    kernel : IMQ or Gaussian
-        Base kernel; default ``IMQ()``. Its preconditioner is resolved on the diffusion's points.
-    diffusion : Identity, Constant, PositionDependent, ...
-        Default ``Identity()``.
-    statistic : {"v", "u"}
-        Which estimator of :math:`\\mathrm{KSD}^2`.
-    weights : (n,), optional
-        Non-negative weights summing to one.
-    block_size : int, optional
-        Tile size (default 512 for constant M, 128 for position-dependent M).
-    devices : sequence of devices, optional
-        Devices to shard the pairs over; default all local devices.
-
-    Returns
-    -------
-    Scalar array in the inputs' float dtype.
-
-    Examples
-    --------
-    >>> import jax, jax.numpy as jnp
-    >>> x = jax.random.normal(jax.random.key(0), (1000, 2))
-    >>> float(ksd_squared(x, -x, statistic="u")) < 0.01
-    True
-    """
-    if statistic not in ("v", "u"):
-        raise ValueError(f"statistic must be 'v' or 'u'; got {statistic!r}.")
-    sk = prepare(x, scores, log_prob=log_prob, kernel=kernel, diffusion=diffusion)
-    if statistic == "u" and sk.n < 2:
-        raise ValueError("The U-statistic needs n >= 2 points.")
-    w = check_weights(weights, sk.n, sk.diag.dtype)
-    v = weighted_pair_sum(
-        sk.tile_fn,
-        sk.feats,
-        sk.consts,
-        sk.diag,
-        w,
-        block=tile_size(sk, block_size),
-        devices=local_devices(devices),
-    )
-    if statistic == "v":
-        return v
-    w2 = jnp.sum(w * w)
-    if weights is not None and not isinstance(w2, jax.core.Tracer) and float(w2) >= 1.0 - 1e-12:
-        raise ValueError("The U-statistic needs weight on at least two points.")
-    return (v - jnp.sum(w * w * sk.diag)) / (1.0 - w2)
-
-
-def ksd(
-    x: ArrayLike,
-    scores: ArrayLike | None = None,
-    *,
-    log_prob: Callable[[jax.Array], jax.Array] | None = None,
-    kernel: IMQ | Gaussian | None = None,
-    diffusion: Diffusion | None = None,
-    statistic: Statistic = "v",
-    weights: ArrayLike | None = None,
-    block_size: int | None = None,
-    devices: Sequence[jax.Device] | None = None,
-) -> jax.Array:
-    """Kernel Stein discrepancy :math:`\\sqrt{\\hat V}`, or :math:`\\sqrt{\\max(\\hat U, 0)}`.
-
-    The diffusion KSD of math.md §2: with ``diffusion=Identity()`` (default) the Langevin KSD,
-    with ``Constant(M)`` or ``PositionDependent(fn)`` the diffusion KSD. Same arguments as
-    :func:`ksd_squared`.
-
-    Examples
-    --------
-    >>> import jax, jax.numpy as jnp
-    >>> from numpyro_dsd import ksd
-    >>> x = jax.random.normal(jax.random.key(0), (2000, 3))
-    >>> good = ksd(x, -x)  # draws of N(0, I), scores of N(0, I)
-    >>> bad = ksd(x + 0.5, -(x + 0.5))  # draws of N(0.5, I), scores of N(0, I)
-    >>> bool(bad > 5 * good)
-    True
-    """
-    sq = ksd_squared(
-        x,
-        scores,
-        log_prob=log_prob,
-        kernel=kernel,
-        diffusion=diffusion,
-        statistic=statistic,
-        weights=weights,
-        block_size=block_size,
-        devices=devices,
-    )
-    return jnp.sqrt(jnp.maximum(sq, 0.0))
-
-
-def stein_matrix(
-    x: ArrayLike,
-    scores: ArrayLike | None = None,
-    *,
-    log_prob: Callable[[jax.Array], jax.Array] | None = None,
-    kernel: IMQ | Gaussian | None = None,
-    diffusion: Diffusion | None = None,
-) -> jax.Array:
-    """The (n, n) Stein Gram matrix :math:`K^0_{ij} = k^0(x_i, x_j)` (small n: O(n^2) memory).
-
-    :math:`\\hat V = n^{-2}\\mathbf 1^\\top K^0 \\mathbf 1`. Same arguments as :func:`ksd`.
-
-    Examples
-    --------
-    >>> import jax.numpy as jnp
-    >>> K = stein_matrix(jnp.array([[0.0], [1.0], [2.0]]), jnp.array([[1.0], [0.0], [-1.0]]))
-    >>> K.shape
-    (3, 3)
-    """
-    return prepare(x, scores, log_prob=log_prob, kernel=kernel, diffusion=diffusion).matrix()

@@ -14,7 +14,7 @@ so every step reports it at no extra pass. With a radial kernel
 
 never a per-pair derivative and never an ``(n, n, d)`` array; rows are processed in blocks.
 
-A *preconditioner* (:mod:`numpyro_dsd.preconditioners`) is a bijection :math:`z = T(x)`: the
+A *preconditioner* (:mod:`numpyro_dsd.svgd.preconditioners`) is a bijection :math:`z = T(x)`: the
 particles move in :math:`z` under the pushed-forward target :math:`T_\\#p` (score by Lemma 3.1, the
 log-determinant included), which is matrix-kernel SVGD in :math:`x` with
 :math:`K(x, y) = J(x)^{-1}k(T x, T y)J(y)^{-\\top}` (math.md §6.3). ``T(x) = L^\\top x`` is Wang et
@@ -40,10 +40,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
-from numpyro_dsd._tiling import pad_blocks
-from numpyro_dsd.bijections import latent_score
-from numpyro_dsd.kernels import IMQ, Gaussian, GaussianProfile, IMQProfile
-from numpyro_dsd.preconditioners import Preconditioner
+from numpyro_dsd.flows.bijections import latent_score
+from numpyro_dsd.stein.kernels import IMQ, Gaussian, GaussianProfile, IMQProfile
+from numpyro_dsd.stein.tiling import pad_blocks
+from numpyro_dsd.svgd.preconditioners import Preconditioner
 
 __all__ = [
     "SVGDState",
@@ -373,7 +373,7 @@ def build_step(
     kernel : IMQ or Gaussian, optional
         Default :func:`default_kernel`. A matrix ``precond`` stays fixed.
     preconditioner : Preconditioner, optional
-        :mod:`numpyro_dsd.preconditioners`; None runs in the data space.
+        :mod:`numpyro_dsd.svgd.preconditioners`; None runs in the data space.
     bandwidth_every : int
         Steps between re-estimates of a named kernel bandwidth.
     linear_weight : float

@@ -19,7 +19,7 @@ keeps its sign over :math:`\\kappa\\tau` draws on average. The factor :math:`\\k
 the calibration study in ``benchmarks/bootstrap_calibration.py`` (docs/benchmarks.md).
 
 All replicates come from one blocked pass :math:`K^0 [\\mathbf 1, W^{(1)}, \\dots]`
-(:func:`numpyro_dsd._tiling.pair_matvec`): :math:`O(n^2 (d + N_{boot}))` time and
+(:func:`numpyro_dsd.stein.tiling.pair_matvec`): :math:`O(n^2 (d + N_{boot}))` time and
 :math:`O(n N_{boot})` memory, never the :math:`n \\times n` matrix.
 """
 
@@ -33,10 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.diagnostics import effective_sample_size
 
-from numpyro_dsd._tiling import pair_matvec
-from numpyro_dsd.diffusion import Diffusion
-from numpyro_dsd.kernels import IMQ, Gaussian
-from numpyro_dsd.stein import SteinKernel, local_devices, prepare, tile_size
+from numpyro_dsd.stein.diffusion import Diffusion
+from numpyro_dsd.stein.engine import SteinKernel, local_devices, prepare, tile_size
+from numpyro_dsd.stein.kernels import IMQ, Gaussian
+from numpyro_dsd.stein.tiling import pair_matvec
 
 __all__ = [
     "DEFAULT_KAPPA",
@@ -151,7 +151,7 @@ def wild_bootstrap(
 
     Examples
     --------
-    >>> from numpyro_dsd.stein import prepare
+    >>> from numpyro_dsd.stein.engine import prepare
     >>> x = jax.random.normal(jax.random.key(0), (500, 2))
     >>> sk = prepare(x, -x)
     >>> res = wild_bootstrap(sk, sign_process(jax.random.key(1), 500, 200, 0.5))

@@ -31,8 +31,8 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from numpyro_dsd._validation import as_points, check_finite, float_dtype
-from numpyro_dsd.bijections import as_bijection, check_flow_dim, eval_on_point, latent_score
-from numpyro_dsd.diffusion import Constant, Identity, PositionDependent
+from numpyro_dsd.flows.bijections import as_bijection, check_flow_dim, eval_on_point, latent_score
+from numpyro_dsd.stein.diffusion import Constant, Identity, PositionDependent
 
 __all__ = ["matrix_field", "dsm", "implicit_dsm"]
 
@@ -60,7 +60,7 @@ class _Field(NamedTuple):
 
 
 def _flow_bijection(obj: object) -> object | None:
-    """The data-to-latent bijection of ``obj`` (:func:`~numpyro_dsd.bijections.as_bijection`),
+    """The data-to-latent bijection of ``obj`` (:func:`~numpyro_dsd.flows.bijections.as_bijection`),
     or ``None`` if ``obj`` is not a flow."""
     try:
         return as_bijection(obj)

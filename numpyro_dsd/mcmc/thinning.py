@@ -33,10 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from numpyro_dsd.diffusion import Diffusion
-from numpyro_dsd.inputs import resolve_diffusion, resolve_draws
-from numpyro_dsd.kernels import IMQ, Gaussian
-from numpyro_dsd.stein import SteinKernel, prepare
+from numpyro_dsd.mcmc.inputs import resolve_diffusion, resolve_draws
+from numpyro_dsd.stein.diffusion import Diffusion
+from numpyro_dsd.stein.engine import SteinKernel, prepare
+from numpyro_dsd.stein.kernels import IMQ, Gaussian
 
 __all__ = ["ThinningResult", "greedy_stein", "thin_indices", "thinned_ksd", "stein_thin"]
 
@@ -132,7 +132,7 @@ def greedy_stein(sk: SteinKernel, m: int) -> tuple[jax.Array, jax.Array]:
     Examples
     --------
     >>> import jax.numpy as jnp
-    >>> from numpyro_dsd.stein import prepare
+    >>> from numpyro_dsd.stein.engine import prepare
     >>> x = jnp.linspace(-3.0, 3.0, 61)[:, None]
     >>> idx, gains = greedy_stein(prepare(x, -x), 3)
     >>> idx  # x = 0 (the mode) first, then x = -0.9 and x = 0.9
@@ -248,7 +248,7 @@ def stein_thin(
     data : MCMC, dict or InferenceData/DataTree
         An ``MCMC`` object after ``run``; a dict of constrained draws
         ``{site: (chains, draws, ...)}`` with ``model``; or ArviZ data with ``model``
-        (see :func:`numpyro_dsd.inputs.resolve_draws`).
+        (see :func:`numpyro_dsd.mcmc.inputs.resolve_draws`).
     m : int
         Number of draws to keep, ``m >= 1`` (repeats allowed).
     model : callable, optional
@@ -258,7 +258,7 @@ def stein_thin(
     kernel : IMQ or Gaussian, optional
         Default ``IMQ(precond="sclmed")``, resolved once on all n (latent, for a flow) draws.
     diffusion : {"identity", "precond", "flow"} or a diffusion object
-        Resolved by :func:`numpyro_dsd.inputs.resolve_diffusion`; ``"flow"`` fits a flow
+        Resolved by :func:`numpyro_dsd.mcmc.inputs.resolve_diffusion`; ``"flow"`` fits a flow
         (using ``rng_key``) and thins in its latent space.
     rng_key : jax.random key, optional
         For diffusions that are fitted (``"flow"``).

@@ -14,7 +14,7 @@ and the score difference :math:`\\delta_t = s_{q_t}(z_t) - s_{p_t}(z_t)` obeys
 = \\mathrm{DSM}_{M_t}(q, p) = \\mathrm{SM}(q_t, p_t)` and
 :math:`\\dot D = -2\\,\\mathbb E_q[\\delta_t^\\top\\nabla v\\,\\delta_t]`.
 
-- :class:`ContinuousFlow` is a :class:`~numpyro_dsd.bijections.Bijection` (the map
+- :class:`ContinuousFlow` is a :class:`~numpyro_dsd.flows.bijections.Bijection` (the map
   :math:`T_{t_1}`), so ``FlowDiffusion(ContinuousFlow(v))`` is the diffusion
   :math:`M = J_{t_1}^{-1}`; its :meth:`~ContinuousFlow.trajectory` integrates the quantities above
   for one point.
@@ -42,7 +42,7 @@ for accurate trajectories (math.md §8: :math:`\\dot D` needs accurate :math:`\\
 supports reverse mode (``grad``, ``vjp``, ``jacrev``) through its adjoint ODE, but **not** forward
 mode: ``odeint`` is a ``custom_vjp`` function, and ``jax.jacfwd`` through it raises a
 ``ValueError`` here. So ``FlowDiffusion(ContinuousFlow(v, solver="dopri5"))`` does not work,
-while ``FlowDiffusion.from_generator(numpyro_dsd.bijections.inverse(flow))`` (one VJP) does.
+while ``FlowDiffusion.from_generator(numpyro_dsd.flows.bijections.inverse(flow))`` (one VJP) does.
 diffrax would give adaptive steps in both modes but is a heavy extra dependency.
 
 The flow is exactly invertible, the solver is not: ``inverse_and_log_det`` integrates backwards

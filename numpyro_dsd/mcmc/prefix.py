@@ -7,7 +7,7 @@ With :math:`S_m = \\sum_{i,j \\le m} k^0(x_i, x_j)`,
     \\qquad \\hat V_m = S_m / m^2,
 
 so the strictly lower row sums :math:`c_m = \\sum_{i<m} k^0(x_i, x_m)` (one blocked pass,
-:func:`numpyro_dsd._tiling.pair_matvec` with ``lower=True``) give every prefix at the cost of a
+:func:`numpyro_dsd.stein.tiling.pair_matvec` with ``lower=True``) give every prefix at the cost of a
 single KSD, :math:`O(n^2 d)`. For exact draws :math:`\\sqrt{\\hat V_m}` falls like
 :math:`m^{-1/2}`; a curve that levels off says the chain is biased.
 """
@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from numpyro_dsd._tiling import pair_matvec
-from numpyro_dsd.diffusion import Diffusion
-from numpyro_dsd.kernels import IMQ, Gaussian
-from numpyro_dsd.stein import SteinKernel, local_devices, prepare, tile_size
+from numpyro_dsd.stein.diffusion import Diffusion
+from numpyro_dsd.stein.engine import SteinKernel, local_devices, prepare, tile_size
+from numpyro_dsd.stein.kernels import IMQ, Gaussian
+from numpyro_dsd.stein.tiling import pair_matvec
 
 __all__ = ["prefix_points", "prefix_ksd_squared", "ksd_trace"]
 

@@ -1,8 +1,8 @@
 """SVGD for NumPyro models, with NumPyro's ``init``/``update``/``run`` loop (:class:`SVGD`).
 
 Particles live in the model's flat unconstrained space (sites in sorted order, as
-:func:`numpyro_dsd.targets.log_density_fn` flattens them), or in a preconditioner's latent space
-(:mod:`numpyro_dsd.preconditioners`); :meth:`SVGD.get_samples` hands back constrained values,
+:func:`numpyro_dsd.model.targets.log_density_fn` flattens them), or in a preconditioner's latent space
+(:mod:`numpyro_dsd.svgd.preconditioners`); :meth:`SVGD.get_samples` hands back constrained values,
 ``{site: (num_particles, ...)}``, ready for :class:`numpyro.infer.Predictive`. The numerical work
 is :mod:`numpyro_dsd.svgd`.
 """
@@ -20,13 +20,17 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import constrain_fn, unconstrain_fn
 from tqdm.auto import tqdm
 
-from numpyro_dsd import svgd as core
-from numpyro_dsd.arviz_io import from_svgd
-from numpyro_dsd.bijections import check_flow_dim
-from numpyro_dsd.flows import FlowFit, fit_flow, fit_flow_to_samples
-from numpyro_dsd.kernels import IMQ, Gaussian
-from numpyro_dsd.preconditioners import ConstantPreconditioner, FlowPreconditioner, Preconditioner
-from numpyro_dsd.targets import _latent_structs, _log_prob, _seeded, _unravel_for
+from numpyro_dsd.arviz.convert import from_svgd
+from numpyro_dsd.flows.bijections import check_flow_dim
+from numpyro_dsd.flows.fitting import FlowFit, fit_flow, fit_flow_to_samples
+from numpyro_dsd.model.targets import _latent_structs, _log_prob, _seeded, _unravel_for
+from numpyro_dsd.stein.kernels import IMQ, Gaussian
+from numpyro_dsd.svgd import core
+from numpyro_dsd.svgd.preconditioners import (
+    ConstantPreconditioner,
+    FlowPreconditioner,
+    Preconditioner,
+)
 
 __all__ = ["SVGD", "SVGDRunResult", "NonFiniteStepError", "default_flow_fit"]
 
@@ -97,11 +101,11 @@ class SVGD:
         median distance :math:`\\ell`, re-estimated every ``bandwidth_every`` steps.
     num_particles : int
     preconditioner : None, "constant", "flow", a Preconditioner, or a flow
-        ``"constant"``: :class:`~numpyro_dsd.preconditioners.ConstantPreconditioner` (average
+        ``"constant"``: :class:`~numpyro_dsd.svgd.preconditioners.ConstantPreconditioner` (average
         Hessian, re-estimated every 100 steps). ``"flow"``: a NeuTra flow fitted by
         :func:`~numpyro_dsd.fit_flow` in :meth:`init` (kept as ``self.flow_fit``). A flow object
         (``FittedFlow``, NumPyro ``Transform`` data-to-latent, ``(guide, params)``) is wrapped in
-        :class:`~numpyro_dsd.preconditioners.FlowPreconditioner`.
+        :class:`~numpyro_dsd.svgd.preconditioners.FlowPreconditioner`.
     bandwidth_every : int
         Steps between bandwidth updates (a median of at most 256 particles' distances).
     linear_weight : float
@@ -421,7 +425,7 @@ class SVGD:
     def to_arviz(self, result: SVGDRunResult) -> Any:
         """InferenceData (ArviZ 0.x) or DataTree (1.x): the particles as the posterior's one
         chain (particles on ``draw``) and the per-step ``ksd_squared`` and ``stein_force`` in the
-        group ``svgd_trace`` (:func:`numpyro_dsd.arviz_io.from_svgd`;
+        group ``svgd_trace`` (:func:`numpyro_dsd.arviz.convert.from_svgd`;
         :func:`numpyro_dsd.plot_svgd_trace` draws it)."""
         trace = {"ksd_squared": result.ksd_squared, "stein_force": result.stein_force}
         attrs = {
@@ -441,7 +445,7 @@ def _resolve(preconditioner: Any) -> Preconditioner | None:
         if preconditioner not in options:
             raise ValueError(
                 f"Unknown preconditioner {preconditioner!r}: use None, 'constant', 'flow', a "
-                "numpyro_dsd.preconditioners object, or a flow (FittedFlow, NumPyro Transform)."
+                "numpyro_dsd.svgd.preconditioners object, or a flow (FittedFlow, NumPyro Transform)."
             )
         return options[preconditioner]()
     return FlowPreconditioner(preconditioner)

@@ -1,0 +1,32 @@
+"""The Stein layer: base kernels, diffusion matrices M(x) and the one blocked Stein-kernel engine.
+
+Everything above (flows, the MCMC diagnostic, SVGD) evaluates Stein kernels through
+:func:`~numpyro_dsd.stein.engine.prepare` and the tile sums of :mod:`numpyro_dsd.stein.tiling`.
+Nothing here knows about NumPyro models, flows or ArviZ (docs/architecture.md).
+"""
+
+from numpyro_dsd.stein.diffusion import (
+    Constant,
+    Diffusion,
+    DiffusionFeatures,
+    Identity,
+    PositionDependent,
+)
+from numpyro_dsd.stein.engine import SteinKernel, prepare
+from numpyro_dsd.stein.kernels import IMQ, Gaussian
+from numpyro_dsd.stein.ksd import ksd, ksd_squared, stein_matrix
+
+__all__ = [
+    "IMQ",
+    "Gaussian",
+    "Diffusion",
+    "DiffusionFeatures",
+    "Identity",
+    "Constant",
+    "PositionDependent",
+    "SteinKernel",
+    "prepare",
+    "ksd",
+    "ksd_squared",
+    "stein_matrix",
+]

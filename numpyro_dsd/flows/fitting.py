@@ -1,4 +1,4 @@
-"""Learning a normalizing flow for the flow diffusion (math.md §3, §6.5).
+"""Learning a normalizing flow for the flow diffusion (docs/math.md §3, §6.5).
 
 Two ways to get a flow :math:`z = T(x)` that makes the posterior look like a standard normal:
 
@@ -47,6 +47,7 @@ from numpyro_dsd.flows.fitted import (
     _spec,
     _TransformedNormal,
 )
+from numpyro_dsd.model.layout import ModelLayout
 
 __all__ = [
     "default_optim",
@@ -142,37 +143,24 @@ def fit_flow(
     >>> fit.losses.shape, fit.flow.spec.dim
     ((10,), 2)
     """
-    from numpyro_dsd.model.targets import log_density_fn
-
-    log_prob, _, d = log_density_fn(model, model_args, model_kwargs)
-    loc, scale = standardization(log_prob, d) if standardize else (jnp.zeros(d), jnp.ones(d))
+    layout = ModelLayout(model, model_args, model_kwargs)
+    d, order = layout.dim, layout.declared_permutation()
+    loc, scale = standardization(layout.log_prob, d) if standardize else (jnp.zeros(d), jnp.ones(d))
+    inv = np.argsort(order)  # the guide's affine acts in the guide's (declaration) order
     guide_kwargs = dict(num_flows=num_flows, skip_connections=skip_connections)
     optim = default_optim() if optim is None else optim
     svi, guide = _model_svi(
-        model, guide_kwargs, hidden_dims, nonlinearity, optim, num_particles, (loc, scale)
+        model, guide_kwargs, hidden_dims, nonlinearity, optim, num_particles, (loc[inv], scale[inv])
     )
     result = _run(svi, rng_key, num_steps, model_args, model_kwargs, progress_bar, init_state)
     spec = _spec(
         guide.latent_dim, num_flows, guide._hidden_dims, skip_connections, nonlinearity, "generator"
     )
-    order = _sorted_order(guide)
-    spec = spec._replace(order=None if order == tuple(range(d)) else order)
+    identity = bool(np.all(order == np.arange(d)))
+    spec = spec._replace(order=None if identity else tuple(int(i) for i in order))
     arn_params = {k: v for k, v in result.params.items() if k.startswith(f"{_PREFIX}_arn__")}
-    inv = jnp.argsort(jnp.asarray(order))  # the guide's affine acts in the guide's order
     flow = FittedFlow(spec, arn_params, loc[inv], scale[inv])
     return FlowFit(flow, result.state, result.losses, result.params)
-
-
-def _sorted_order(guide: AutoIAFNormal) -> tuple[int, ...]:
-    """``order`` with ``v[order]`` the sorted-site flattening (``ravel_pytree``, as
-    :func:`numpyro_dsd.model.targets.model_draws` does) of the guide's flat latent ``v``, which NumPyro
-    flattens in the model's site order (``_init_locs``, unconstrained)."""
-    start, positions = 0, {}
-    for name, value in guide._init_locs.items():  # the guide's order; shapes only (no tracers)
-        size = int(np.prod(jnp.shape(value)))
-        positions[name] = np.arange(start, start + size)
-        start += size
-    return tuple(int(i) for name in sorted(positions) for i in positions[name])
 
 
 def standardization(
@@ -332,8 +320,7 @@ def _model_svi(
         def _get_posterior(self) -> dist.Distribution:
             if self._hidden_dims is None:  # our default width, known once latent_dim is
                 self._hidden_dims = _spec(self.latent_dim, 1, None, False, "elu", "").hidden_dims
-            inv = jnp.argsort(jnp.asarray(_sorted_order(self)))  # (loc, scale) are in sorted order
-            affine = _affine(loc[inv], scale[inv])
+            affine = _affine(loc, scale)
             return dist.TransformedDistribution(super()._get_posterior(), affine)
 
     guide = _Guide(

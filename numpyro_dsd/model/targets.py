@@ -25,11 +25,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
-from numpyro import handlers
-from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.util import potential_energy, unconstrain_fn
 
 from numpyro_dsd._validation import check_finite
+from numpyro_dsd.model.layout import ModelLayout
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ModelDraws", "latent_sites", "log_density_fn", "model_draws"]
 
@@ -94,7 +92,7 @@ def latent_sites(
     model_args, model_kwargs : tuple, dict, optional
         Arguments the model is called with.
     rng_key : jax.Array, optional
-        Key for the seeded trace; defaults to ``jax.random.PRNGKey(0)``.
+        Unused (kept for compatibility): the trace is abstract and draws nothing.
 
     Returns
     -------
@@ -118,8 +116,8 @@ def latent_sites(
     >>> latent_sites(model)
     {'sigma': (), 'theta': (3,)}
     """
-    structs = _latent_structs(model, model_args, _kwargs(model_kwargs), rng_key)
-    return {name: tuple(struct.shape) for name, struct in structs.items()}
+    del rng_key  # the trace is abstract: no random value is drawn
+    return dict(ModelLayout(model, model_args, model_kwargs).site_shapes)
 
 
 def log_density_fn(
@@ -162,10 +160,8 @@ def log_density_fn(
     >>> float(jax.grad(log_prob)(jnp.zeros(d))[0])  # d/du [log HalfNormal(e^u) + u] at u=0
     0.0
     """
-    kwargs = _kwargs(model_kwargs)
-    structs = _latent_structs(model, model_args, kwargs, None)
-    unravel, d = _unravel_for(model, model_args, kwargs, structs)
-    return _log_prob(model, model_args, kwargs, unravel), unravel, d
+    layout = ModelLayout(model, model_args, model_kwargs)
+    return layout.log_prob, layout.unravel, layout.dim
 
 
 def model_draws(
@@ -230,116 +226,17 @@ def model_draws(
     >>> draws = model_draws(  # doctest: +SKIP
     ...     model, mcmc.get_samples(), z_grad=mcmc.get_extra_fields()["z_grad"])
     """
-    kwargs = _kwargs(model_kwargs)
-    shapes = latent_sites(model, model_args, kwargs)
-    values, batch_shape = _check_draws(samples, shapes, "samples")
+    layout = ModelLayout(model, model_args, model_kwargs)
+    values, batch_shape = _check_draws(samples, layout.site_shapes, "samples")
     bs = _batch_size(batch_size, batch_shape)
-    structs = {k: jax.ShapeDtypeStruct(shapes[k], v.dtype) for k, v in values.items()}
-    unravel, _ = _unravel_for(model, model_args, kwargs, structs)
-
-    def to_flat(params: dict[str, jax.Array]) -> jax.Array:
-        return ravel_pytree(_unconstrain(model, model_args, kwargs, params))[0]
-
-    x = _batched_map(to_flat, values, batch_shape, bs)
+    x = _batched_map(layout.flatten, values, batch_shape, bs)
     check_finite(x, "unconstrained values", _X_HINT, batch_ndim=len(batch_shape))
     if z_grad is None:
-        log_prob = _log_prob(model, model_args, kwargs, unravel)
-        scores = _batched_map(jax.grad(log_prob), x, batch_shape, bs)
+        scores = _batched_map(jax.grad(layout.log_prob), x, batch_shape, bs)
     else:
-        scores = _scores_from_z_grad(z_grad, unravel, x.shape[-1], batch_shape, bs)
+        scores = _scores_from_z_grad(z_grad, layout.unravel, layout.dim, batch_shape, bs)
     check_finite(scores, "scores", _SCORE_HINT, batch_ndim=len(batch_shape))
-    return ModelDraws(x, scores, tuple(shapes), unravel)
-
-
-def _kwargs(model_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {} if model_kwargs is None else dict(model_kwargs)
-
-
-def _is_latent(site: dict[str, Any]) -> bool:
-    return (
-        site["type"] == "sample"
-        and not site["is_observed"]
-        and not site["infer"].get("is_auxiliary", False)
-    )
-
-
-def _is_discrete(site: dict[str, Any]) -> bool:
-    fn = site["fn"]
-    return bool(fn.support.is_discrete or getattr(fn, "has_enumerate_support", False))
-
-
-def _latent_structs(
-    model: Model, args: tuple, kwargs: dict[str, Any], rng_key: jax.Array | None
-) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes and dtypes of the latent sites, sorted; raises on discrete or no latent sites.
-
-    The model is traced abstractly (``jax.eval_shape``), as NUTS traces it under ``jit``;
-    only Python booleans leave the trace, so no tracer escapes.
-    """
-    discrete: list[str] = []
-
-    def run(key: jax.Array) -> dict[str, jax.Array]:
-        # init_to_uniform gives values also to sites that cannot be sampled (ImproperUniform)
-        seeded = handlers.substitute(handlers.seed(model, key), substitute_fn=init_to_uniform)
-        tr = handlers.trace(seeded).get_trace(*args, **kwargs)
-        sites = {name: site for name, site in tr.items() if _is_latent(site)}
-        discrete.extend(name for name, site in sites.items() if _is_discrete(site))
-        return {name: jnp.asarray(site["value"]) for name, site in sites.items()}
-
-    structs = jax.eval_shape(run, jax.random.PRNGKey(0) if rng_key is None else rng_key)
-    if discrete:
-        names = ", ".join(repr(name) for name in discrete)
-        raise ValueError(
-            f"numpyro_dsd needs gradients of the log density; the latent site(s) {names} "
-            "are discrete. Marginalise them out in the model (e.g. with "
-            "dist.MixtureSameFamily or a numpyro.factor of a logsumexp; numpyro.contrib."
-            "funsor enumeration alone leaves them in the model), or fix them with "
-            "numpyro.handlers.condition."
-        )
-    if not structs:
-        raise ValueError("the model has no latent (unobserved) sample sites.")
-    return {name: structs[name] for name in sorted(structs)}
-
-
-def _seeded(model: Model) -> Model:
-    # A fixed key makes models that call numpyro.prng_key() traceable; every latent site
-    # is substituted, so no random value enters the log density.
-    return handlers.seed(model, rng_seed=0)
-
-
-def _unconstrain(
-    model: Model, args: tuple, kwargs: dict[str, Any], params: dict[str, jax.Array]
-) -> dict[str, jax.Array]:
-    return unconstrain_fn(_seeded(model), args, kwargs, params)
-
-
-def _unravel_for(
-    model: Model,
-    args: tuple,
-    kwargs: dict[str, Any],
-    structs: Mapping[str, jax.ShapeDtypeStruct],
-) -> tuple[Unravel, int]:
-    """``ravel_pytree``'s unravel for the unconstrained sites, found abstractly."""
-    unravels: list[Unravel] = []
-
-    def flatten(params: dict[str, jax.Array]) -> jax.Array:
-        flat, unravel = ravel_pytree(_unconstrain(model, args, kwargs, params))
-        unravels.append(unravel)  # holds only sizes, shapes and dtypes, no tracers
-        return flat
-
-    flat = jax.eval_shape(flatten, dict(structs))
-    return unravels[0], int(flat.shape[0])
-
-
-def _log_prob(
-    model: Model, args: tuple, kwargs: dict[str, Any], unravel: Unravel
-) -> Callable[[jax.Array], jax.Array]:
-    seeded = _seeded(model)
-
-    def log_prob(flat: jax.Array) -> jax.Array:
-        return -potential_energy(seeded, args, kwargs, unravel(flat))
-
-    return log_prob
+    return ModelDraws(x, scores, layout.site_names, layout.unravel)
 
 
 def _batched_map(

@@ -1,6 +1,6 @@
 """Tile size sweep for ``ksd_squared`` (how the defaults in ``numpyro_dsd.stein`` were chosen).
 
-Times the V-statistic (IMQ, ``precond="med"``, identity diffusion) at n = 20,000 for
+Times the V-statistic (IMQ, ``bandwidth="med"``, identity diffusion) at n = 20,000 for
 d in {2, 10, 50}, float64 and float32, and tile sizes B in {128, 256, 512, 1024}: best of three
 steady-state calls after one compiling call. Also times the position-dependent path at
 n = 5,000, d = 10 for B in {32, 64, 128}. Prints Markdown tables (seconds).
@@ -60,10 +60,10 @@ def sweep(n: int, dims: tuple[int, ...], blocks: tuple[int, ...], **kwargs) -> N
 def main() -> None:
     print(f"jax {jax.__version__}, {len(jax.local_devices())} device(s)\n")
     print("Constant M (identity), n = 20000, seconds:\n")
-    sweep(20000, (2, 10, 50), BLOCKS, kernel=IMQ(precond="med"))
+    sweep(20000, (2, 10, 50), BLOCKS, kernel=IMQ(bandwidth="med"))
     diffusion = PositionDependent(lambda p: jnp.eye(p.shape[0]) * (1.0 + 0.1 * jnp.tanh(p @ p)))
     print("\nPosition-dependent M, n = 5000, seconds:\n")
-    sweep(5000, (10,), GENERAL_BLOCKS, kernel=IMQ(precond="med"), diffusion=diffusion)
+    sweep(5000, (10,), GENERAL_BLOCKS, kernel=IMQ(bandwidth="med"), diffusion=diffusion)
 
 
 if __name__ == "__main__":

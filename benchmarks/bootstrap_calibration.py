@@ -7,7 +7,7 @@ process is varied over the memory factor :math:`\\kappa \\in \\{1, 2, 4, 8\\}` (
 "auto"``, :math:`a = \\min(1/2, 1/(2\\kappa\\tau))`) and the naive i.i.d. Rademacher signs
 (``flip_prob = 0.5``). All sign settings of one replicate share the kernel pass: their sign
 vectors are stacked into one :func:`~numpyro_dsd.mcmc.bootstrap.wild_bootstrap` call, each setting
-with its own ``rng_key``; this is exactly ``ksd_test(x, s, kernel=IMQ(), n_boot=N,
+with its own ``rng_key``; this is exactly ``ksd_test(x, s, kernel=IMQ(), num_bootstrap=N,
 flip_prob=..., kappa=..., rng_key=...)`` per setting, only cheaper (checked on the first
 replicate of every scenario).
 
@@ -205,7 +205,7 @@ def check_against_ksd_test(
             x,
             s,
             kernel=KERNEL,
-            n_boot=n_boot,
+            num_bootstrap=n_boot,
             flip_prob=flip_prob,
             kappa=kappa,
             rng_key=jax.random.fold_in(key, i),

@@ -107,7 +107,7 @@ def main() -> None:
                 {"beta": x},
                 regression,
                 (post["X"], post["y"]),
-                n_boot=args.n_boot,
+                num_bootstrap=args.n_boot,
                 rng_key=jax.random.key(seed),
             )
             chains.append(ds.pvalue.values)

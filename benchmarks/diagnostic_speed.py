@@ -41,7 +41,7 @@ def best(fn: Callable[[], object], repeat: int) -> float:
 def diagnostic_row(c: int, n: int, d: int, n_boot: int, repeat: int) -> str:
     x = jax.random.normal(jax.random.key(0), (c, n, d))
     draws = Draws(x, -x, None, ())
-    kernel = IMQ(precond="med").frozen(x.reshape(-1, d))
+    kernel = IMQ(bandwidth="med").frozen(x.reshape(-1, d))
     sk = prepare(x[0], -x[0], kernel=kernel)
     pooled = prepare(x.reshape(-1, d), -x.reshape(-1, d), kernel=kernel)
     signs = sign_process(jax.random.key(1), n, n_boot, 0.1)
@@ -49,7 +49,7 @@ def diagnostic_row(c: int, n: int, d: int, n_boot: int, repeat: int) -> str:
     t_curve = best(lambda: prefix_ksd_squared(sk), repeat)
     t_chain = best(lambda: wild_bootstrap(sk, signs).pvalue, repeat)
     t_pooled = best(lambda: wild_bootstrap(pooled, pooled_signs).pvalue, repeat)
-    t_all = best(lambda: diagnose_draws(draws, Identity(), n_boot=n_boot).ksd.values, repeat)
+    t_all = best(lambda: diagnose_draws(draws, Identity(), num_bootstrap=n_boot).ksd.values, repeat)
     return (
         f"| {c} x {n} | {d} | {n_boot} | {c * t_curve:.2f} | {c * t_chain:.2f} | "
         f"{t_pooled:.2f} | {t_all:.2f} |"
@@ -62,8 +62,8 @@ def thinning_row(n: int, d: int, m: int, repeat: int) -> str:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, d)) * 1.1
     s = -x / 1.1**2 * 1.05
-    ours = np.asarray(thin_indices(x, s, m, kernel=IMQ(precond="sclmed")))
-    t_ours = best(lambda: thin_indices(x, s, m, kernel=IMQ(precond="sclmed")), repeat)
+    ours = np.asarray(thin_indices(x, s, m, kernel=IMQ(bandwidth="sclmed")))
+    t_ours = best(lambda: thin_indices(x, s, m, kernel=IMQ(bandwidth="sclmed")), repeat)
     start = time.perf_counter()
     theirs = thin(x, s, m, standardize=False, preconditioner="sclmed")
     t_theirs = time.perf_counter() - start

@@ -49,7 +49,8 @@ Reported per flow and target:
   relative to the largest score, ``|s_z|`` the median / 99% / max latent score norm;
 - on the banana, the diffusion-KSD separation ``ksd(biased) / ksd(exact)``: the ``n_test``
   exact draws against the same draws with :math:`x_2` shifted by +0.3, scores of the true
-  banana at the points, ``numpyro_dsd.ksd(x, scores, diffusion=...)`` (IMQ kernel, V-statistic)
+  banana at the points, ``numpyro_dsd.ksd(x, scores, kernel=IMQ(), diffusion=...)`` (IMQ kernel
+  with unit bandwidth, V-statistic)
   through each flow's default route, and the plain (Langevin) KSD for reference.
 
 Float32 throughout. Timings are wall-clock on a shared machine and noisy.
@@ -315,12 +316,12 @@ def latent_timing(diffusion: Any, x: jax.Array, s: jax.Array) -> dict[str, Any]:
 
 
 def ksd_ratio(diffusion: Any, target: Target, x_test: jax.Array) -> float:
-    from numpyro_dsd import ksd
+    from numpyro_dsd import IMQ, ksd
 
     score = jax.jit(jax.vmap(jax.grad(target.log_p)))
     biased = x_test.at[:, 1].add(SHIFT)
-    exact = ksd(x_test, score(x_test), diffusion=diffusion)
-    shifted = ksd(biased, score(biased), diffusion=diffusion)
+    exact = ksd(x_test, score(x_test), kernel=IMQ(), diffusion=diffusion)
+    shifted = ksd(biased, score(biased), kernel=IMQ(), diffusion=diffusion)
     return float(shifted / exact)
 
 

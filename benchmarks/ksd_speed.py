@@ -153,7 +153,7 @@ def timed(call: Callable[[], Any], warm_up: bool, repeats: int, budget_s: float)
 
 
 def measure_ours(n: int, d: int, dtype: str, seed: int, repeats: int, budget_s: float) -> Result:
-    """Time ``ksd_squared(x, s, kernel=IMQ(precond="med"))`` (V-statistic) in ``dtype``, after
+    """Time ``ksd_squared(x, s, kernel=IMQ(bandwidth="med"))`` (V-statistic) in ``dtype``, after
     one compiling call; ``dtype`` ("float64" or "float32") is that of the inputs and so of the
     computation. Data from :func:`make_data`; ``repeats``, ``budget_s`` as in :func:`best_time`.
     """
@@ -166,7 +166,7 @@ def measure_ours(n: int, d: int, dtype: str, seed: int, repeats: int, budget_s: 
 
     x, s = make_data(n, d, seed)
     xj, sj = jnp.asarray(x, dtype=dtype), jnp.asarray(s, dtype=dtype)
-    kernel = IMQ(precond="med")
+    kernel = IMQ(bandwidth="med")
     res = timed(
         lambda: ksd_squared(xj, sj, kernel=kernel).block_until_ready(), True, repeats, budget_s
     )
@@ -436,7 +436,7 @@ def run_all(args: argparse.Namespace) -> int:
     print("## Environment\n\n```\n" + "\n".join(environment()) + "\n```\n", flush=True)
     rows = [measure_config(n, d, args, peer=True) for n in sizes for d in dims]
     large = measure_config(large_n, LARGE_D, args, peer=False) if large_n else None
-    print("## Time and accuracy (V-statistic, IMQ, precond='med')\n")
+    print("## Time and accuracy (V-statistic, IMQ, bandwidth='med')\n")
     print("\n".join(speed_table(rows)) + "\n")
     print("## Peak resident memory (MB, one fresh process per measurement)\n")
     print("\n".join(memory_table(rows)) + "\n")

@@ -1,15 +1,15 @@
 """Validation on five real posteriors (posteriordb): the KSD diagnostic, NUTS and SVGD.
 
-For each posterior of :mod:`numpyro_dsd.datasets.posteriordb` (reference draws: 10 chains x 1,000 from
-long Stan runs):
+For each posterior of :mod:`numpyro_dsd.datasets.posteriordb` (reference draws: 10 chains x
+1,000 from long Stan runs):
 
 1. **Diagnostic.** :func:`numpyro_dsd.ksd_diagnostic` (default IMQ kernel, wild bootstrap with
    1,000 replicates, key 0) with the identity diffusion and the flow diffusion (one NeuTra flow
    per posterior, ``fit_flow(..., standardize=True)``, reused for every row) on the reference
-   draws and on perturbed copies (:func:`numpyro_dsd.datasets.posteriordb.perturb`: every chain widened
-   by 20%; shifted by 0.3 sd in coordinate j; its upper 10% tail of coordinate j removed; j runs
-   over every coordinate), with the largest rank-normalised split R-hat and the smallest bulk
-   ESS (ArviZ, over the flat unconstrained coordinates) beside each row.
+   draws and on perturbed copies (:func:`numpyro_dsd.datasets.posteriordb.perturb`: every chain
+   widened by 20%; shifted by 0.3 sd in coordinate j; its upper 10% tail of coordinate j
+   removed; j runs over every coordinate), with the largest rank-normalised split R-hat and the
+   smallest bulk ESS (ArviZ, over the flat unconstrained coordinates) beside each row.
 2. **NUTS.** NumPyro NUTS, 10 chains x 1,000 draws after 1,000 warm-up (``target_accept_prob``
    0.8 except 0.95 for eight schools as in posteriordb), key 1; the same diagnostic of its draws.
 3. **SVGD.** The same number of particles and steps, ``optax.adagrad(0.1)``, from the same
@@ -179,7 +179,7 @@ def svgd_rows(p: Any, steps: int, particles: int) -> list[dict[str, Any]]:
     key = jax.random.key(2)
     from numpyro_dsd import IMQ
 
-    kernel = IMQ(precond="med").frozen(jnp.asarray(ref_x))
+    kernel = IMQ(bandwidth="med").frozen(jnp.asarray(ref_x))
     rows = []
     from numpyro_dsd import ConstantPreconditioner
 

@@ -4,7 +4,7 @@ Every implementation moves the same 100 particles with the same kernel, optimize
 steps on the same targets:
 
 - kernel: the RBF kernel :math:`\\exp(-\\|x - y\\|^2\\log n/\\ell^2)`, :math:`\\ell` the median
-  pairwise distance re-estimated every step (ours' default ``Gaussian(precond="svgd")``,
+  pairwise distance re-estimated every step (ours' default ``Gaussian(bandwidth="svgd")``,
   NumPyro's ``RBFKernel()``, BlackJAX's ``rbf_kernel`` + ``update_median_heuristic``; BlackJAX's
   median is applied once at ``init`` too, so that its first step does not use length scale 1);
 - optimizer: ``optax.adagrad(0.1)`` everywhere (NumPyro through ``optax_to_numpyro``: its own
@@ -38,7 +38,7 @@ fit (``SVGD.init`` with ``preconditioner="flow"``) in seconds and its final loss
 budget the target's error measures (whitened mean / covariance errors for the Gaussians, v's mean
 and sd for the funnel, standardised mean / sd errors for the banana, the standardised distance to
 the NUTS means for the logistic regression) and a common KSD: ``numpyro_dsd.ksd`` with
-``IMQ(precond="med")`` frozen once per target on reference draws, at every method's final
+``IMQ(bandwidth="med")`` frozen once per target on reference draws, at every method's final
 particles with the target's exact scores (the row ``100 reference draws`` is its value at 100
 exact / NUTS draws). Ours' accuracy runs go through the public ``SVGD.run``.
 
@@ -103,7 +103,7 @@ class Target:
         assert flat.shape == (self.dim,), (self.name, flat.shape)
         model, args, unravel = self.model, self.args, self.unravel
         self.log_prob = lambda x: -potential_energy(model, args, {}, unravel(x))
-        self.kernel = IMQ(precond="med").frozen(self.ref[:: max(1, len(self.ref) // 1000)])
+        self.kernel = IMQ(bandwidth="med").frozen(self.ref[:: max(1, len(self.ref) // 1000)])
 
 
 def _trace_sample(model: Callable, args: tuple) -> dict[str, jax.Array]:
@@ -292,8 +292,10 @@ def run_chunks(
 
 
 def initial(target: Target, key: jax.Array) -> jax.Array:
-    """Ours' default initial draw for ``key``: uniform on [-2, 2]^d."""
-    return jax.random.uniform(jax.random.split(key)[1], (N, target.dim), minval=-2.0, maxval=2.0)
+    """Ours' default initial draw for ``key``: uniform on [-2, 2]^d with the second of
+    ``split(key, 3)`` (``SVGD.init``: flow fit, initial particles, state key)."""
+    u_key = jax.random.split(key, 3)[1]
+    return jax.random.uniform(u_key, (N, target.dim), minval=-2.0, maxval=2.0)
 
 
 def run_ours(
@@ -321,10 +323,10 @@ def run_ours(
     )
     res = Result(label or f"ours, {pre or 'plain'}")
     t0 = time.perf_counter()
-    state = jax.block_until_ready(svgd.init(key, *target.args))
+    state, fit = jax.block_until_ready(svgd.init_with_fit(key, *target.args))
     if pre == "flow":
         res.fit_s = time.perf_counter() - t0
-        res.flow_loss = float(np.mean(np.asarray(svgd.flow_fit.losses)[-100:]))
+        res.flow_loss = float(np.mean(np.asarray(fit.losses)[-100:]))
     step = core.build_step(
         svgd._log_prob(target.args, {}),
         svgd.optim,
@@ -345,7 +347,7 @@ def run_ours(
         for b in budgets:
             res.particles.setdefault(b, np.full((N, target.dim), np.nan))
     res.run_s = time.perf_counter() - t0
-    res.flow = None if svgd.flow_fit is None else svgd.flow_fit.flow
+    res.flow = None if fit is None else fit.flow
     return res
 
 

@@ -11,12 +11,12 @@ always those of the true model (``model_draws``).
 Why the funnel and not the banana: on a banana the problem is mostly scale (a long, thin,
 curved ridge); the plain KSD already flags a sampler that misses its tips, and a median-heuristic
 bandwidth recovers much of what a flow adds (measured while writing this example, x_1 drawn with
-sd 2.5 instead of 3: ratios 1.6 with ``IMQ()`` and 3.0 with ``IMQ(precond="med")`` for the plain
+sd 2.5 instead of 3: ratios 1.6 with ``IMQ()`` and 3.0 with ``IMQ(bandwidth="med")`` for the plain
 KSD, 3.2 and 4.2 for the flow DKSD). The funnel's scale changes with position: the score
 -x e^{-v} is huge in the neck, so the plain Stein kernel of *exact* draws is dominated by a few
 neck draws with enormous scores, and a sampler that misses the neck gets a *smaller* plain KSD
 (ratio below 1: plain KSD prefers the wrong sampler). No constant preconditioner fixes this
-(math.md §8, score blind spots and bandwidth). A flow z = T(x) learned from the model (NeuTra,
+(docs/math.md §8, score blind spots and bandwidth). A flow z = T(x) learned from the model (NeuTra,
 ``fit_flow``; no exact draws are used) maps the funnel to roughly N(0, I); the flow diffusion
 M = J^{-1} makes the KSD the plain KSD of T(x) against T#p (Theorem 3.5), where the missing neck
 is a missing tail of a near-Gaussian and the scores are tame.
@@ -74,8 +74,8 @@ def draws(key: jax.Array, n: int, v_min: float = -np.inf) -> dict[str, jax.Array
 
 def median_kernel(points: jax.Array) -> IMQ:
     """IMQ with Gamma = l^2 I, l the median pairwise distance of ``points``, frozen."""
-    A = IMQ(precond="med").precondition_matrix(points)
-    return IMQ(precond=jnp.eye(points.shape[1]) / A[0, 0])
+    A = IMQ(bandwidth="med").bandwidth_matrix(points)
+    return IMQ(bandwidth=jnp.eye(points.shape[1]) / A[0, 0])
 
 
 def main(n: int, seeds: int, num_steps: int, out: Path, check_nuts: bool) -> None:

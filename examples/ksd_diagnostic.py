@@ -115,7 +115,7 @@ def main(num_samples: int = 1000, seed: int = 0, n_boot: int = 1000) -> None:
     for label, draws in (("NUTS", mcmc), (f"exact draws, {WIDTH:g}x too wide", wide)):
         t0 = time.perf_counter()
         # An MCMC object carries its model, arguments and NUTS's gradients; a dict needs the model.
-        ds = ksd_diagnostic(draws, regression, data, rng_key=key, n_boot=n_boot)
+        ds = ksd_diagnostic(draws, regression, data, rng_key=key, num_bootstrap=n_boot)
         elapsed = time.perf_counter() - t0
         nuts = isinstance(draws, MCMC)
         samples = mcmc.get_samples(group_by_chain=True) if nuts else draws

@@ -35,8 +35,8 @@ import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 
 from numpyro_dsd import ksd_diagnostic, ksd_trace, plot_ksd_trace  # noqa: E402
-from numpyro_dsd.mcmc.diagnostic import DEFAULT_KERNEL  # noqa: E402
 from numpyro_dsd.model.targets import log_density_fn  # noqa: E402
+from numpyro_dsd.stein.kernels import default_kernel  # noqa: E402
 
 FIGURE = Path(__file__).parent / "figures" / "ksd_trace.png"
 MEAN = jnp.array([1.0, -1.0])
@@ -101,11 +101,11 @@ def main(num_draws: int = 3000, seed: int = 0, n_boot: int = 300) -> None:
         print(f"  {label:<22}{s1:.2f}, {s2:.2f}")
 
     t0 = time.perf_counter()
-    ds = ksd_diagnostic({"theta": x}, model, rng_key=jax.random.key(seed + 1), n_boot=n_boot)
+    ds = ksd_diagnostic({"theta": x}, model, rng_key=jax.random.key(seed + 1), num_bootstrap=n_boot)
     print(f"ksd_diagnostic in {time.perf_counter() - t0:.1f} s ({n_boot} bootstrap replicates)")
     ds = ds.assign_coords(chain=list(LABELS))
 
-    m = ds["draw"].values
+    m = ds["prefix"].values  # the prefix lengths
     shown = sorted({0, *(int(np.argmin(np.abs(m - t))) for t in (100, 1000)), m.size - 1})
     head = "".join(f"{'m=' + str(m[i]):>10}" for i in shown)
     print(f"\n{'chain':<22}{head}{'slope':>8}{'p-value':>9}{'flip_prob':>11}")
@@ -119,8 +119,8 @@ def main(num_draws: int = 3000, seed: int = 0, n_boot: int = 300) -> None:
     # The same curve from the array function, with the kernel the diagnostic froze.
     log_prob = log_density_fn(model, ())[0]
     scores = jax.vmap(jax.vmap(jax.grad(log_prob)))(jnp.asarray(x))
-    kernel = DEFAULT_KERNEL.frozen(jnp.asarray(x).reshape(-1, 2))
-    m1, v1 = ksd_trace(x[0], scores[0], kernel=kernel, points=m)
+    kernel = default_kernel().frozen(jnp.asarray(x).reshape(-1, 2))
+    m1, v1 = ksd_trace(x[0], scores[0], kernel=kernel, prefixes=m)
     same = np.allclose(np.asarray(v1), ds["ksd_trace"].isel(chain=0).values, rtol=1e-4)
     print(f"ksd_trace(x[0], scores[0]) matches the diagnostic's curve: {same}")
     plot(ds)

@@ -51,7 +51,7 @@ def simulate(key: jax.Array, n: int = 50) -> tuple[jax.Array, jax.Array]:
 def prefix_curve(x: np.ndarray, s: np.ndarray, kernel: IMQ, points: int = 12) -> tuple:
     """sqrt(V_m) of the first m draws at log-spaced m, all from one pass (``ksd_trace``), with
     the kernel frozen on the whole chain so every prefix is measured alike."""
-    return ksd_trace(x, s, kernel=kernel.frozen(x), points=points)
+    return ksd_trace(x, s, kernel=kernel.frozen(x), prefixes=points)
 
 
 def main(num_samples: int = 2000, seed: int = 0) -> None:
@@ -77,7 +77,7 @@ def main(num_samples: int = 2000, seed: int = 0) -> None:
     shifted = x + np.eye(x.shape[-1])[0] * 0.3 * sd  # alpha moved by 0.3 sd in every chain
     log_prob = log_density_fn(regression, data)[0]
     s_shifted = np.asarray(jax.vmap(jax.vmap(jax.grad(log_prob)))(shifted))
-    kernel = IMQ(precond="sclmed")
+    kernel = IMQ(bandwidth="sclmed")
 
     print(f"sites (unconstrained, flattened): {draws.site_names}")
     print(f"{'draws':<22}{'chain':>6}{'KSD':>10}{'max R-hat':>11}")

@@ -2,10 +2,10 @@
 
 Runs NUTS on a correlated 2-d Gaussian from a start far out in the tails and keeps the warm-up
 draws, so the first draws are burn-in. Thins the 2000 draws to 50 in two ways: greedy Stein
-thinning (Riabiz et al. 2022; :func:`numpyro_dsd.mcmc.thinning.stein_thin`) and naive thinning (every
-40th draw), and compares their kernel Stein discrepancies with one kernel, its bandwidth resolved
-on all 2000 draws. Naive thinning keeps the starting point; Stein thinning drops the burn-in and
-spreads the 50 points over the target. Saves ``examples/figures/stein_thinning.png``.
+thinning (Riabiz et al. 2022; :func:`numpyro_dsd.mcmc.thinning.stein_thin`) and naive thinning
+(every 40th draw), and compares their kernel Stein discrepancies with one kernel, its bandwidth
+resolved on all 2000 draws. Naive thinning keeps the starting point; Stein thinning drops the
+burn-in and spreads the 50 points over the target. Saves ``examples/figures/stein_thinning.png``.
 
 Run: ``python examples/stein_thinning.py`` (well under a minute on 2 cores).
 """
@@ -88,10 +88,10 @@ def main(seed: int = 0, num_warmup: int = 100, num_samples: int = 1900, m: int =
     draws = model_draws(model, samples, z_grad=z_grad)
     x, s = draws.x[0], draws.scores[0]  # (2000, 2) unconstrained draws and scores
     n = x.shape[0]
-    kernel = IMQ(precond="sclmed").frozen(x)  # one bandwidth for every subset
+    kernel = IMQ(bandwidth="sclmed").frozen(x)  # one bandwidth for every subset
 
     start = time.perf_counter()
-    res = stein_thin(samples, m, model, kernel=kernel)
+    res = stein_thin(samples, model, num_points=m, kernel=kernel)
     seconds = time.perf_counter() - start
     naive = np.arange(0, n, n // m)[:m]
     after_warmup = num_warmup + np.arange(0, num_samples, num_samples // m)[:m]

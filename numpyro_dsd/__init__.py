@@ -35,7 +35,11 @@ from numpyro_dsd.stein.diffusion import Constant, Identity, PositionDependent
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
 from numpyro_dsd.stein.ksd import ksd, ksd_squared, stein_matrix
 from numpyro_dsd.svgd.infer import SVGD, NonFiniteStepError, SVGDRunResult
-from numpyro_dsd.svgd.preconditioners import ConstantPreconditioner, FlowPreconditioner
+from numpyro_dsd.svgd.preconditioners import (
+    ConstantPreconditioner,
+    FlowPreconditioner,
+    reestimate_every,
+)
 
 __all__ = [
     "IMQ",
@@ -68,6 +72,7 @@ __all__ = [
     "NonFiniteStepError",
     "ConstantPreconditioner",
     "FlowPreconditioner",
+    "reestimate_every",
 ]
 
 __version__ = "0.1.0"

@@ -6,6 +6,10 @@
 ``numpyro-dsd diagnose FILE.nc``
     The diagnostic of a saved InferenceData/DataTree holding a ``stein_inputs`` group (draws
     and scores, :func:`numpyro_dsd.arviz.convert.add_stein_inputs`): no model code needed.
+
+Options follow the Python names (``--num-bootstrap`` for ``num_bootstrap``, ``--num-chains``
+...). The old spellings ``--n-boot``, ``--chains``, ``--flow-steps`` and ``--diffusion precond``
+still work for one release, hidden from the help, with a note on stderr.
 """
 
 from __future__ import annotations
@@ -14,10 +18,33 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 __all__ = ["main"]
+
+_DIFFUSIONS = ("identity", "covariance", "flow")  # numpyro_dsd.mcmc.inputs.DIFFUSIONS
+
+
+def _deprecated(new: str) -> type[argparse.Action]:
+    """An argparse action for a hidden old option: stores into ``new``'s destination, with a
+    note on stderr."""
+
+    class Deprecated(argparse.Action):
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            print(f"numpyro-dsd: {option} is deprecated; use {new}.", file=sys.stderr)
+            setattr(namespace, self.dest, values)
+
+    return Deprecated
+
+
+def _diffusion(value: str) -> str:
+    """``--diffusion`` values; ``precond`` is the deprecated name of ``covariance``."""
+    if value == "precond":
+        print("numpyro-dsd: --diffusion precond is deprecated; use covariance.", file=sys.stderr)
+        return "covariance"
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,15 +55,34 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="diagnose NUTS on Neal's funnel, biased and exact")
     demo.add_argument("--out", default="numpyro_dsd_demo", help="output folder")
     demo.add_argument("--num-samples", type=int, default=1000, help="draws per chain")
-    demo.add_argument("--chains", type=int, default=4)
-    demo.add_argument("--n-boot", type=int, default=500, help="bootstrap replicates")
-    demo.add_argument("--flow-steps", type=int, default=1000, help="NeuTra flow fitting steps")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--num-chains", type=int, default=4, help="chains")
+    demo.add_argument("--num-bootstrap", type=int, default=500, help="bootstrap replicates")
+    demo.add_argument("--num-flow-steps", type=int, default=1000, help="NeuTra flow fitting steps")
+    demo.add_argument("--seed", type=int, default=0, help="every key is split from this seed")
+    for old, new in (
+        ("--chains", "--num-chains"),
+        ("--n-boot", "--num-bootstrap"),
+        ("--flow-steps", "--num-flow-steps"),
+    ):
+        demo.add_argument(
+            old,
+            type=int,
+            dest=new[2:].replace("-", "_"),
+            action=_deprecated(new),
+            help=argparse.SUPPRESS,
+        )
     diag = sub.add_parser("diagnose", help="diagnose a saved netCDF with a stein_inputs group")
     diag.add_argument("file", type=Path)
-    diag.add_argument("--diffusion", choices=("identity", "precond", "flow"), default="identity")
-    diag.add_argument("--n-boot", type=int, default=1000)
-    diag.add_argument("--seed", type=int, default=0)
+    diag.add_argument("--diffusion", type=_diffusion, choices=_DIFFUSIONS, default="identity")
+    diag.add_argument("--num-bootstrap", type=int, default=1000, help="bootstrap replicates")
+    diag.add_argument(
+        "--n-boot",
+        type=int,
+        dest="num_bootstrap",
+        action=_deprecated("--num-bootstrap"),
+        help=argparse.SUPPRESS,
+    )
+    diag.add_argument("--seed", type=int, default=0, help="rng_key = jax.random.key(seed)")
     diag.add_argument("--save", type=Path, help="write FILE with a stein_diagnostics group")
     diag.add_argument("--plot", type=Path, help="save the KSD-along-the-chain figure")
     return parser
@@ -48,9 +94,9 @@ def _demo(args: argparse.Namespace) -> int:
     table = run_demo(
         args.out,
         num_samples=args.num_samples,
-        chains=args.chains,
-        n_boot=args.n_boot,
-        flow_steps=args.flow_steps,
+        num_chains=args.num_chains,
+        num_bootstrap=args.num_bootstrap,
+        num_flow_steps=args.num_flow_steps,
         seed=args.seed,
     )
     with pd.option_context("display.width", 160, "display.max_columns", 20):
@@ -83,7 +129,10 @@ def _diagnose(args: argparse.Namespace) -> int:
             "one with numpyro_dsd.arviz.convert.add_stein_inputs(idata, x, scores) and save it."
         )
     ds = ksd_diagnostic(
-        data, diffusion=args.diffusion, n_boot=args.n_boot, rng_key=jax.random.key(args.seed)
+        data,
+        diffusion=args.diffusion,
+        num_bootstrap=args.num_bootstrap,
+        rng_key=jax.random.key(args.seed),
     )
     has_posterior = arviz_io.get_group(data, "posterior") is not None
     print(arviz_io.stein_summary(ds, data if has_posterior else None).to_string())

@@ -11,7 +11,7 @@ Its answer is known: :math:`v` is exactly :math:`\\mathcal N(0, 9)`.
   mapped back to (v, x) are exact draws of the same target.
 
 Both sets are diagnosed against the centred model, with the identity diffusion (plain KSD) and
-with a flow diffusion (NeuTra flow fitted to the model, math.md §3), and printed next to R-hat
+with a flow diffusion (NeuTra flow fitted to the model, docs/math.md §3), and printed next to R-hat
 and ESS; the KSD along each chain is saved as a figure, and the draws with their scores as a
 netCDF file that ``numpyro-dsd diagnose`` reads without the model.
 """
@@ -34,6 +34,7 @@ from numpyro_dsd import arviz as arviz_io
 from numpyro_dsd.arviz.summary import stein_summary
 from numpyro_dsd.mcmc.diagnostic import diagnose_draws
 from numpyro_dsd.mcmc.inputs import Draws, resolve_diffusion, resolve_draws
+from numpyro_dsd.vocabulary import renamed_arguments
 
 __all__ = ["funnel", "funnel_noncentred", "run_demo"]
 
@@ -51,12 +52,12 @@ def funnel_noncentred(d: int = 5) -> None:
     numpyro.deterministic("x", jnp.exp(v / 2) * eps)
 
 
-def _nuts(model: Any, d: int, key: jax.Array, num_samples: int, chains: int) -> MCMC:
+def _nuts(model: Any, d: int, key: jax.Array, num_samples: int, num_chains: int) -> MCMC:
     mcmc = MCMC(
         NUTS(model),
         num_warmup=500,
         num_samples=num_samples,
-        num_chains=chains,
+        num_chains=num_chains,
         chain_method="sequential",
         progress_bar=False,
     )
@@ -81,28 +82,33 @@ def _row(name: str, diffusion: str, ds: Any, data: Any, divergences: int) -> dic
     }
 
 
+@renamed_arguments(chains="num_chains", n_boot="num_bootstrap", flow_steps="num_flow_steps")
 def run_demo(
     out_dir: str | Path = "numpyro_dsd_demo",
     *,
     d: int = 5,
     num_samples: int = 1000,
-    chains: int = 4,
-    n_boot: int = 500,
-    flow_steps: int = 1000,
+    num_chains: int = 4,
+    num_bootstrap: int = 500,
+    num_flow_steps: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Run the demo; returns the table it prints and writes ``out_dir``/{demo.png, *.nc}.
 
+    ``num_samples`` draws per chain, ``num_chains`` chains, ``num_bootstrap`` bootstrap
+    replicates, ``num_flow_steps`` NeuTra fitting steps; every key is split from
+    ``jax.random.key(seed)`` (``chains``, ``n_boot`` and ``flow_steps`` are deprecated names).
+
     Examples
     --------
-    >>> table = run_demo("/tmp/demo", num_samples=200, n_boot=100)  # doctest: +SKIP
+    >>> table = run_demo("/tmp/demo", num_samples=200, num_bootstrap=100)  # doctest: +SKIP
     """
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     k_bad, k_good, k_flow, k_test = jax.random.split(jax.random.key(seed), 4)
-    bad = _nuts(funnel, d, k_bad, num_samples, chains)
-    good = _nuts(funnel_noncentred, d, k_good, num_samples, chains)
+    bad = _nuts(funnel, d, k_bad, num_samples, num_chains)
+    good = _nuts(funnel_noncentred, d, k_good, num_samples, num_chains)
     sets = {
         "centred NUTS (biased)": (bad, bad.get_samples(group_by_chain=True)),
         "non-centred NUTS (exact)": (good, good.get_samples(group_by_chain=True)),
@@ -115,14 +121,14 @@ def run_demo(
         "flow",
         draws["centred NUTS (biased)"],
         rng_key=k_flow,
-        flow_kwargs={"num_steps": flow_steps},
+        flow_kwargs={"num_steps": num_flow_steps},
     )
     rows, results = [], {}
     for name, (mcmc, samples) in sets.items():
         data = _stored(draws[name], samples)
         divergences = int(np.sum(mcmc.get_extra_fields()["diverging"]))
         for label, diffusion in (("identity", None), ("flow", flow)):
-            ds = _diagnose(draws[name], diffusion, k_test, n_boot, label)
+            ds = _diagnose(draws[name], diffusion, k_test, num_bootstrap, label)
             results[name, label] = ds
             rows.append(_row(name, label, ds, data, divergences))
         arviz_io.save(arviz_io.add_diagnostics(data, results[name, "flow"]), out / _file(name))
@@ -137,11 +143,13 @@ def _stored(draws: Draws, samples: dict[str, Any]) -> Any:
     return arviz_io.from_stein_inputs(draws.x, draws.scores, draws.site_names, posterior)
 
 
-def _diagnose(draws: Draws, diffusion: Any, key: jax.Array, n_boot: int, label: str) -> Any:
+def _diagnose(draws: Draws, diffusion: Any, key: jax.Array, num_bootstrap: int, label: str) -> Any:
     from numpyro_dsd.stein.diffusion import Identity
 
     diffusion = Identity() if diffusion is None else diffusion
-    return diagnose_draws(draws, diffusion, rng_key=key, n_boot=n_boot, diffusion_name=label)
+    return diagnose_draws(
+        draws, diffusion, rng_key=key, num_bootstrap=num_bootstrap, diffusion_name=label
+    )
 
 
 def _file(name: str) -> str:

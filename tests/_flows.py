@@ -1,4 +1,5 @@
-"""A nonlinear flow with an analytic inverse, for the flow-identity tests (math.md §7 oracle 7).
+"""A nonlinear flow with an analytic inverse, for the flow-identity tests (docs/math.md §7,
+oracle 7).
 
 :math:`T = C_2 \\circ L \\circ C_1`: an affine coupling layer, a dense linear map and a second
 coupling layer (the other half conditioned). It follows the

@@ -49,16 +49,16 @@ def _diagnostic() -> xr.Dataset:
             "n": ("chain", np.full(N_CHAIN, N_DRAW)),
             "ksd_pooled": 0.15,
             "pvalue_pooled": 0.004,
-            "ksd_trace": (("chain", "draw"), trace),
+            "ksd_trace": (("chain", "prefix"), trace),
         },
-        coords={"chain": np.arange(N_CHAIN), "draw": m},
+        coords={"chain": np.arange(N_CHAIN), "prefix": m},
         attrs={
             "kernel": "IMQ",
             "c": 1.0,
             "beta": -0.5,
             "diffusion": "Identity",
-            "preconditioner": "median",
-            "n_boot": 200,
+            "bandwidth": "med",
+            "num_bootstrap": 200,
         },
     )
 

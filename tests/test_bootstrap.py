@@ -1,4 +1,4 @@
-"""Wild-bootstrap KSD test (math.md §2.6): blocked products, replicates, sign process, flip
+"""Wild-bootstrap KSD test (docs/math.md §2.6): blocked products, replicates, sign process, flip
 probability, and a small calibration check (the full study is benchmarks/bootstrap_calibration.py).
 """
 
@@ -19,7 +19,7 @@ from numpyro_dsd.mcmc.bootstrap import (
 from numpyro_dsd.stein.engine import prepare
 from numpyro_dsd.stein.tiling import pair_matvec
 
-KERNEL = IMQ()  # c = 1, beta = -1/2, no preconditioner: frozen
+KERNEL = IMQ()  # c = 1, beta = -1/2, bandwidth 1 (Gamma = I): frozen
 
 
 def ar1(rho: float, n: int, d: int, seed: int, reps: int | None = None) -> np.ndarray:
@@ -95,7 +95,7 @@ N, N_BOOT = 500, 200
 def test_pvalue_formula():
     x = np.random.default_rng(3).standard_normal((N, 2)).astype(np.float32)
     for xs in (x, 1.5 * x):  # a null and a badly biased sample
-        res = ksd_test(xs, -xs, kernel=KERNEL, n_boot=N_BOOT, flip_prob=0.5)
+        res = ksd_test(xs, -xs, kernel=KERNEL, num_bootstrap=N_BOOT, flip_prob=0.5)
         expected = (1 + np.sum(np.asarray(res.replicates) >= float(res.statistic))) / (N_BOOT + 1)
         assert float(res.pvalue) == pytest.approx(expected)
         assert 0.0 < float(res.pvalue) <= 1.0
@@ -107,7 +107,7 @@ def test_ksd_test_is_prepare_signs_bootstrap():
     (the shortcut benchmarks/bootstrap_calibration.py takes)."""
     x = jnp.asarray(ar1(0.8, N // 4, 2, seed=4, reps=4), dtype=jnp.float32)  # 4 chains
     key = jax.random.key(5)
-    res = ksd_test(x, -x, kernel=KERNEL, n_boot=N_BOOT, rng_key=key)
+    res = ksd_test(x, -x, kernel=KERNEL, num_bootstrap=N_BOOT, rng_key=key)
     signs, probs = chain_signs(key, np.asarray(x), -np.asarray(x), N_BOOT, "auto", DEFAULT_KAPPA)
     ref = wild_bootstrap(prepare(x.reshape(-1, 2), -x.reshape(-1, 2), kernel=KERNEL), signs)
     assert res.flip_prob == probs and len(probs) == 4
@@ -185,7 +185,12 @@ def rejections(x: np.ndarray, flip_prob, scale: float = 1.0, level: float = 0.05
     for r, xr in enumerate(x):
         xr = (scale * xr).astype(np.float32)
         res = ksd_test(
-            xr, -xr, kernel=KERNEL, n_boot=N_BOOT, flip_prob=flip_prob, rng_key=jax.random.key(r)
+            xr,
+            -xr,
+            kernel=KERNEL,
+            num_bootstrap=N_BOOT,
+            flip_prob=flip_prob,
+            rng_key=jax.random.key(r),
         )
         count += int(float(res.pvalue) <= level)
     return count
@@ -220,9 +225,9 @@ def test_ksd_test_input_checks():
         ksd_test(np.zeros((2, 10, 2)), np.zeros((10, 2)))
     with pytest.raises(ValueError, match="shape"):
         ksd_test(np.zeros(10), np.zeros(10))
-    for n_boot in (0, -5):
-        with pytest.raises(ValueError, match="n_boot"):
-            ksd_test(x, -x, n_boot=n_boot)
+    for num_bootstrap in (0, -5):
+        with pytest.raises(ValueError, match="num_bootstrap"):
+            ksd_test(x, -x, num_bootstrap=num_bootstrap)
     sk = prepare(x + np.arange(10)[:, None], -x, kernel=KERNEL)
     with pytest.raises(ValueError, match="signs"):
         wild_bootstrap(sk, jnp.ones((9, 3)))

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from numpyro_dsd import arviz as arviz_io
-from numpyro_dsd.cli import main
+from numpyro_dsd.cli import _parser, main
 from numpyro_dsd.mcmc.inputs import resolve_draws
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    argv = ["demo", "--out", str(out), "--num-samples", "300", "--chains", "2"]
-    assert main([*argv, "--n-boot", "100", "--flow-steps", "200"]) == 0
+    argv = ["demo", "--out", str(out), "--num-samples", "300", "--num-chains", "2"]
+    assert main([*argv, "--num-bootstrap", "100", "--num-flow-steps", "200"]) == 0
     return out
 
 
@@ -29,14 +29,35 @@ def test_demo_writes_table_figure_and_files(demo_dir, capsys):
 
 def test_diagnose_a_saved_file_without_the_model(demo_dir, tmp_path, capsys):
     saved, fig = tmp_path / "out.nc", tmp_path / "trace.png"
-    argv = ["diagnose", str(demo_dir / "noncentred.nc"), "--n-boot", "100"]
+    argv = ["diagnose", str(demo_dir / "noncentred.nc"), "--num-bootstrap", "100"]
     assert main([*argv, "--save", str(saved), "--plot", str(fig)]) == 0
     out = capsys.readouterr().out
     assert "pooled" in out and "r_hat_max" in out and "ess_bulk_min" in out
     ds = arviz_io.load(saved)
     group = ds["stein_diagnostics"] if hasattr(ds, "children") else ds.stein_diagnostics
     assert set(group.data_vars) >= {"ksd", "pvalue", "ksd_pooled", "pvalue_pooled", "ksd_trace"}
+    assert group["ksd_trace"].dims == ("chain", "prefix")
+    assert group.attrs["num_bootstrap"] == 100
+    assert group.attrs["rng_key"].startswith("key_data [0, 0] (given)")  # --seed 0
     assert fig.stat().st_size > 5_000
+
+
+def test_old_option_names_are_hidden_aliases(capsys):
+    """--n-boot, --chains, --flow-steps and --diffusion precond still parse (one release), with a
+    note on stderr, and are not in the help."""
+    args = _parser().parse_args(["demo", "--n-boot", "7", "--chains", "3", "--flow-steps", "9"])
+    assert (args.num_bootstrap, args.num_chains, args.num_flow_steps) == (7, 3, 9)
+    args = _parser().parse_args(["diagnose", "f.nc", "--n-boot", "5", "--diffusion", "precond"])
+    assert (args.num_bootstrap, args.diffusion) == (5, "covariance")
+    err = capsys.readouterr().err
+    for old in ("--n-boot", "--chains", "--flow-steps", "--diffusion precond"):
+        assert f"{old} is deprecated" in err
+    for command in ("demo", "diagnose"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args([command, "--help"])
+        help_text = capsys.readouterr().out
+        assert "--num-bootstrap" in help_text
+        assert "--n-boot" not in help_text and "precond" not in help_text
 
 
 def test_stored_scores_are_the_models(demo_dir):

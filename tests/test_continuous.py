@@ -1,4 +1,4 @@
-"""Continuous flows (math.md §5, §7 oracle 11), in float64.
+"""Continuous flows (docs/math.md §5, §7 oracle 11), in float64.
 
 The velocity field is nonlinear and time dependent, :math:`v(z, t) = \\tanh(Wz + bt + c) - 0.3z`
 in :math:`d = 3`. The ODE-carried quantities (:math:`J_t`, :math:`\\log|\\det J_t|`, the score,
@@ -58,7 +58,7 @@ def _through_solver(flow, x):
 @partial(jax.jit, static_argnums=0)
 def _oracle_errors(num_steps):
     """Max errors over the points X of the ODE-carried quantities against the solver's
-    derivatives (math.md §7 oracle 11), for RK4 with ``num_steps`` steps."""
+    derivatives (docs/math.md §7 oracle 11), for RK4 with ``num_steps`` steps."""
     flow = ContinuousFlow(velocity, num_steps=num_steps)
 
     def one(x):
@@ -124,7 +124,7 @@ class TestOracle11:
 
 @pytest.mark.usefixtures("x64_class")
 class TestDSMPath:
-    """D(t) = E_q |delta_t|^2 and dD/dt (math.md §5)."""
+    """D(t) = E_q |delta_t|^2 and dD/dt (docs/math.md §5)."""
 
     def test_integrated_rate_equals_D(self, sample):
         """D(0) = E|s_q - s_p|^2 (measured 2e-16 relative), and Simpson's rule on dD/dt over 65

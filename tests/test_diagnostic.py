@@ -29,6 +29,7 @@ from numpyro_dsd.arviz.convert import (
 from numpyro_dsd.mcmc.diagnostic import diagnose_draws
 from numpyro_dsd.mcmc.inputs import Draws, resolve_draws, with_stein_inputs
 from numpyro_dsd.mcmc.prefix import ksd_trace
+from numpyro_dsd.stein.kernels import default_kernel
 
 D, CHAINS = 3, 4
 
@@ -66,7 +67,7 @@ def ula(post, seed, n=1000, burn=300):
 
 
 def diag(post, draws, seed=0, **kw):
-    kw.setdefault("n_boot", 300)
+    kw.setdefault("num_bootstrap", 300)
     return ksd_diagnostic(
         draws, regression, (post["X"], post["y"]), rng_key=jax.random.key(seed), **kw
     )
@@ -112,26 +113,27 @@ def test_model_scores_equal_closed_form(posterior, x64):
 
 
 def test_dataset_layout(posterior):
-    ds = diag(posterior, exact(posterior, 0, n=200), trace_points=5)
-    assert ds.sizes == {"chain": CHAINS, "draw": 5}
-    assert list(ds.draw.values) == sorted(ds.draw.values) and int(ds.draw[-1]) == 200
+    ds = diag(posterior, exact(posterior, 0, n=200), num_prefixes=5)
+    assert ds.sizes == {"chain": CHAINS, "prefix": 5}
+    assert ds.ksd_trace.dims == ("chain", "prefix")
+    assert list(ds.prefix.values) == sorted(ds.prefix.values) and int(ds.prefix[-1]) == 200
     assert np.all(ds.n.values == 200)
-    for key in ("kernel", "c", "beta", "preconditioner", "diffusion", "test", "n_boot"):
+    for key in ("kernel", "c", "beta", "bandwidth", "diffusion", "test", "num_bootstrap"):
         assert key in ds.attrs
-    assert ds.attrs["preconditioner"] == "med"
+    assert ds.attrs["bandwidth"] == "med"
     np.testing.assert_allclose(ds.ksd_trace.values[:, -1], ds.ksd.values, rtol=1e-5)
 
 
 def test_values_match_ksd(posterior, x64):
     """Per-chain, pooled and prefix values equal plain ``ksd`` calls with the frozen kernel."""
     draws = exact(posterior, 3, n=300)
-    ds = diag(posterior, draws, trace_points=4)
+    ds = diag(posterior, draws, num_prefixes=4)
     r = resolve_draws(draws, regression, (posterior["X"], posterior["y"]))
     x, s = np.asarray(r.x), np.asarray(r.scores)
-    kernel = IMQ(precond="med").frozen(x.reshape(-1, D))
+    kernel = IMQ(bandwidth="med").frozen(x.reshape(-1, D))
     for c in range(CHAINS):
         np.testing.assert_allclose(ds.ksd[c], ksd(x[c], s[c], kernel=kernel), rtol=1e-10)
-        m, v = ksd_trace(x[c], s[c], kernel=kernel, points=ds.draw.values)
+        m, v = ksd_trace(x[c], s[c], kernel=kernel, prefixes=ds.prefix.values)
         np.testing.assert_allclose(ds.ksd_trace[c], v, rtol=1e-10)
         first = ksd(x[c, : m[1]], s[c, : m[1]], kernel=kernel)
         np.testing.assert_allclose(v[1], first, rtol=1e-10)
@@ -150,10 +152,12 @@ def mcmc(posterior):
 def test_mcmc_and_inference_data_agree(mcmc, posterior):
     import arviz as az
 
-    from_mcmc = ksd_diagnostic(mcmc, n_boot=200)
+    from_mcmc = ksd_diagnostic(mcmc, num_bootstrap=200)
     idata = az.from_numpyro(mcmc)
     before = copy.deepcopy(posterior_dict(idata))
-    from_idata = ksd_diagnostic(idata, regression, (posterior["X"], posterior["y"]), n_boot=200)
+    from_idata = ksd_diagnostic(
+        idata, regression, (posterior["X"], posterior["y"]), num_bootstrap=200
+    )
     np.testing.assert_allclose(from_mcmc.ksd, from_idata.ksd, rtol=1e-4)
     np.testing.assert_allclose(from_mcmc.pvalue, from_idata.pvalue)
     after = posterior_dict(idata)
@@ -170,13 +174,13 @@ def test_stein_inputs_need_no_model(mcmc, posterior, tmp_path):
     for data in (stored, load(tmp_path / "run.nc")):
         np.testing.assert_allclose(read_stein_inputs(data)[1], r.scores)
         assert get_group(data, "posterior") is not None
-    a = ksd_diagnostic(stored, n_boot=200)
-    b = ksd_diagnostic(mcmc, n_boot=200)
+    a = ksd_diagnostic(stored, num_bootstrap=200)
+    b = ksd_diagnostic(mcmc, num_bootstrap=200)
     np.testing.assert_allclose(a.ksd, b.ksd, rtol=1e-5)
     np.testing.assert_allclose(a.pvalue_pooled, b.pvalue_pooled)
 
 
-@pytest.mark.parametrize("diffusion", ["precond", "flow"])
+@pytest.mark.parametrize("diffusion", ["covariance", "flow"])
 def test_other_diffusions(posterior, diffusion):
     kw = {"flow_kwargs": {"num_steps": 300}} if diffusion == "flow" else {}
     good = diag(posterior, exact(posterior, 0, n=300), diffusion=diffusion, **kw)
@@ -230,7 +234,25 @@ def test_missing_model_and_bad_options(posterior):
         ksd_diagnostic(exact(posterior, 0, n=20))
     with pytest.raises(ValueError, match="diffusion must be"):
         diag(posterior, exact(posterior, 0, n=20), diffusion="magic")
-    with pytest.raises(ValueError, match="n_boot"):
-        diag(posterior, exact(posterior, 0, n=20), n_boot=0)
+    with pytest.raises(ValueError, match="num_bootstrap"):
+        diag(posterior, exact(posterior, 0, n=20), num_bootstrap=0)
     with pytest.raises(ValueError, match="MCMC"):
         ksd_diagnostic(jnp.zeros((2, 10, 3)), regression)
+
+
+def test_diffusion_features_are_computed_once_per_draw():
+    """Each chain and the pooled statistic share one set of diffusion features (a flow
+    diffusion maps each draw once, not once per chain and again for the pooled draws)."""
+
+    class Counting(Identity):
+        rows = 0
+
+        def features(self, x, scores):
+            Counting.rows += x.shape[0]
+            return super().features(x, scores)
+
+    x = jax.random.normal(jax.random.key(0), (3, 100, 2))
+    ds = diagnose_draws(Draws(x, -x, None, ()), Counting(), num_bootstrap=50)
+    assert Counting.rows == 300
+    expected = ksd(x.reshape(-1, 2), -x.reshape(-1, 2), kernel=default_kernel())
+    np.testing.assert_allclose(float(ds["ksd_pooled"]), float(expected), rtol=1e-4)

@@ -1,4 +1,4 @@
-"""The flow equivalence made executable (math.md §3, §7 oracle 7), in float64.
+"""The flow equivalence made executable (docs/math.md §3, §7 oracle 7), in float64.
 
 The flow is ``tests/_flows.py::CouplingFlow`` (coupling, dense linear map, coupling) with an
 analytic inverse. Pushed-forward scores are computed independently, by autodiff of
@@ -127,8 +127,9 @@ def test_theorem_3_3_operators_intertwine(x64, setup):
 
 @partial(jax.jit, static_argnums=(0, 2))
 def _x_space_gram(flow, A, M_fn, x, s):
-    """The boxed §2.3 formula in x with kernel :math:`k_x = k_z \\circ T` and diffusion M_fn,
-    all kernel derivatives by autodiff of :math:`k_x` (an independent route to :math:`k^0`)."""
+    """The boxed docs/math.md §2.3 formula in x with kernel :math:`k_x = k_z \\circ T` and
+    diffusion M_fn, all kernel derivatives by autodiff of :math:`k_x` (an independent route to
+    :math:`k^0`)."""
     profile = IMQ().profile
 
     def k_x(a, b):
@@ -157,9 +158,9 @@ def _v_and_u(K):
 def test_theorem_3_5_dksd_equals_latent_ksd(x64, setup):
     flow, x, s = setup
     z = vmap(flow)(x)
-    A = IMQ(precond="med").precondition_matrix(z)  # "med" is estimated in latent space
+    A = IMQ(bandwidth="med").bandwidth_matrix(z)  # "med" is estimated in latent space
     K_x = _x_space_gram(flow, A, jacobian_inverse(flow), x, s)
-    kernel = IMQ(precond="med")
+    kernel = IMQ(bandwidth="med")
     for diffusion in (FlowDiffusion(flow), FlowDiffusion.from_generator(Inverse(flow))):
         K_z = stein_matrix(x, s, kernel=kernel, diffusion=diffusion)
         np.testing.assert_allclose(K_z, K_x, rtol=1e-9, atol=1e-12 * np.abs(K_x).max())
@@ -171,8 +172,8 @@ def test_theorem_3_5_dksd_equals_latent_ksd(x64, setup):
 def test_theorem_3_5_negative_controls(x64, setup):
     flow, x, s = setup
     z = vmap(flow)(x)
-    A = IMQ(precond="med").precondition_matrix(z)
-    v_flow = float(ksd_squared(x, s, kernel=IMQ(precond="med"), diffusion=FlowDiffusion(flow)))
+    A = IMQ(bandwidth="med").bandwidth_matrix(z)
+    v_flow = float(ksd_squared(x, s, kernel=IMQ(bandwidth="med"), diffusion=FlowDiffusion(flow)))
     # M = J^{-T} instead of J^{-1}
     transposed = lambda p: jacobian_inverse(flow)(p).T  # noqa: E731
     v_transposed = float(jnp.mean(_x_space_gram(flow, A, transposed, x, s)))
@@ -180,7 +181,7 @@ def test_theorem_3_5_negative_controls(x64, setup):
     # dropping the log-det term of Lemma 3.1: latent score J^{-T} s_p alone
     J = vmap(jax.jacfwd(flow))(x)
     no_logdet = jnp.linalg.solve(jnp.swapaxes(J, 1, 2), s[..., None])[..., 0]
-    v_no_logdet = float(ksd_squared(z, no_logdet, kernel=IMQ(precond="med")))
+    v_no_logdet = float(ksd_squared(z, no_logdet, kernel=IMQ(bandwidth="med")))
     assert abs(v_no_logdet - v_flow) > 1e-3 * v_flow
 
 
@@ -199,7 +200,7 @@ def test_covariance_law_3_6(x64, setup):
         return jax.jacfwd(flow)(p) @ M_fn(p)
 
     z, s_z = _latent_reference(flow, x)
-    K_z = stein_matrix(z, s_z, kernel=IMQ(precond=A), diffusion=PositionDependent(M_z))
+    K_z = stein_matrix(z, s_z, kernel=IMQ(bandwidth=A), diffusion=PositionDependent(M_z))
     np.testing.assert_allclose(K_z, K_x, rtol=1e-9, atol=1e-12 * np.abs(K_x).max())
 
 
@@ -215,23 +216,23 @@ def test_stein_kernel_pair_in_latent_space_matches(x64, setup):
         np.testing.assert_allclose(k, K_x[i, j], rtol=1e-10)
 
 
-@pytest.mark.parametrize("precond", [None, "med", np.diag([0.5, 2.0, 1.0, 3.0])])
-def test_affine_flow_is_constant_diffusion(x64, setup, precond):
-    """math.md §3.7: T(x) = L^{-1}(x - c) gives M = L, kernel preconditioner L Gamma_z L^T."""
+@pytest.mark.parametrize("bandwidth", [None, "med", np.diag([0.5, 2.0, 1.0, 3.0])])
+def test_affine_flow_is_constant_diffusion(x64, setup, bandwidth):
+    """docs/math.md §3.7: T(x) = L^{-1}(x - c) gives M = L, kernel bandwidth L Gamma_z L^T."""
     _, x, s = setup
     L = jnp.tril(jax.random.normal(jax.random.key(9), (D, D))) + 2.0 * jnp.eye(D)
     c = jnp.arange(D, dtype=x.dtype)
     flow = FlowDiffusion.from_generator(LowerCholeskyAffine(c, L))
     z = jnp.linalg.solve(L, (x - c).T).T
-    gamma_z = jnp.linalg.inv(IMQ(precond=precond).precondition_matrix(z))
-    expected = ksd(x, s, kernel=IMQ(precond=L @ gamma_z @ L.T), diffusion=Constant(L))
+    gamma_z = jnp.linalg.inv(IMQ(bandwidth=bandwidth).bandwidth_matrix(z))
+    expected = ksd(x, s, kernel=IMQ(bandwidth=L @ gamma_z @ L.T), diffusion=Constant(L))
     np.testing.assert_allclose(
-        ksd(x, s, kernel=IMQ(precond=precond), diffusion=flow), expected, rtol=1e-10
+        ksd(x, s, kernel=IMQ(bandwidth=bandwidth), diffusion=flow), expected, rtol=1e-10
     )
     # the same flow given in the data-to-latent direction (Jacobian route)
     same = FlowDiffusion(LowerCholeskyAffine(c, L).inv)
     np.testing.assert_allclose(
-        ksd(x, s, kernel=IMQ(precond=precond), diffusion=same), expected, rtol=1e-10
+        ksd(x, s, kernel=IMQ(bandwidth=bandwidth), diffusion=same), expected, rtol=1e-10
     )
 
 
@@ -241,9 +242,10 @@ def test_elementwise_numpyro_transform(x64, setup):
     scale = jnp.array([2.0, 0.5, 1.0, 3.0])
     flow = FlowDiffusion(AffineTransform(1.0, scale))  # z = 1 + scale * x, M = diag(1/scale)
     expected = ksd(
-        x, s, kernel=IMQ(precond=np.diag(1 / scale**2)), diffusion=Constant(jnp.diag(1 / scale))
+        x, s, kernel=IMQ(bandwidth=np.diag(1 / scale**2)), diffusion=Constant(jnp.diag(1 / scale))
     )
-    np.testing.assert_allclose(ksd(x, s, diffusion=flow), expected, rtol=1e-10)
+    got = ksd(x, s, kernel=IMQ(), diffusion=flow)  # Gamma_z = I, i.e. Gamma_x = diag(1/scale^2)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
 
 
 def _iaf(d, key):

@@ -1,4 +1,4 @@
-"""flowjax bijections in :class:`numpyro_dsd.FlowDiffusion` (math.md §3), in float64.
+"""flowjax bijections in :class:`numpyro_dsd.FlowDiffusion` (docs/math.md §3), in float64.
 
 A flowjax ``Transformed(base, bijection)`` samples ``bijection(base draw)``: its bijection is a
 generator :math:`G` (latent to data). So ``FlowDiffusion.from_generator(flow.bijection)`` and

@@ -179,8 +179,8 @@ def test_flow_diffusion_on_a_numpyro_model(x64):
 
     z = fit.flow.transform()(draws.x)
     s_z = jax.jit(jax.vmap(jax.grad(log_push)))(z)
-    expected = ksd(z, s_z, kernel=IMQ(precond="med"))
-    got = ksd(draws.x, draws.scores, kernel=IMQ(precond="med"), diffusion=fit.flow.diffusion())
+    expected = ksd(z, s_z, kernel=IMQ(bandwidth="med"))
+    got = ksd(draws.x, draws.scores, kernel=IMQ(bandwidth="med"), diffusion=fit.flow.diffusion())
     np.testing.assert_allclose(got, expected, rtol=1e-9)
 
 

@@ -1,4 +1,4 @@
-"""Base kernels: closed forms against autodiff, preconditioners against stein-thinning."""
+"""Base kernels: closed forms against autodiff, bandwidths against stein-thinning."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 from stein_thinning.kernel import make_precon
 
 from numpyro_dsd import IMQ, Gaussian
-from numpyro_dsd.stein.kernels import kernel_derivatives, precondition_matrix
+from numpyro_dsd.stein.kernels import bandwidth_matrix, kernel_derivatives
 
 
 def _spd(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -36,15 +36,15 @@ def test_closed_form_derivatives_match_autodiff(x64, kernel):
 
 @pytest.mark.parametrize("name", ["id", "med", "sclmed", "smpcov"])
 @pytest.mark.parametrize("n", [50, 1500])
-def test_preconditioner_matches_stein_thinning(x64, name, n):
+def test_bandwidth_matches_stein_thinning(x64, name, n):
     x = np.random.default_rng(2).normal(size=(n, 3)) * [1.0, 2.0, 0.5] + 4.0
-    ours = precondition_matrix(None if name == "id" else name, x)
+    ours = bandwidth_matrix(None if name == "id" else name, x)
     np.testing.assert_allclose(ours, make_precon(x, name), rtol=1e-10, atol=1e-14)
 
 
-def test_matrix_preconditioner_is_inverted(x64):
+def test_matrix_bandwidth_is_inverted(x64):
     gamma = _spd(np.random.default_rng(3), 3)
-    A = precondition_matrix(gamma, np.zeros((5, 3)))
+    A = bandwidth_matrix(gamma, np.zeros((5, 3)))
     np.testing.assert_allclose(A @ gamma, np.eye(3), atol=1e-12)
 
 
@@ -63,36 +63,36 @@ def test_beta_below_minus_one_warns():
 
 
 @pytest.mark.parametrize(
-    "precond, match",
-    [("bogus", "Unknown preconditioner"), (np.ones((2, 3)), "square"), (np.ones(3), "square")],
+    "bandwidth, match",
+    [("bogus", "Unknown bandwidth"), (np.ones((2, 3)), "square"), (np.ones(3), "square")],
 )
-def test_bad_preconditioner_spec(precond, match):
+def test_bad_bandwidth_spec(bandwidth, match):
     with pytest.raises(ValueError, match=match):
-        IMQ(precond=precond)
+        IMQ(bandwidth=bandwidth)
 
 
-def test_bad_preconditioner_values():
+def test_bad_bandwidth_values():
     x = np.random.default_rng(0).normal(size=(10, 2))
     with pytest.raises(ValueError, match="positive definite"):
-        precondition_matrix(np.array([[1.0, 0.0], [0.0, -1.0]]), x)
+        bandwidth_matrix(np.array([[1.0, 0.0], [0.0, -1.0]]), x)
     with pytest.raises(ValueError, match="symmetric"):
-        precondition_matrix(np.array([[1.0, 0.5], [0.0, 1.0]]), x)
+        bandwidth_matrix(np.array([[1.0, 0.5], [0.0, 1.0]]), x)
     with pytest.raises(ValueError, match="d=2"):
-        precondition_matrix(np.eye(3), x)
+        bandwidth_matrix(np.eye(3), x)
     with pytest.raises(ValueError, match="too few unique"):
-        precondition_matrix("med", np.ones((10, 2)))
+        bandwidth_matrix("med", np.ones((10, 2)))
     with pytest.raises(ValueError, match="more points than dimensions"):
-        precondition_matrix("smpcov", x[:2])
+        bandwidth_matrix("smpcov", x[:2])
 
 
 def test_settings_describe_the_kernel():
-    assert IMQ(c=2.0, precond="med").settings() == {
+    assert IMQ(c=2.0, bandwidth="med").settings() == {
         "kernel": "IMQ",
         "c": 2.0,
         "beta": -0.5,
-        "preconditioner": "med",
+        "bandwidth": "med",
     }
-    assert Gaussian(precond=np.eye(2)).settings()["preconditioner"] == "matrix"
+    assert Gaussian(bandwidth=np.eye(2)).settings()["bandwidth"] == "matrix"
     assert jnp.isclose(IMQ()(jnp.zeros(2), jnp.ones(2)), 3**-0.5)
 
 

@@ -16,7 +16,7 @@ from numpyro_dsd.arviz.plots import plot_ksd, plot_ksd_trace  # noqa: E402
 N_CHAIN = 4
 
 
-def _diagnostic(pvalues=(0.6, 0.001, 0.2, 0.5)) -> xr.Dataset:
+def _diagnostic(pvalues=(0.6, 0.001, 0.2, 0.5), prefix_dim: str = "prefix") -> xr.Dataset:
     m = np.unique(np.geomspace(10, 2000, 12).astype(int))
     good = m**-0.5
     trace = np.stack([good, np.full(m.size, 0.4), 2 * good, 1.5 * good])
@@ -27,10 +27,10 @@ def _diagnostic(pvalues=(0.6, 0.001, 0.2, 0.5)) -> xr.Dataset:
             "n": ("chain", np.full(N_CHAIN, m[-1])),
             "ksd_pooled": 0.12,
             "pvalue_pooled": 0.004,
-            "ksd_trace": (("chain", "draw"), trace),
+            "ksd_trace": (("chain", prefix_dim), trace),
         },
-        coords={"chain": np.arange(N_CHAIN), "draw": m},
-        attrs={"kernel": "IMQ", "diffusion": "Identity", "preconditioner": "median"},
+        coords={"chain": np.arange(N_CHAIN), prefix_dim: m},
+        attrs={"kernel": "IMQ", "diffusion": "Identity", "bandwidth": "med"},
     )
 
 
@@ -73,12 +73,13 @@ def test_plot_ksd_no_flag_no_ring() -> None:
     assert _n_points(ax) == N_CHAIN
 
 
-def test_plot_ksd_trace_one_curve_per_chain_log_log() -> None:
-    ds = _diagnostic()
+@pytest.mark.parametrize("prefix_dim", ["prefix", "draw"])  # "draw": files of earlier versions
+def test_plot_ksd_trace_one_curve_per_chain_log_log(prefix_dim) -> None:
+    ds = _diagnostic(prefix_dim=prefix_dim)
     ax = _axes(plot_ksd_trace(ds))
     assert len(ax.lines) == N_CHAIN + 1  # chains + reference
     assert ax.get_xscale() == ax.get_yscale() == "log"
-    m = ds["draw"].values
+    m = ds[prefix_dim].values
     expected = float(ds["ksd_trace"][0, 0]) * np.sqrt(m[0] / m)
     ref = [line for line in ax.lines if np.allclose(line.get_ydata(), expected)]
     assert ref, "no m^(-1/2) reference anchored at the first chain's first point"

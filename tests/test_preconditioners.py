@@ -12,7 +12,9 @@ import pytest
 from numpyro.optim import Adagrad
 
 from numpyro_dsd import SVGD, ConstantPreconditioner, FlowPreconditioner
-from numpyro_dsd.flows.fitting import fit_flow
+from numpyro_dsd.flows.fitting import fit_flow, fit_flow_to_samples
+from numpyro_dsd.svgd import core
+from numpyro_dsd.svgd.preconditioners import FlowParams, Reestimated, reestimate_every
 
 
 def hierarchical():
@@ -53,10 +55,10 @@ def test_flow_refit_on_particles_resumes_exactly():
 
     one, two = make(), make()
     whole = one.run(jax.random.key(0), 25, progress_bar=False)
-    assert one.flow_fit.flow.spec.direction == "normalizer"  # refitted on the particles
+    assert whole.flow_fit.flow.spec.direction == "normalizer"  # refitted on the particles
     first = two.run(jax.random.key(0), 20, progress_bar=False)
     x_before = two.get_particles(first.state)
-    refitted = two._maybe_refit(first.state, (), {})  # what run does at step 20
+    refitted, _ = two._reestimate(first.state, (), {})  # what run does at step 20
     np.testing.assert_allclose(two.get_particles(refitted), x_before, rtol=1e-4, atol=1e-4)
     rest = two.run(jax.random.key(0), 5, progress_bar=False, init_state=first.state)
     np.testing.assert_allclose(rest.particles, whole.particles, rtol=1e-6, atol=1e-6)
@@ -111,3 +113,113 @@ def test_init_rounds_are_checked():
     with pytest.raises(ValueError, match="init_rounds"):
         ConstantPreconditioner(init_rounds=-1)
     assert ConstantPreconditioner(source="covariance").init_rounds == 0
+
+
+def _flow_svgd(**kwargs):
+    """A flow fitted at init (NeuTra) and refitted every 10 steps: every key is the run's."""
+    pre = FlowPreconditioner(
+        fit_kwargs={"num_steps": 30}, refit_every=10, refit_kwargs={"num_steps": 30}
+    )
+    return SVGD(hierarchical, optax.adagrad(0.2), num_particles=12, preconditioner=pre, **kwargs)
+
+
+def test_run_twice_on_one_object_is_identical_with_flow_refits():
+    """The object is configuration: a flow fitted at init and refitted lives in the state, so
+    two runs with one key agree exactly (they differed by up to 2.93 when the object kept the
+    refitted flow), and the object's settings are unchanged."""
+    svgd = _flow_svgd(chunk_size=7)
+    pre = svgd.preconditioner
+    one = svgd.run(jax.random.key(0), 21, progress_bar=False)  # refits at steps 10 and 20
+    two = svgd.run(jax.random.key(0), 21, progress_bar=False)
+    np.testing.assert_array_equal(one.particles, two.particles)
+    np.testing.assert_array_equal(one.ksd_squared, two.ksd_squared)
+    assert svgd.preconditioner is pre and pre.flow is None and not hasattr(svgd, "flow_fit")
+    params = one.state.precond_params
+    assert isinstance(params, FlowParams) and params.spec.direction == "normalizer"
+    assert one.flow_fit.flow.spec == params.spec  # the last refit's record
+    np.testing.assert_array_equal(svgd.get_particles(one.state), one.particles)
+
+
+def test_run_twice_on_one_object_is_identical_with_constant_preconditioner():
+    svgd = SVGD(
+        hierarchical, optax.adagrad(0.5), num_particles=15, preconditioner="constant", chunk_size=4
+    )
+    one = svgd.run(jax.random.key(2), 12, progress_bar=False)
+    two = svgd.run(jax.random.key(2), 12, progress_bar=False)
+    np.testing.assert_array_equal(one.particles, two.particles)
+    assert one.flow_fit is None
+
+
+def test_refit_keys_come_from_the_state():
+    """A refit at step t uses fold_in(state.rng_key, t): another state key, another flow."""
+    svgd = _flow_svgd()
+    state = svgd.init(jax.random.key(0))
+    state = state._replace(step=jax.numpy.asarray(10, jax.numpy.int32))
+    a, fit_a = svgd._reestimate(state, (), {})
+    b, _ = svgd._reestimate(state, (), {})
+    c, _ = svgd._reestimate(state._replace(rng_key=jax.random.key(9)), (), {})
+    np.testing.assert_array_equal(a.particles, b.particles)
+    assert np.abs(np.asarray(a.particles - c.particles)).max() > 1e-4
+    x = svgd.get_particles(state)
+    key = jax.random.fold_in(state.rng_key, 10)
+    ref = fit_flow_to_samples(x, rng_key=key, progress_bar=False, num_steps=30, batch_size=None)
+    np.testing.assert_array_equal(fit_a.losses, ref.losses)
+
+
+def test_cadence_combinator_is_what_the_keywords_mean():
+    """ConstantPreconditioner(every=k) = reestimate_every(ConstantPreconditioner(every=None), k);
+    FlowPreconditioner(refit_every=k) likewise; the outermost cadence wins."""
+    sugar = ConstantPreconditioner(every=5)
+    wrapped = reestimate_every(ConstantPreconditioner(every=None), 5)
+    assert isinstance(wrapped, Reestimated) and wrapped.every == 5 and wrapped.in_step
+    assert wrapped.source == "hessian" and "reestimate_every" in repr(wrapped)
+    assert reestimate_every(sugar, 3).every == 3
+    runs = []
+    for pre in (sugar, wrapped):
+        svgd = SVGD(hierarchical, optax.adagrad(0.5), num_particles=10, preconditioner=pre)
+        runs.append(svgd.run(jax.random.key(4), 12, progress_bar=False))
+    np.testing.assert_array_equal(runs[0].particles, runs[1].particles)
+    assert FlowPreconditioner(refit_every=7).every == 7
+    flow = reestimate_every(FlowPreconditioner(refit_kwargs={"num_steps": 30}), 10)
+    assert not flow.in_step and flow.refit_kwargs["num_steps"] == 30
+    assert core.steps_to_reestimate(flow, 3) == 7 and core.reestimate_due(flow, 10)
+    assert core.steps_to_reestimate(wrapped, 3) is None  # inside the jitted step
+    with pytest.raises(ValueError, match="every"):
+        reestimate_every(ConstantPreconditioner(), 0)
+
+
+def test_flow_params_retrace_only_when_the_architecture_changes():
+    x = jax.random.normal(jax.random.key(0), (40, 2))
+    fits = [
+        fit_flow_to_samples(x, rng_key=jax.random.key(k), num_steps=2, progress_bar=False)
+        for k in (0, 1)
+    ]
+    key = jax.random.key(2)
+    other = fit_flow_to_samples(x, rng_key=key, num_steps=2, hidden_dims=[6], progress_bar=False)
+    traces = []
+
+    @jax.jit
+    def latent(params):
+        traces.append(params.spec)
+        return jax.vmap(params.flow.transform())(x)
+
+    outs = [latent(FlowParams.of(f.flow)) for f in (*fits, other)]
+    assert len(traces) == 2 and traces[1] == other.flow.spec
+    ref = jax.vmap(fits[0].flow.transform())(x)
+    np.testing.assert_allclose(outs[0], ref, rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(outs[0] - outs[1])).max() > 0
+
+
+def test_update_and_resume_need_no_fitted_object():
+    """The state carries the flow fitted at init: update and resume work on an object whose
+    preconditioner has no flow, and a fresh object given a state resumes it exactly."""
+    svgd = _flow_svgd()
+    whole = svgd.run(jax.random.key(0), 8, progress_bar=False)
+    first = svgd.run(jax.random.key(0), 5, progress_bar=False)
+    fresh = _flow_svgd()
+    rest = fresh.run(jax.random.key(7), 3, progress_bar=False, init_state=first.state)
+    np.testing.assert_array_equal(rest.particles, whole.particles)
+    state, info = fresh.update(first.state)
+    assert int(state.step) == 6 and bool(info.finite)
+    with pytest.raises(ValueError, match="not fitted"):
+        fresh.update(first.state._replace(precond_params=()))

@@ -1,4 +1,4 @@
-"""The Riemannian view of a flow (math.md §4, §7 oracle 13), in float64.
+"""The Riemannian view of a flow (docs/math.md §4, §7 oracle 13), in float64.
 
 References are computed independently of the library: Jacobians by ``jax.jacfwd`` of the flow,
 inverses and determinants by ``numpy.linalg``/``jnp.linalg``, pushed-forward densities by

@@ -1,4 +1,4 @@
-"""Diffusion score matching (math.md §1.3, Theorem 3.4): oracles 8, 9 and 12, in float64.
+"""Diffusion score matching (docs/math.md §1.3, Theorem 3.4): oracles 8, 9 and 12, in float64.
 
 Monte Carlo checks use exact draws and compare with four standard errors computed from the
 per-draw terms; every such test also asserts that the standard error is small next to the

@@ -21,9 +21,9 @@ SCRIPT = textwrap.dedent(
     diff = PositionDependent(lambda p: jnp.eye(3) * (1.0 + 0.1 * jnp.tanh(p @ p)))
     out = {"n_devices": len(jax.local_devices())}
     for name, kw in {"identity": {}, "position": {"diffusion": diff}}.items():
-        out[name] = float(ksd_squared(x, -x, kernel=IMQ(precond="med"), block_size=64, **kw))
+        out[name] = float(ksd_squared(x, -x, kernel=IMQ(bandwidth="med"), block_size=64, **kw))
         out[name + "_one"] = float(ksd_squared(
-            x, -x, kernel=IMQ(precond="med"), block_size=64, devices=jax.local_devices()[:1], **kw
+            x, -x, kernel=IMQ(bandwidth="med"), block_size=64, devices=jax.local_devices()[:1], **kw
         ))
     print(json.dumps(out))
     """
@@ -43,8 +43,8 @@ def test_four_host_devices_equal_one(x64):
 
     diff = PositionDependent(lambda p: jnp.eye(3) * (1.0 + 0.1 * jnp.tanh(p @ p)))
     here = {
-        "identity": ksd_squared(x, -x, kernel=IMQ(precond="med"), block_size=64),
-        "position": ksd_squared(x, -x, kernel=IMQ(precond="med"), block_size=64, diffusion=diff),
+        "identity": ksd_squared(x, -x, kernel=IMQ(bandwidth="med"), block_size=64),
+        "position": ksd_squared(x, -x, kernel=IMQ(bandwidth="med"), block_size=64, diffusion=diff),
     }
     for name, value in here.items():
         np.testing.assert_allclose(out[name], value, rtol=1e-12)

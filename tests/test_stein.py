@@ -1,4 +1,4 @@
-"""The diffusion Stein kernel and KSD estimators: math.md §7 oracles 2, 3, 4, 5 and 12,
+"""The diffusion Stein kernel and KSD estimators: docs/math.md §7 oracles 2, 3, 4, 5 and 12,
 agreement with stein-thinning, blocked evaluation, weights and bad input."""
 
 import jax
@@ -43,7 +43,8 @@ def _gamma(d: int) -> np.ndarray:
 
 
 def _autodiff_stein_kernel(kernel, A, x, y):
-    """math.md §2.3 definition: (p(x)p(y))^-1 sum_il d_xi d_yl [p(x)p(y)(M(x)M(y)^T)_il k(x,y)]."""
+    """The definition of docs/math.md §2.3:
+    (p(x)p(y))^-1 sum_il d_xi d_yl [p(x)p(y)(M(x)M(y)^T)_il k(x,y)]."""
 
     def F(a, b):
         return jnp.exp(log_p(a) + log_p(b)) * (m_fn(a) @ m_fn(b).T) * kernel(a, b, A)
@@ -56,7 +57,7 @@ def _autodiff_stein_kernel(kernel, A, x, y):
 
 @pytest.mark.parametrize(
     "kernel",
-    [IMQ(c=0.8, beta=-0.3, precond=_gamma(D)), IMQ(), Gaussian(precond=_gamma(D))],
+    [IMQ(c=0.8, beta=-0.3, bandwidth=_gamma(D)), IMQ(), Gaussian(bandwidth=_gamma(D))],
     ids=["imq-general", "imq-default", "gaussian"],
 )
 def test_position_dependent_matches_autodiff_definition(x64, kernel):
@@ -64,7 +65,7 @@ def test_position_dependent_matches_autodiff_definition(x64, kernel):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(7, D))
     K = stein_matrix(x, log_prob=log_p, kernel=kernel, diffusion=PositionDependent(m_fn))
-    A = kernel.precondition_matrix(x)
+    A = kernel.bandwidth_matrix(x)
     pairs = jax.jit(
         jax.vmap(jax.vmap(_autodiff_stein_kernel, (None, None, None, 0)), (None, None, 0, None)),
         static_argnums=0,
@@ -86,9 +87,9 @@ def test_agrees_with_stein_thinning(x64, name, c):
     n, d = 120, 4
     x = rng.normal(size=(n, d)) * [1.0, 3.0, 0.3, 1.0] + 2.0
     s = -(x - 2.0) / np.array([1.0, 3.0, 0.3, 1.0]) ** 2 + 0.2 * rng.normal(size=(n, d))
-    kernel = IMQ(c=c, precond=None if name == "id" else name)
+    kernel = IMQ(c=c, bandwidth=None if name == "id" else name)
     ii, jj = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
-    # stein-thinning writes c where math.md writes c^2
+    # stein-thinning writes c where docs/math.md writes c^2
     ref = vfk0_imq(x[ii], x[jj], s[ii], s[jj], make_precon(x, name), c=c**2).reshape(n, n)
     K = stein_matrix(x, s, kernel=kernel)
     np.testing.assert_allclose(K, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
@@ -105,17 +106,17 @@ def test_agrees_with_stein_thinning(x64, name, c):
     ],
     ids=["identity", "constant", "position"],
 )
-@pytest.mark.parametrize("precond", [None, "med", "smpcov"])
-def test_structure(x64, diffusion, precond):
+@pytest.mark.parametrize("bandwidth", [None, "med", "smpcov"])
+def test_structure(x64, diffusion, bandwidth):
     """Oracle 3: symmetric, positive semi-definite, diagonal formula; V and U from the matrix."""
     x = np.random.default_rng(2).normal(size=(40, D))
-    kernel = IMQ(precond=precond)
+    kernel = IMQ(bandwidth=bandwidth)
     K = np.asarray(stein_matrix(x, log_prob=log_p, kernel=kernel, diffusion=diffusion))
     np.testing.assert_allclose(K, K.T, rtol=1e-12, atol=1e-12 * np.abs(K).max())
     assert np.linalg.eigvalsh(K).min() >= -1e-8 * np.abs(K).max()
     sk = prepare(x, log_prob=log_p, kernel=kernel, diffusion=diffusion)
     f = diffusion.features(jnp.asarray(x), jax.vmap(jax.grad(log_p))(x))
-    A = kernel.precondition_matrix(f.x)
+    A = kernel.bandwidth_matrix(f.x)
     M = jnp.broadcast_to(jnp.eye(D) if f.M is None else f.M, (40, D, D))
     diag = [  # k0(x, x) = c^{2 beta} |b|^2 - 2 beta c^{2 beta - 2} tr(M^T A M)
         jnp.sum(b**2) + jnp.trace(Mx.T @ A @ Mx) for b, Mx in zip(f.b, M, strict=True)
@@ -135,7 +136,7 @@ def test_constant_equals_position_dependent_and_cholesky(x64):
     rng = np.random.default_rng(3)
     M = rng.normal(size=(D, D)) + 2 * np.eye(D)
     x = rng.normal(size=(50, D))
-    for kernel in (IMQ(precond="smpcov"), IMQ(c=0.5, beta=-0.7), Gaussian(precond="med")):
+    for kernel in (IMQ(bandwidth="smpcov"), IMQ(c=0.5, beta=-0.7), Gaussian(bandwidth="med")):
         ref = stein_matrix(x, log_prob=log_p, kernel=kernel, diffusion=Constant(M))
         pos = stein_matrix(
             x, log_prob=log_p, kernel=kernel, diffusion=PositionDependent(lambda _: jnp.asarray(M))
@@ -185,7 +186,7 @@ def test_u_statistic_unbiased_and_v_bias_under_p(x64):
     prec = np.linalg.inv(sigma)
     M = np.array([[1.0, 0.4], [-0.2, 0.8]])
     gamma = np.array([[1.5, 0.2], [0.2, 0.7]])
-    kernel, c, beta = IMQ(c=1.3, beta=-0.5, precond=gamma), 1.3, -0.5
+    kernel, c, beta = IMQ(c=1.3, beta=-0.5, bandwidth=gamma), 1.3, -0.5
     A = np.linalg.inv(gamma)
     expected_diag = c ** (2 * beta) * np.trace(M.T @ prec @ M) - 2 * beta * c ** (
         2 * beta - 2
@@ -209,7 +210,7 @@ def test_ksd_decays_like_root_n_under_p(x64):
     vals = []
     for n in ns:
         x = rng.normal(size=(n, 2))
-        vals.append(float(ksd(x, -x)))
+        vals.append(float(ksd(x, -x, kernel=IMQ())))  # the unit-bandwidth IMQ, fixed across n
     slope = np.polyfit(np.log(ns), np.log(vals), 1)[0]
     assert -0.6 < slope < -0.4
 
@@ -235,12 +236,12 @@ def test_gaussian_mean_shift_closed_form(x64, kernel_name):
     if kernel_name == "gaussian":
         sigma = np.array([[1.0, 0.3, 0.0], [0.3, 2.0, 0.1], [0.0, 0.1, 0.5]])
         gamma = np.diag([0.8, 1.5, 1.2])
-        kernel, M = Gaussian(precond=gamma), np.array([[1.0, 0.2, 0], [0, 0.7, 0], [0.3, 0, 1.2]])
+        kernel, M = Gaussian(bandwidth=gamma), np.array([[1.0, 0.2, 0], [0, 0.7, 0], [0.3, 0, 1.2]])
         c = beta = None
     else:
         sigma, gamma = np.eye(d), 2.0 * np.eye(d)
         c, beta = 1.2, -0.4
-        kernel, M = IMQ(c=c, beta=beta, precond=gamma), np.eye(d)
+        kernel, M = IMQ(c=c, beta=beta, bandwidth=gamma), np.eye(d)
     A = np.linalg.inv(gamma)
     truth = _ksd2_gaussian_shift(kernel_name, d, -delta, M, sigma, A, c, beta)
     chol, prec = np.linalg.cholesky(sigma), np.linalg.inv(sigma)
@@ -264,13 +265,13 @@ def test_detects_bias_and_bounded_away_from_zero(x64):
     assert vals[-1] > 10 * vals[0]
 
 
-@pytest.mark.parametrize("precond", ["med", "sclmed", None])
-def test_invariances(x64, precond):
+@pytest.mark.parametrize("bandwidth", ["med", "sclmed", None])
+def test_invariances(x64, bandwidth):
     """Oracle 12: translation, rotation (isotropic kernel), permutation."""
     rng = np.random.default_rng(11)
     x = rng.normal(size=(200, D))
     s = jax.vmap(jax.grad(log_p))(x)
-    kernel = IMQ(precond=precond)
+    kernel = IMQ(bandwidth=bandwidth)
     base = ksd(x, s, kernel=kernel)
     shift = rng.normal(size=D) * 5
     np.testing.assert_allclose(ksd(x + shift, s, kernel=kernel), base, rtol=1e-10)
@@ -280,8 +281,8 @@ def test_invariances(x64, precond):
     np.testing.assert_allclose(ksd(x[perm], s[perm], kernel=kernel), base, rtol=1e-10)
     # a full-covariance kernel is invariant under translation too
     np.testing.assert_allclose(
-        ksd(x + shift, s, kernel=IMQ(precond="smpcov")),
-        ksd(x, s, kernel=IMQ(precond="smpcov")),
+        ksd(x + shift, s, kernel=IMQ(bandwidth="smpcov")),
+        ksd(x, s, kernel=IMQ(bandwidth="smpcov")),
         rtol=1e-10,
     )
 
@@ -296,8 +297,8 @@ def test_float32_close_to_float64(x64):
     rng = np.random.default_rng(13)
     x = rng.normal(size=(3000, 5)) + 100.0  # far from the origin: the centring matters
     s = -(x - 100.0)
-    ref = float(ksd(x, s, kernel=IMQ(precond="med")))
-    low = ksd(x.astype(np.float32), s.astype(np.float32), kernel=IMQ(precond="med"))
+    ref = float(ksd(x, s, kernel=IMQ(bandwidth="med")))
+    low = ksd(x.astype(np.float32), s.astype(np.float32), kernel=IMQ(bandwidth="med"))
     assert low.dtype == jnp.float32
     assert abs(float(low) - ref) < 1e-4 * ref
 
@@ -372,11 +373,11 @@ class TestBadInput:
             ksd(self.x, -self.x, weights=np.r_[1.0, np.zeros(9)], statistic="u")
 
 
-@pytest.mark.parametrize("precond", [None, "med", "smpcov"])
-def test_jit_matches_eager(x64, precond):
+@pytest.mark.parametrize("bandwidth", [None, "med", "smpcov"])
+def test_jit_matches_eager(x64, bandwidth):
     """Under jit the value checks are skipped and the median stays in JAX; same numbers."""
     x = np.random.default_rng(16).normal(size=(300, D))
-    kernel = IMQ(precond=precond)
+    kernel = IMQ(bandwidth=bandwidth)
     for diffusion in (Identity(), PositionDependent(m_fn)):
         eager = ksd_squared(x, log_prob=log_p, kernel=kernel, diffusion=diffusion, statistic="u")
         jitted = jax.jit(
@@ -403,8 +404,8 @@ def test_blocked_sum_property(x64, n, d, block, seed, weighted):
     x = rng.normal(size=(n, d)) * rng.uniform(0.1, 3.0, size=d)
     s = rng.normal(size=(n, d))
     w = rng.dirichlet(np.ones(n)) if weighted else np.full(n, 1.0 / n)
-    K = np.asarray(stein_matrix(x, s, kernel=IMQ(precond="sclmed" if n > 2 else None)))
-    kw = {"kernel": IMQ(precond="sclmed" if n > 2 else None), "block_size": block, "weights": w}
+    K = np.asarray(stein_matrix(x, s, kernel=IMQ(bandwidth="sclmed" if n > 2 else None)))
+    kw = {"kernel": IMQ(bandwidth="sclmed" if n > 2 else None), "block_size": block, "weights": w}
     v = float(ksd_squared(x, s, **kw))
     np.testing.assert_allclose(v, w @ K @ w, rtol=1e-10, atol=1e-14 * np.abs(K).max())
     assert v >= -1e-12 * np.abs(K).max()

@@ -1,5 +1,5 @@
-"""The SVGD core (math.md §6, oracle 10): closed-form force, the KSD² it reports, and the flow
-equivalence, against brute-force autodiff of the definitions (float64)."""
+"""The SVGD core (docs/math.md §6, oracle 10): closed-form force, the KSD² it reports, and the
+flow equivalence, against brute-force autodiff of the definitions (float64)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ class TestClosedForm:
 
     @pytest.mark.parametrize("kernel", KERNELS[:2], ids=["imq", "gaussian"])
     def test_stein_rate_is_the_v_statistic(self, kernel):
-        """(1/n) sum_i A_p phi(x_i) = V-hat (math.md §6.2) by autodiff of phi; = ksd_squared."""
+        """(1/n) sum_i A_p phi(x_i) = V-hat (docs/math.md §6.2) by autodiff of phi;
+        = ksd_squared."""
         x, s = _points()
         A = _A()
         _, v = core.stein_force(x, s, A, kernel.profile)
@@ -73,7 +74,7 @@ class TestClosedForm:
         rate = jax.vmap(lambda xi, si: si @ phi(xi) + jnp.trace(jax.jacfwd(phi)(xi)))(x, s)
         np.testing.assert_allclose(v, jnp.mean(rate), rtol=1e-10)
         frozen = type(kernel)(**({} if isinstance(kernel, Gaussian) else kernel.profile._asdict()))
-        frozen.precond = np.asarray(jnp.linalg.inv(A))
+        frozen.bandwidth = np.asarray(jnp.linalg.inv(A))
         np.testing.assert_allclose(v, ksd_squared(x, s, kernel=frozen), rtol=1e-10)
 
     def test_linear_kernel_term(self):
@@ -100,8 +101,22 @@ class TestClosedForm:
         np.testing.assert_allclose(blocked[0], whole[0], rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(blocked[1], whole[1], rtol=1e-12)
 
+    @pytest.mark.parametrize("kernel", KERNELS[:2], ids=["imq", "gaussian"])
+    def test_isotropic_tiles_match_the_general_ones(self, kernel):
+        """A = aI: the engine's isotropic features (no Cholesky factor) give the same force and
+        V as the general ones, blocked or not; V is the engine's ksd_squared."""
+        x, s = _points(n=37)
+        A = 0.7 * jnp.eye(D)
+        general = core.stein_force(x, s, A, kernel.profile, block_size=8)
+        for block in (8, 1024):
+            iso = core.stein_force(x, s, A, kernel.profile, block_size=block, isotropic=True)
+            np.testing.assert_allclose(iso[0], general[0], rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(iso[1], general[1], rtol=1e-12)
+        ref = jax.vmap(_phi_reference(_base(kernel, A), x, s))(x)
+        np.testing.assert_allclose(general[0], ref, rtol=1e-10, atol=1e-12)
+
     def test_one_particle_is_gradient_ascent(self):
-        """phi = c^{2 beta} s for IMQ (math.md §6.4); V = k0(x, x)."""
+        """phi = c^{2 beta} s for IMQ (docs/math.md §6.4); V = k0(x, x)."""
         x, s = _points(n=1)
         kernel = IMQ(c=2.0, beta=-0.5)
         phi, _ = core.stein_force(x, s, jnp.eye(D), kernel.profile)
@@ -109,8 +124,8 @@ class TestClosedForm:
 
 
 def _induced_matrix_svgd(flow, kernel, A, x, s):
-    """Matrix SVGD in x with K(x, y) = J(x)^-1 k_z(Tx, Ty) J(y)^-T (math.md §6.3), by autodiff:
-    phi(x) = (1/n) sum_j K(x, x_j) s_p(x_j) + div_2 K(x, x_j)."""
+    """Matrix SVGD in x with K(x, y) = J(x)^-1 k_z(Tx, Ty) J(y)^-T (docs/math.md §6.3), by
+    autodiff: phi(x) = (1/n) sum_j K(x, x_j) s_p(x_j) + div_2 K(x, x_j)."""
     k = _base(kernel, A)
     j_inv = lambda y: jnp.linalg.inv(jax.jacfwd(flow)(y))  # noqa: E731
 
@@ -158,7 +173,7 @@ class TestFlowEquivalence:
         V, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(1), (D, D)))
         lin = Linear(V, jnp.array([3.0, 1.0, 0.5, 0.2]), jnp.full(D, 0.3))
         kernel, A, eps, steps = IMQ(c=1.5, beta=-0.5), _A(), 0.05, 5
-        kernel.precond = np.asarray(jnp.linalg.inv(A))  # fixed bandwidth in latent space
+        kernel.bandwidth = np.asarray(jnp.linalg.inv(A))  # fixed bandwidth in latent space
         x0, _ = _points(n=10)
         pre = FlowPreconditioner(lin)
         state = core.init(x0, log_p, optax.sgd(eps), kernel, pre)

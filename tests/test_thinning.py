@@ -1,4 +1,4 @@
-"""Greedy Stein thinning (math.md §2.8): agreement with stein-thinning, the greedy objective,
+"""Greedy Stein thinning (docs/math.md §2.8): agreement with stein-thinning, the greedy objective,
 flow diffusions (Theorem 3.5), position-dependent diffusions against a brute-force greedy on the
 Stein matrix, O(n) memory, bad input, and the MCMC-facing wrapper."""
 
@@ -19,6 +19,7 @@ from numpyro_dsd.mcmc.thinning import (
     thinned_ksd,
 )
 from numpyro_dsd.stein.engine import prepare
+from numpyro_dsd.stein.kernels import default_kernel
 
 
 def gaussian_draws(n: int = 300, d: int = 3, scale: float = 1.3, seed: int = 0):
@@ -55,26 +56,28 @@ def brute_force_greedy(K: np.ndarray, m: int) -> np.ndarray:
     return np.array(idx)
 
 
-@pytest.mark.parametrize("precond", ["id", "med", "sclmed", "smpcov"])
-def test_agrees_with_stein_thinning(x64, precond):
+@pytest.mark.parametrize("bandwidth", ["id", "med", "sclmed", "smpcov"])
+def test_agrees_with_stein_thinning(x64, bandwidth):
     x, s = gaussian_draws()
-    expected = thin(x, s, 40, standardize=False, preconditioner=precond)
-    kernel = IMQ(c=1.0, beta=-0.5, precond=None if precond == "id" else precond)
+    expected = thin(x, s, 40, standardize=False, preconditioner=bandwidth)
+    kernel = IMQ(c=1.0, beta=-0.5, bandwidth=None if bandwidth == "id" else bandwidth)
     got = thin_indices(x, s, 40, kernel=kernel)
     assert got.shape == (40,)
     np.testing.assert_array_equal(np.asarray(got), expected.astype(np.int64))
 
 
-def test_default_kernel_is_sclmed(x64):
+def test_default_kernel_is_med(x64):
+    """The default is the package's one KSD kernel, default_kernel() = IMQ(bandwidth="med"):
+    stein-thinning with preconditioner="med" (its own default is "sclmed")."""
     x, s = gaussian_draws(seed=3)
-    expected = thin(x, s, 25, standardize=False, preconditioner="sclmed")
+    expected = thin(x, s, 25, standardize=False, preconditioner="med")
     np.testing.assert_array_equal(np.asarray(thin_indices(x, s, 25)), expected.astype(np.int64))
 
 
 def test_log_prob_gives_the_same_indices(x64):
     x, s = gaussian_draws(seed=4)
     by_scores = thin_indices(x, s, 20)
-    by_log_prob = thin_indices(x, m=20, log_prob=lambda p: -0.5 * p @ p)
+    by_log_prob = thin_indices(x, num_points=20, log_prob=lambda p: -0.5 * p @ p)
     np.testing.assert_array_equal(np.asarray(by_scores), np.asarray(by_log_prob))
 
 
@@ -82,7 +85,7 @@ def test_thinned_set_has_small_ksd(x64):
     """Greedy selection beats the first m draws and random m draws by a wide margin."""
     x, s = burn_in_chain()
     m = 30
-    kernel = IMQ(precond="sclmed").frozen(x)
+    kernel = IMQ(bandwidth="sclmed").frozen(x)
 
     def ksd_of(idx):
         return float(ksd(x[idx], s[idx], kernel=kernel))
@@ -100,7 +103,7 @@ def test_thinned_set_has_small_ksd(x64):
 def test_gains_give_the_thinned_ksd(x64):
     """sqrt(2/m^2 sum_t g_t) is the V-statistic KSD of the selection (repeats counted)."""
     x, s = burn_in_chain(n=200)
-    kernel = IMQ(precond="sclmed").frozen(x)
+    kernel = IMQ(bandwidth="sclmed").frozen(x)
     idx, gains = greedy_stein(prepare(x, s, kernel=kernel), 40)
     direct = ksd(x[np.asarray(idx)], s[np.asarray(idx)], kernel=kernel)
     np.testing.assert_allclose(float(thinned_ksd(gains)), float(direct), rtol=1e-10)
@@ -134,7 +137,7 @@ def test_flow_thinning_is_latent_thinning(x64, transform):
 def test_position_dependent_matches_brute_force(x64):
     x, s = gaussian_draws(n=80, d=3, seed=5)
     diffusion = PositionDependent(m_fn)
-    kernel = IMQ(precond="med")
+    kernel = IMQ(bandwidth="med")
     K = np.asarray(stein_matrix(x, s, kernel=kernel, diffusion=diffusion))
     got = thin_indices(x, s, 30, kernel=kernel, diffusion=diffusion)
     np.testing.assert_array_equal(np.asarray(got), brute_force_greedy(K, 30))
@@ -155,7 +158,7 @@ def test_large_n_runs_in_linear_memory():
     x = jax.random.normal(jax.random.key(0), (n, d))
     idx = thin_indices(x, -x, m)
     assert idx.shape == (m,) and int(idx.max()) < n
-    sk = prepare(x, -x, kernel=IMQ(precond="sclmed"))
+    sk = prepare(x, -x, kernel=default_kernel())
     compiled = _greedy_scan.lower(sk.tile_fn, sk.feats, sk.consts, sk.diag, m).compile()
     analysis = compiled.memory_analysis()
     if analysis is not None:
@@ -165,7 +168,7 @@ def test_large_n_runs_in_linear_memory():
 @pytest.mark.parametrize("m", [0, -3, 2.5, True, None])
 def test_bad_m(m):
     x, s = gaussian_draws(n=10, d=2)
-    with pytest.raises(ValueError, match="m"):
+    with pytest.raises(ValueError, match="num_points"):
         thin_indices(x, s, m)
 
 
@@ -183,7 +186,7 @@ def test_shape_mismatch():
         thin_indices(x, s[:, :1], 4)
 
 
-# --- the MCMC-facing wrapper (needs numpyro_dsd.mcmc.inputs) -----------------------------------------
+# --- the MCMC-facing wrapper (needs numpyro_dsd.mcmc.inputs) --------------------------------------
 
 
 def _model():
@@ -202,7 +205,7 @@ def test_stein_thin_on_a_dict_of_draws():
         "mu": jnp.asarray(rng.standard_normal((chains, draws, 2)), jnp.float32),
         "sigma": jnp.asarray(np.abs(rng.standard_normal((chains, draws))), jnp.float32),
     }
-    res = stein_thin(samples, 20, model=_model)
+    res = stein_thin(samples, model=_model, num_points=20)
     assert isinstance(res, ThinningResult)
     assert res.indices.shape == res.chain.shape == res.draw.shape == (20,)
     np.testing.assert_array_equal(res.indices, res.chain * draws + res.draw)
@@ -212,7 +215,9 @@ def test_stein_thin_on_a_dict_of_draws():
     sigma = np.asarray(samples["sigma"])[res.chain, res.draw]
     np.testing.assert_allclose(res.x[:, 2], np.log(sigma), rtol=1e-5, atol=1e-6)
     assert res.x.shape == (20, 3) and float(res.ksd) > 0
-    assert res.settings["preconditioner"] == "sclmed"
+    assert res.settings["bandwidth"] == "med"
+    assert res.settings["num_points"] == 20 and res.settings["num_draws"] == chains * draws
+    assert res.settings["rng_key"] == "jax.random.key(0) (default: rng_key=None)"
 
 
 def test_stein_thin_on_mcmc():
@@ -221,14 +226,14 @@ def test_stein_thin_on_mcmc():
 
     mcmc = MCMC(NUTS(_model), num_warmup=50, num_samples=100, progress_bar=False)
     mcmc.run(jax.random.key(0), extra_fields=("z_grad",))
-    res = stein_thin(mcmc, 10)
+    res = stein_thin(mcmc, num_points=10)
     assert res.indices.shape == (10,) and set(res.samples) >= {"mu", "sigma"}
     assert res.samples["sigma"].shape == (10,)
 
 
 def test_stein_thin_bad_m():
-    with pytest.raises(ValueError, match="m"):
-        stein_thin({}, 0)
+    with pytest.raises(ValueError, match="num_points"):
+        stein_thin({}, num_points=0)
 
 
 def test_stein_thin_matches_thin_indices_and_reports_the_ksd(x64):
@@ -245,10 +250,10 @@ def test_stein_thin_matches_thin_indices_and_reports_the_ksd(x64):
     s = np.asarray(draws.scores).reshape(-1, 3)
     flow = FlowDiffusion(AffineTransform(jnp.zeros(3), jnp.array([2.0, 1.0, 0.5])))
     for diffusion in ("identity", flow):
-        res = stein_thin(samples, 15, _model, diffusion=diffusion)
+        res = stein_thin(samples, _model, num_points=15, diffusion=diffusion)
         expected = thin_indices(x, s, 15, diffusion=None if diffusion == "identity" else flow)
         np.testing.assert_array_equal(res.indices, expected)
-    kernel = IMQ(precond="sclmed").frozen(flow.latent(jnp.asarray(x), jnp.asarray(s))[0])
+    kernel = default_kernel().frozen(flow.latent(jnp.asarray(x), jnp.asarray(s))[0])
     idx = np.asarray(res.indices)
     direct = ksd(x[idx], s[idx], kernel=kernel, diffusion=flow)
     np.testing.assert_allclose(float(res.ksd), float(direct), rtol=1e-8)

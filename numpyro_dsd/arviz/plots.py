@@ -1,8 +1,9 @@
 """Plots of the KSD diagnostic with the ArviZ look.
 
-Both plots take the :class:`xarray.Dataset` of the KSD diagnostic (coords ``chain`` and ``draw``;
-``ksd``, ``pvalue`` over ``chain``, ``ksd_pooled``, ``pvalue_pooled`` and the prefix curves
-``ksd_trace`` over ``(chain, draw)``) and follow the conventions of the installed ArviZ line:
+Both plots take the :class:`xarray.Dataset` of the KSD diagnostic (coords ``chain`` and
+``prefix``; ``ksd``, ``pvalue`` over ``chain``, ``ksd_pooled``, ``pvalue_pooled`` and the prefix
+curves ``ksd_trace`` over ``(chain, prefix)``, the ``prefix`` coordinate holding the prefix
+lengths m) and follow the conventions of the installed ArviZ line:
 
 * ArviZ 0.x: drawn with matplotlib in the ``arviz-darkgrid`` style (global rcParams untouched),
   the :class:`matplotlib.axes.Axes` is returned;
@@ -20,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from numpyro_dsd.arviz.convert import SVGD_TRACE, arviz_1, get_group, is_inference_data
+from numpyro_dsd.vocabulary import DRAW, PREFIX
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -32,8 +34,10 @@ _STYLE = "arviz-darkgrid"
 
 
 def _title(ds: xr.Dataset, what: str) -> str:
-    """``what`` followed by the kernel / diffusion / preconditioner found in the attributes."""
-    keys = ("kernel", "diffusion", "preconditioner")
+    """``what`` followed by the kernel / bandwidth / diffusion / preconditioner found in the
+    attributes (``preconditioner``: SVGD's, or the bandwidth in files written before it was
+    called ``bandwidth``)."""
+    keys = ("kernel", "bandwidth", "diffusion", "preconditioner")
     parts = [f"{k}: {ds.attrs[k]}" for k in keys if k in ds.attrs]
     return what if not parts else f"{what}\n({', '.join(parts)})"
 
@@ -50,9 +54,17 @@ def _flagged(ds: xr.Dataset, level: float) -> np.ndarray:
 
 def _reference(ds: xr.Dataset) -> np.ndarray:
     """:math:`\\mathrm{KSD}_{m_0} \\sqrt{m_0 / m}` anchored at the first chain's first point."""
-    m = np.asarray(ds["draw"].values, dtype=float)
-    k0 = float(ds["ksd_trace"].isel(chain=0, draw=0))
+    m = np.asarray(ds[PREFIX].values, dtype=float)
+    k0 = float(ds["ksd_trace"].isel({"chain": 0, PREFIX: 0}))
     return k0 * np.sqrt(m[0] / m)
+
+
+def _with_prefix_dim(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the prefix curves over ``(chain, prefix)``: files written before the
+    ``prefix`` dimension existed hold them over ``(chain, draw)``."""
+    if PREFIX not in ds["ksd_trace"].dims and DRAW in ds["ksd_trace"].dims:
+        return ds.rename({DRAW: PREFIX})
+    return ds
 
 
 def plot_ksd(
@@ -108,8 +120,9 @@ def plot_ksd_trace(
     Parameters
     ----------
     ds : xarray.Dataset
-        The KSD diagnostic: ``ksd_trace`` over ``(chain, draw)`` (``draw`` holds the prefix
-        lengths m) and ``pvalue`` over ``chain``.
+        The KSD diagnostic: ``ksd_trace`` over ``(chain, prefix)`` (the ``prefix`` coordinate
+        holds the prefix lengths m) and ``pvalue`` over ``chain``. Curves over
+        ``(chain, draw)``, as files written by earlier versions hold them, are read too.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; a new figure otherwise.
     level : float
@@ -128,10 +141,11 @@ def plot_ksd_trace(
     >>> import numpy as np, xarray as xr
     >>> m = np.array([10, 100, 1000])
     >>> ds = xr.Dataset(
-    ...     {"ksd_trace": (("chain", "draw"), [m**-0.5, [0.3, 0.3, 0.3]]),
-    ...      "pvalue": ("chain", [0.5, 0.0])}, coords={"chain": [0, 1], "draw": m})
+    ...     {"ksd_trace": (("chain", "prefix"), [m**-0.5, [0.3, 0.3, 0.3]]),
+    ...      "pvalue": ("chain", [0.5, 0.0])}, coords={"chain": [0, 1], "prefix": m})
     >>> out = plot_ksd_trace(ds)
     """
+    ds = _with_prefix_dim(ds)
     if arviz_1():
         return _plot_trace_pc(ds, ax, level, figsize)
     import arviz as az
@@ -146,7 +160,7 @@ def plot_ksd_trace(
 def plot_svgd_trace(data: Any, ax: Axes | None = None, *, figsize: Any = None) -> Any:
     """SVGD's per-step KSD² of the particles and RMS Stein force, log scale.
 
-    The KSD² (:math:`\\frac1n\\sum_i\\mathcal A_p\\phi(z_i)`, math.md §6.2) is measured with
+    The KSD² (:math:`\\frac1n\\sum_i\\mathcal A_p\\phi(z_i)`, docs/math.md §6.2) is measured with
     the step's own kernel and, with a preconditioner, in its latent space: compare it within a
     run (a re-estimated constant preconditioner changes the coordinates every ``every`` steps).
 
@@ -237,7 +251,7 @@ def _draw_ksd(ax: Axes, ds: xr.Dataset, level: float) -> None:
 
 
 def _draw_trace(ax: Axes, ds: xr.Dataset, level: float) -> None:
-    m = np.asarray(ds["draw"].values)
+    m = np.asarray(ds[PREFIX].values)
     flag = _flagged(ds, level) if "pvalue" in ds else np.zeros(ds.sizes["chain"], bool)
     for i, c in enumerate(ds["chain"].values):
         y = ds["ksd_trace"].sel(chain=c).values
@@ -351,12 +365,12 @@ def _plot_trace_pc(ds: xr.Dataset, ax: Axes | None, level: float, figsize: Any) 
     curves = ds[["ksd_trace"]]
     flag = np.zeros(ds.sizes["chain"], bool) if "pvalue" not in ds else _flagged(ds, level)
     flag = xr.DataArray(flag, coords={"chain": ds["chain"]})
-    ref = xr.Dataset({"ksd_trace": ("draw", _reference(ds))}, coords={"draw": ds["draw"]})
+    ref = xr.Dataset({"ksd_trace": (PREFIX, _reference(ds))}, coords={PREFIX: ds[PREFIX]})
     pc = _collection(curves, ax, figsize)
-    pc.map(line, "ksd_trace", data=curves.where(~flag), xname="draw")
+    pc.map(line, "ksd_trace", data=curves.where(~flag), xname=PREFIX)
     if flag.any():
-        pc.map(line, "flagged", data=curves.where(flag), xname="draw", linestyle="--")
-    pc.map(line, "reference", data=ref, xname="draw", ignore_aes="all", color="B2", linestyle=":")
+        pc.map(line, "flagged", data=curves.where(flag), xname=PREFIX, linestyle="--")
+    pc.map(line, "reference", data=ref, xname=PREFIX, ignore_aes="all", color="B2", linestyle=":")
     for func, label, scale in ((set_xscale, "xscale", "log"), (set_yscale, "yscale", "log")):
         pc.map(func, label, data=ref, ignore_aes="all", store_artist=False, scale=scale)
     title = _title(ds, "KSD of the first m draws")

@@ -1,7 +1,7 @@
 """The small flow interface: a bijection :math:`T` (data to latent) and its log-determinant.
 
 A normalizing flow is used here as a change of coordinates :math:`z = T(x)` with Jacobian
-:math:`J(x) = \\partial z / \\partial x` (math.md §0). Everything
+:math:`J(x) = \\partial z / \\partial x` (docs/math.md §0). Everything
 :class:`~numpyro_dsd.FlowDiffusion` needs of it is, for **one** point,
 
 - ``transform_and_log_det(x) -> (z, log|det J(x)|)``, the normalising direction, and

@@ -1,4 +1,5 @@
-"""Continuous-time flows :math:`\\dot z_t = v(z_t, t)` and how DSM changes along them (math.md §5).
+"""Continuous-time flows :math:`\\dot z_t = v(z_t, t)` and how DSM changes along them
+(docs/math.md §5).
 
 The flow map :math:`T_t` takes :math:`z_{t_0} = x` to :math:`z_t`; with
 :math:`J_t = \\partial z_t/\\partial x` and :math:`\\nabla v = \\nabla_z v(z_t, t)`, along each
@@ -38,7 +39,7 @@ and 23 ms at ``odeint``'s own 1.4e-8.
 ``solver="dopri5"`` is ``jax.experimental.ode.odeint`` (adaptive Dormand-Prince 5(4) with
 ``rtol``/``atol``; present, documented and not deprecated in the installed JAX 0.10.2: no
 warning on import or use). It is the choice
-for accurate trajectories (math.md §8: :math:`\\dot D` needs accurate :math:`\\delta_t`) and
+for accurate trajectories (docs/math.md §8: :math:`\\dot D` needs accurate :math:`\\delta_t`) and
 supports reverse mode (``grad``, ``vjp``, ``jacrev``) through its adjoint ODE, but **not** forward
 mode: ``odeint`` is a ``custom_vjp`` function, and ``jax.jacfwd`` through it raises a
 ``ValueError`` here. So ``FlowDiffusion(ContinuousFlow(v, solver="dopri5"))`` does not work,
@@ -234,7 +235,7 @@ class ContinuousFlow:
         jacobian: bool = False,
         log_det: bool = True,
     ) -> Trajectory:
-        """Integrate one particle's augmented state from :math:`z_{t_0} = x` (math.md §5).
+        """Integrate one particle's augmented state from :math:`z_{t_0} = x` (docs/math.md §5).
 
         Parameters
         ----------
@@ -372,8 +373,8 @@ def dsm_path(
         \\dot D(t) = -2\\sum_i w_i\\,\\delta_{t,i}^\\top\\nabla_z v(z_{t,i}, t)\\,\\delta_{t,i}
 
     (one JVP), so no :math:`d\\times d` matrix is formed. :math:`D(t)` is
-    :math:`\\mathrm{SM}(q_t, p_t) = \\mathrm{DSM}_{J_t^{-1}}(q, p)` (math.md §5); only the symmetric
-    part of :math:`\\nabla v` changes it.
+    :math:`\\mathrm{SM}(q_t, p_t) = \\mathrm{DSM}_{J_t^{-1}}(q, p)` (docs/math.md §5); only the
+    symmetric part of :math:`\\nabla v` changes it.
 
     Parameters
     ----------
@@ -447,7 +448,7 @@ def _velocity(v: Velocity, z: jax.Array, t: jax.Array) -> jax.Array:
 
 
 def _rhs(v: Velocity, y: _State, t: jax.Array) -> _State:
-    """Time derivative of the augmented state (math.md §5)."""
+    """Time derivative of the augmented state (docs/math.md §5)."""
 
     def vel(z: jax.Array) -> jax.Array:
         return _velocity(v, z, t)

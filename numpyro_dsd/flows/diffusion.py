@@ -27,7 +27,7 @@ __all__ = ["FlowDiffusion"]
 
 class FlowDiffusion:
     """Flow diffusion :math:`M(x) = J(x)^{-1}`, :math:`J = \\partial z/\\partial x`, with the
-    kernel :math:`k_z(T(x), T(y))` (math.md §3).
+    kernel :math:`k_z(T(x), T(y))` (docs/math.md §3).
 
     By Theorem 3.5 this diffusion KSD equals the plain (Langevin) KSD of the latent points
     :math:`z_i = T(x_i)` against the pushed-forward target :math:`T_\\#p`, whose score is
@@ -36,9 +36,9 @@ class FlowDiffusion:
     .. math:: s_{T_\\#p}(T(x)) = J(x)^{-\\top}\\big(s_p(x) - \\nabla_x\\log|\\det J(x)|\\big)
         = \\nabla G(z)^\\top s_p(x) + \\nabla_z \\log|\\det\\nabla G(z)|,\\quad z = T(x).
 
-    So the features are computed the cheap way (math.md §3.8): map each point to latent space,
+    So the features are computed the cheap way (docs/math.md §3.8): map each point to latent space,
     form its latent score, and apply the plain Stein kernel there, :math:`O(n^2 d)` for the pairs.
-    The kernel's preconditioner (e.g. ``"med"``) is estimated on the latent points.
+    The kernel's bandwidth (e.g. ``"med"``) is estimated on the latent points.
 
     ``FlowDiffusion(T)`` takes the data-to-latent map :math:`T` and uses the right-hand form
     with :math:`J` from ``jax.jacfwd`` and a linear solve (:math:`O(d^3)` per point; no inverse
@@ -61,7 +61,8 @@ class FlowDiffusion:
 
     Examples
     --------
-    An affine flow :math:`T(x) = Ax` is the constant diffusion :math:`M = A^{-1}` (math.md §3.7):
+    An affine flow :math:`T(x) = Ax` is the constant diffusion :math:`M = A^{-1}`
+    (docs/math.md §3.7):
 
     >>> import jax.numpy as jnp
     >>> from numpyro.distributions.transforms import AffineTransform

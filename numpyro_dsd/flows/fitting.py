@@ -48,6 +48,7 @@ from numpyro_dsd.flows.fitted import (
     _TransformedNormal,
 )
 from numpyro_dsd.model.layout import ModelLayout
+from numpyro_dsd.vocabulary import rng_key_or_default
 
 __all__ = [
     "default_optim",
@@ -120,7 +121,7 @@ def fit_flow(
     num_particles : int
         ELBO particles per step.
     rng_key : jax.random key, optional
-        Default ``jax.random.key(0)``.
+        None means ``jax.random.key(0)`` (:mod:`numpyro_dsd.vocabulary`'s key rule).
     progress_bar : bool
         NumPyro's progress bar.
     init_state : SVIState, optional
@@ -296,7 +297,7 @@ def _run(
 ) -> Any:
     """``svi.run``, resumable on a new ``SVI`` object: NumPyro's ``run(init_state=...)`` only
     works on the object that made the state, so set this one up (a trace, no steps) first."""
-    key = jax.random.key(0) if rng_key is None else rng_key
+    key, _ = rng_key_or_default(rng_key)
     if init_state is not None:
         svi.init(key, *args, **kwargs)
     return svi.run(

@@ -1,4 +1,4 @@
-"""The Riemannian view of a flow (math.md §4): the pulled-back metric :math:`J^\\top J`.
+"""The Riemannian view of a flow (docs/math.md §4): the pulled-back metric :math:`J^\\top J`.
 
 A data-to-latent flow :math:`z = T(x)` with Jacobian :math:`J(x)` makes :math:`\\mathbb R^d` a
 Riemannian manifold with metric :math:`\\mathsf G(x) = J(x)^\\top J(x)` and volume
@@ -16,9 +16,10 @@ Riemannian manifold with metric :math:`\\mathsf G(x) = J(x)^\\top J(x)` and volu
   :math:`T(x)` is :func:`riemannian_hyvarinen` at :math:`x`.
 
 ``flow`` is a data-to-latent bijection with ``transform_and_log_det(x) -> (z, log|det J|)`` for
-one point (see :mod:`numpyro_dsd.flows.bijections`), a NumPyro ``Transform``, or an object holding one
-as ``.bijection``. Points ``x`` are one point (d,) or a batch (n, d); the output has the same
-leading shape. :math:`\\mathsf G^{-1}` is applied with two solves, never an inverse (math.md §8).
+one point (see :mod:`numpyro_dsd.flows.bijections`), a NumPyro ``Transform``, or an object
+holding one as ``.bijection``. Points ``x`` are one point (d,) or a batch (n, d); the output has
+the same leading shape. :math:`\\mathsf G^{-1}` is applied with two solves, never an inverse
+(docs/math.md §8).
 """
 
 from __future__ import annotations
@@ -265,10 +266,10 @@ def riemannian_hyvarinen(flow: object, log_p: Fn, x: ArrayLike) -> jax.Array:
     + 2\\,\\Delta_{\\mathsf G}\\log\\tilde p`, with :math:`\\tilde p = p/|\\det J|`.
 
     It equals the latent Hyvärinen integrand
-    :math:`\\|s_{T_\\#p}\\|^2 + 2\\nabla_z\\cdot s_{T_\\#p}` at :math:`z = T(x)` (math.md §4,
+    :math:`\\|s_{T_\\#p}\\|^2 + 2\\nabla_z\\cdot s_{T_\\#p}` at :math:`z = T(x)` (docs/math.md §4,
     oracle 13), so its mean over draws of :math:`q` is the latent implicit score matching
-    objective of :func:`numpyro_dsd.flows.score_matching.implicit_dsm` with ``latent=True``, computed
-    without the flow's inverse.
+    objective of :func:`numpyro_dsd.flows.score_matching.implicit_dsm` with ``latent=True``,
+    computed without the flow's inverse.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Diffusion score matching (math.md §1.3) and its latent-space form for flows (Theorem 3.4).
+"""Diffusion score matching (docs/math.md §1.3) and its latent-space form for flows (Theorem 3.4).
 
 For a diffusion matrix :math:`M(x)` (d, d), the diffusion score matching divergence is
 
@@ -11,7 +11,7 @@ the second (implicit, Hyvärinen) form needing only samples of :math:`q`. :math:
 plain score matching. For a flow :math:`z = T(x)` with Jacobian :math:`J` and :math:`M = J^{-1}`
 it is score matching of the pushforwards: :math:`\\mathrm{DSM}_{J^{-1}}(q, p) =
 \\mathrm{SM}(T_\\#q, T_\\#p)` (Theorem 3.4). The objectives never invert a flow's Jacobian:
-products with :math:`J^{-1}` and :math:`J^{-\\top}` are linear solves (math.md §8).
+products with :math:`J^{-1}` and :math:`J^{-\\top}` are linear solves (docs/math.md §8).
 
 A *diffusion* here is any of: ``None`` or :class:`~numpyro_dsd.Identity` (:math:`M = I`),
 :class:`~numpyro_dsd.Constant`, :class:`~numpyro_dsd.PositionDependent`, a (d, d) array, a
@@ -237,7 +237,7 @@ def dsm(
 ) -> jax.Array:
     """Explicit diffusion score matching :math:`\\frac1n\\sum_i\\|M^\\top(s_q - s_p)\\|^2(x_i)`.
 
-    A Monte Carlo estimate of :math:`\\mathrm{DSM}_M(q, p)` (math.md §1.3) from draws
+    A Monte Carlo estimate of :math:`\\mathrm{DSM}_M(q, p)` (docs/math.md §1.3) from draws
     :math:`x_i \\sim q`; ``diffusion=None`` gives plain score matching
     :math:`\\mathrm{SM}(q, p) = \\mathbb E_q\\|s_q - s_p\\|^2`. With a flow, :math:`M = J^{-1}`
     and the value is :math:`\\mathrm{SM}(T_\\#q, T_\\#p)` (Theorem 3.4). The value depends on

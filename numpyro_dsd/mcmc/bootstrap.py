@@ -1,12 +1,13 @@
-"""Wild-bootstrap goodness-of-fit test of :math:`H_0: q = p` with the KSD (math.md §2.6).
+"""Wild-bootstrap goodness-of-fit test of :math:`H_0: q = p` with the KSD (docs/math.md §2.6).
 
 The statistic is the degenerate V-statistic :math:`n\\hat V = n^{-1}\\sum_{i,j} k^0(x_i, x_j)`;
 its replicates are :math:`B_m = n^{-1} W^{(m)\\top} K^0 W^{(m)}` for random sign vectors
-:math:`W^{(m)}`, and the p-value is :math:`(1 + \\#\\{m: B_m \\ge n\\hat V\\})/(1 + N_{boot})`.
+:math:`W^{(m)}`, and the p-value is :math:`(1 + \\#\\{m: B_m \\ge n\\hat V\\}) / (1 + N_{boot})`
+with :math:`N_{boot}` = ``num_bootstrap`` replicates.
 
 For independent draws the signs are i.i.d. Rademacher (Liu, Lee & Jordan 2016). MCMC output is
 autocorrelated, and i.i.d. signs then reject far too often, so the signs follow the Markov
-*sign process* of Chwialkowski, Sejdinovic & Gretton (2016): :math:`W_1 = \\pm 1`, and
+*sign process* of Chwialkowski, Sejdinovic & Gretton (2014): :math:`W_1 = \\pm 1`, and
 :math:`W_t = -W_{t-1}` with probability :math:`a`, else :math:`W_t = W_{t-1}`. Its
 autocorrelation is :math:`(1 - 2a)^{|s-t|}`. The flip probability is chosen from the chain's
 integrated autocorrelation time :math:`\\tau = n / \\mathrm{ESS}` (smallest ESS over the
@@ -37,6 +38,7 @@ from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import SteinKernel, local_devices, prepare, tile_size
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
 from numpyro_dsd.stein.tiling import pair_matvec
+from numpyro_dsd.vocabulary import renamed_arguments, rng_key_or_default
 
 __all__ = [
     "DEFAULT_KAPPA",
@@ -58,16 +60,21 @@ class BootstrapResult(NamedTuple):
     ----------
     statistic : scalar
         :math:`n \\hat V`.
-    replicates : (n_boot,)
+    replicates : (num_bootstrap,)
         :math:`B_m`.
     pvalue : scalar
         :math:`(1 + \\#\\{B_m \\ge n\\hat V\\}) / (1 + N_{boot})`.
+    flip_prob : tuple of float
+        The sign-process flip probability of each chain (:func:`ksd_test`).
+    rng_key : str or None
+        Which key drew the signs (:func:`ksd_test`; ``numpyro_dsd.vocabulary``'s key rule).
     """
 
     statistic: jax.Array
     replicates: jax.Array
     pvalue: jax.Array
     flip_prob: tuple[float, ...] = ()
+    rng_key: str | None = None
 
 
 def flip_probability(x: np.ndarray, scores: np.ndarray, kappa: float = DEFAULT_KAPPA) -> float:
@@ -105,8 +112,12 @@ def flip_probability(x: np.ndarray, scores: np.ndarray, kappa: float = DEFAULT_K
     return float(min(0.5, 1.0 / (2.0 * kappa * tau)))
 
 
-def sign_process(key: jax.Array, n: int, n_boot: int, flip_prob: float) -> jax.Array:
-    """``n_boot`` independent sign processes of length ``n``, as columns of an (n, n_boot) array.
+@renamed_arguments(key="rng_key", n="num_draws", n_boot="num_bootstrap")
+def sign_process(
+    rng_key: jax.Array, num_draws: int, num_bootstrap: int, flip_prob: float
+) -> jax.Array:
+    """``num_bootstrap`` independent sign processes of length ``num_draws``, as the columns of a
+    (num_draws, num_bootstrap) array.
 
     :math:`W_1 = \\pm 1` uniformly; :math:`W_t = -W_{t-1}` with probability ``flip_prob``.
     ``flip_prob = 0.5`` gives i.i.d. Rademacher signs.
@@ -119,9 +130,9 @@ def sign_process(key: jax.Array, n: int, n_boot: int, flip_prob: float) -> jax.A
     """
     if not 0.0 < flip_prob <= 0.5:
         raise ValueError(f"flip_prob must lie in (0, 0.5]; got {flip_prob}.")
-    k0, k1 = jax.random.split(key)
-    first = jax.random.rademacher(k0, (1, n_boot), dtype=jnp.int8)
-    flips = jnp.where(jax.random.bernoulli(k1, flip_prob, (n - 1, n_boot)), -1, 1)
+    k0, k1 = jax.random.split(rng_key)
+    first = jax.random.rademacher(k0, (1, num_bootstrap), dtype=jnp.int8)
+    flips = jnp.where(jax.random.bernoulli(k1, flip_prob, (num_draws - 1, num_bootstrap)), -1, 1)
     return jnp.cumprod(jnp.concatenate([first, flips.astype(jnp.int8)]), axis=0)
 
 
@@ -138,8 +149,8 @@ def wild_bootstrap(
     ----------
     sk : SteinKernel
         From :func:`numpyro_dsd.stein.prepare` on the n points (freeze the kernel first, so the
-        bandwidth is not fitted to the data being tested; math.md §8).
-    signs : (n, n_boot)
+        bandwidth is not fitted to the data being tested; docs/math.md §8).
+    signs : (n, num_bootstrap)
         Sign vectors, e.g. :func:`sign_process` per chain, stacked along n for pooled chains
         (independent chains get independent processes).
     block_size, devices
@@ -160,7 +171,7 @@ def wild_bootstrap(
     """
     n = sk.n
     if signs.ndim != 2 or signs.shape[0] != n:
-        raise ValueError(f"signs must have shape ({n}, n_boot); got {tuple(signs.shape)}.")
+        raise ValueError(f"signs must have shape ({n}, num_bootstrap); got {tuple(signs.shape)}.")
     dtype = sk.diag.dtype
     w = jnp.concatenate([jnp.ones((n, 1), dtype), signs.astype(dtype)], axis=1)
     block, devs = tile_size(sk, block_size), local_devices(devices)
@@ -172,33 +183,37 @@ def wild_bootstrap(
 
 
 def chain_signs(
-    key: jax.Array,
+    rng_key: jax.Array,
     x: np.ndarray,
     scores: np.ndarray,
-    n_boot: int,
+    num_bootstrap: int,
     flip_prob: float | str,
     kappa: float,
 ) -> tuple[jax.Array, tuple[float, ...]]:
-    """Independent sign processes for chains (C, n, d), stacked to (C n, n_boot), and the flip
-    probability of each chain (``"auto"``: :func:`flip_probability`)."""
+    """Independent sign processes for chains (C, n, d), stacked to (C n, num_bootstrap), and the
+    flip probability of each chain (``"auto"``: :func:`flip_probability`); one sub-key of
+    ``rng_key`` per chain."""
     if isinstance(flip_prob, str) and flip_prob != "auto":
         raise ValueError(f"flip_prob must be 'auto' or a number in (0, 0.5]; got {flip_prob!r}.")
     if flip_prob == "auto":
         probs = tuple(flip_probability(xc, sc, kappa) for xc, sc in zip(x, scores, strict=True))
     else:
         probs = (float(flip_prob),) * x.shape[0]
-    keys = jax.random.split(key, x.shape[0])
-    signs = [sign_process(k, x.shape[1], n_boot, a) for k, a in zip(keys, probs, strict=True)]
+    keys = jax.random.split(rng_key, x.shape[0])
+    signs = [
+        sign_process(k, x.shape[1], num_bootstrap, a) for k, a in zip(keys, probs, strict=True)
+    ]
     return jnp.concatenate(signs, axis=0), probs
 
 
+@renamed_arguments(n_boot="num_bootstrap")
 def ksd_test(
     x: np.ndarray,
     scores: np.ndarray,
     *,
     kernel: IMQ | Gaussian | None = None,
     diffusion: Diffusion | None = None,
-    n_boot: int = 1000,
+    num_bootstrap: int = 1000,
     flip_prob: float | str = "auto",
     kappa: float = DEFAULT_KAPPA,
     rng_key: jax.Array | None = None,
@@ -211,28 +226,30 @@ def ksd_test(
         Draws in sampling order and :math:`\\nabla\\log p` at them. Several chains are pooled
         (one statistic over all draws), each with its own independent sign process.
     kernel, diffusion
-        As for :func:`numpyro_dsd.ksd`. A data-dependent preconditioner (``"med"`` ...) is
-        resolved on the draws being tested; pass a frozen kernel to avoid that.
-    n_boot : int
-        Number of bootstrap replicates.
+        As for :func:`numpyro_dsd.ksd` (default kernel:
+        :func:`~numpyro_dsd.stein.kernels.default_kernel`). A data-dependent bandwidth
+        (``"med"`` ...) is resolved on the draws being tested; pass a frozen kernel to avoid that.
+    num_bootstrap : int
+        Number of bootstrap replicates (``n_boot`` is its deprecated name).
     flip_prob : float or "auto"
         Sign-process flip probability (0.5: i.i.d. Rademacher, for independent draws);
         ``"auto"`` sets it per chain from the autocorrelation time.
     kappa : float
         Memory factor of the automatic choice.
     rng_key : jax.Array, optional
-        Default ``jax.random.key(0)``.
+        For the signs; None means ``jax.random.key(0)`` (:mod:`numpyro_dsd.vocabulary`'s key
+        rule), recorded in the result's ``rng_key``.
 
     Returns
     -------
-    BootstrapResult, with the flip probability of each chain.
+    BootstrapResult, with the flip probability of each chain and the key record.
 
     Examples
     --------
     >>> x = jax.random.normal(jax.random.key(0), (2, 400, 2))  # two chains of N(0, I)
-    >>> bool(ksd_test(x, -x, n_boot=200).pvalue > 0.01)
+    >>> bool(ksd_test(x, -x, num_bootstrap=200).pvalue > 0.01)
     True
-    >>> bool(ksd_test(1.3 * x, -1.3 * x, n_boot=200).pvalue < 0.01)  # scale 30% too wide
+    >>> bool(ksd_test(1.3 * x, -1.3 * x, num_bootstrap=200).pvalue < 0.01)  # scale 30% too wide
     True
     """
     x, scores = np.asarray(x), np.asarray(scores)
@@ -243,10 +260,10 @@ def ksd_test(
             f"x and scores must both have shape (n, d) or (chains, n, d); got {x.shape} and "
             f"{scores.shape}."
         )
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer; got {n_boot}.")
-    key = jax.random.key(0) if rng_key is None else rng_key
-    signs, probs = chain_signs(key, x, scores, n_boot, flip_prob, kappa)
+    if num_bootstrap < 1:
+        raise ValueError(f"num_bootstrap must be a positive integer; got {num_bootstrap}.")
+    key, record = rng_key_or_default(rng_key)
+    signs, probs = chain_signs(key, x, scores, num_bootstrap, flip_prob, kappa)
     flat = (x.reshape(-1, x.shape[-1]), scores.reshape(-1, x.shape[-1]))
     sk = prepare(*flat, kernel=kernel, diffusion=diffusion)
-    return wild_bootstrap(sk, signs)._replace(flip_prob=probs)
+    return wild_bootstrap(sk, signs)._replace(flip_prob=probs, rng_key=record)

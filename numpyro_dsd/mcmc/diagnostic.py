@@ -3,14 +3,16 @@
 For draws :math:`x^{(c)}_{1:n}` of chains :math:`c = 1..C` and their scores,
 :func:`ksd_diagnostic` reports
 
-- ``ksd[c]`` :math:`= \\sqrt{\\hat V}` of chain c and ``ksd_pooled`` of all draws (math.md §2.1);
+- ``ksd[c]`` :math:`= \\sqrt{\\hat V}` of chain c and ``ksd_pooled`` of all draws
+  (docs/math.md §2.1);
 - ``pvalue[c]`` and ``pvalue_pooled``: the wild-bootstrap test of :math:`H_0: q = p` with the
-  sign process for autocorrelated draws (math.md §2.6, :mod:`numpyro_dsd.mcmc.bootstrap`);
-- ``ksd_trace[c, m]`` :math:`= \\sqrt{\\hat V_m}` of the first m draws at log-spaced m
-  (math.md §2.7, :mod:`numpyro_dsd.mcmc.prefix`).
+  sign process for autocorrelated draws (docs/math.md §2.6, :mod:`numpyro_dsd.mcmc.bootstrap`);
+- ``ksd_trace[c, m]`` :math:`= \\sqrt{\\hat V_m}` of the first m draws at log-spaced m, over
+  dimensions ``(chain, prefix)`` with the prefix length m as the ``prefix`` coordinate
+  (docs/math.md §2.7, :mod:`numpyro_dsd.mcmc.prefix`).
 
-One kernel serves every number: a data-dependent preconditioner is resolved once on the pooled
-points (latent points for a flow) and frozen, so chains are comparable (math.md §8).
+One kernel serves every number: a data-dependent bandwidth is resolved once on the pooled
+points (latent points for a flow) and frozen, so chains are comparable (docs/math.md §8).
 """
 
 from __future__ import annotations
@@ -24,19 +26,22 @@ import numpy as np
 import xarray as xr
 
 from numpyro_dsd.mcmc.bootstrap import DEFAULT_KAPPA, chain_signs, wild_bootstrap
-from numpyro_dsd.mcmc.inputs import Draws, resolve_diffusion, resolve_draws
+from numpyro_dsd.mcmc.inputs import Draws, canonical_diffusion, resolve_diffusion, resolve_draws
 from numpyro_dsd.mcmc.prefix import prefix_ksd_squared, prefix_points
 from numpyro_dsd.stein.diffusion import Diffusion
-from numpyro_dsd.stein.engine import prepare
-from numpyro_dsd.stein.kernels import IMQ, Gaussian
+from numpyro_dsd.stein.engine import checked_features, from_features, take_features
+from numpyro_dsd.stein.kernels import IMQ, Gaussian, default_kernel
+from numpyro_dsd.vocabulary import CHAIN, PREFIX, renamed_arguments, rng_key_or_default
 
 __all__ = ["DEFAULT_KERNEL", "ksd_diagnostic", "diagnose_draws"]
 
-#: The diagnostic's kernel: IMQ (c = 1, beta = -1/2), bandwidth the median pairwise distance of
-#: the pooled points, frozen.
-DEFAULT_KERNEL = IMQ(precond="med")
+#: The diagnostic's kernel, :func:`~numpyro_dsd.stein.kernels.default_kernel` (IMQ, c = 1,
+#: beta = -1/2, bandwidth the median pairwise distance), frozen on the pooled points. Kept for
+#: code that imports it; the default is defined by ``default_kernel``.
+DEFAULT_KERNEL = default_kernel()
 
 
+@renamed_arguments(n_boot="num_bootstrap", trace_points="num_prefixes")
 def ksd_diagnostic(
     data: Any,
     model: Callable[..., Any] | None = None,
@@ -47,10 +52,10 @@ def ksd_diagnostic(
     kernel: IMQ | Gaussian | None = None,
     test: bool = True,
     rng_key: jax.Array | None = None,
-    n_boot: int = 1000,
+    num_bootstrap: int = 1000,
     flip_prob: float | str = "auto",
     kappa: float = DEFAULT_KAPPA,
-    trace_points: int = 20,
+    num_prefixes: int = 20,
     flow_kwargs: Mapping[str, Any] | None = None,
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
@@ -61,8 +66,8 @@ def ksd_diagnostic(
         \\mathrm{ksd}_c = \\Big(n^{-2}\\sum_{i,j} k^0(x^{(c)}_i, x^{(c)}_j)\\Big)^{1/2},
         \\qquad p = \\frac{1 + \\#\\{m: B_m \\ge n\\hat V\\}}{1 + N_{boot}},
 
-    with :math:`k^0` the diffusion Stein kernel (math.md §2.3) in the model's unconstrained space
-    and :math:`B_m` the sign-process wild-bootstrap replicates (math.md §2.6).
+    with :math:`k^0` the diffusion Stein kernel (docs/math.md §2.3) in the model's unconstrained
+    space and :math:`B_m` the sign-process wild-bootstrap replicates (docs/math.md §2.6).
 
     Parameters
     ----------
@@ -70,25 +75,32 @@ def ksd_diagnostic(
         A NumPyro ``MCMC`` after ``run`` (model and arguments taken from it); draws as
         ``mcmc.get_samples(group_by_chain=True)`` returns them, with ``model``; an ArviZ
         InferenceData / DataTree with a ``posterior`` group, with ``model``; or one with a
-        ``stein_inputs`` group (:func:`numpyro_dsd.arviz.convert.add_stein_inputs`), no model needed.
+        ``stein_inputs`` group (:func:`numpyro_dsd.arviz.convert.add_stein_inputs`), no model
+        needed.
     model, model_args, model_kwargs
         The NumPyro model and its arguments, where ``data`` does not carry them.
-    diffusion : {"identity", "precond", "flow"} or a diffusion object
+    diffusion : {"identity", "covariance", "flow"} or a diffusion object
         :math:`M(x)`: identity (Langevin KSD), the Cholesky factor of the pooled sample
-        covariance, a flow fitted to the posterior (math.md §3), or e.g. ``FlowDiffusion(T)``.
+        covariance, a flow fitted to the posterior (docs/math.md §3), or e.g. ``FlowDiffusion(T)``.
+        ``"precond"`` is the deprecated name of ``"covariance"``.
     kernel : IMQ or Gaussian, optional
-        Default :data:`DEFAULT_KERNEL`; its preconditioner is frozen on the pooled points.
+        Default :func:`~numpyro_dsd.stein.kernels.default_kernel`; its bandwidth is frozen on
+        the pooled points.
     test : bool
         Compute p-values (otherwise they are NaN and no bootstrap runs).
     rng_key : jax.Array, optional
-        For the bootstrap signs and a flow fit; default ``jax.random.key(0)``.
-    n_boot : int
-        Bootstrap replicates (p-values resolve to :math:`1/(1 + N_{boot})`).
+        Split into one sub-key for a flow fit and one for the bootstrap signs; None means
+        ``jax.random.key(0)`` (:mod:`numpyro_dsd.vocabulary`'s key rule). Recorded in the
+        ``rng_key`` attribute.
+    num_bootstrap : int
+        Bootstrap replicates (p-values resolve to :math:`1/(1 + N_{boot})`); ``n_boot`` is its
+        deprecated name.
     flip_prob, kappa
         Sign-process flip probability, ``"auto"`` (from each chain's ESS, memory factor
         ``kappa``) or a number (0.5: i.i.d. signs, for independent draws).
-    trace_points : int
-        Number of log-spaced prefix lengths of ``ksd_trace``.
+    num_prefixes : int
+        Number of log-spaced prefix lengths of ``ksd_trace``; ``trace_points`` is its
+        deprecated name.
     flow_kwargs : dict, optional
         Passed to the flow fitting function for ``diffusion="flow"``.
     block_size, devices
@@ -98,8 +110,9 @@ def ksd_diagnostic(
     -------
     xarray.Dataset
         ``ksd``, ``pvalue``, ``n``, ``flip_prob`` (dim ``chain``), ``ksd_pooled``,
-        ``pvalue_pooled`` (scalars), ``ksd_trace`` (``chain``, ``draw``: prefix length), and
-        the settings as attributes. Store it with
+        ``pvalue_pooled`` (scalars), ``ksd_trace`` (dims ``chain``, ``prefix``; the ``prefix``
+        coordinate is the prefix length m), and the settings as attributes (kernel, bandwidth,
+        diffusion, test, ``num_bootstrap``, ``rng_key`` ...). Store it with
         :func:`numpyro_dsd.arviz.convert.add_diagnostics` (group ``stein_diagnostics``).
 
     Examples
@@ -108,32 +121,40 @@ def ksd_diagnostic(
     >>> def model():
     ...     numpyro.sample("mu", dist.Normal(0.0, 1.0))
     >>> draws = {"mu": np.random.default_rng(0).normal(size=(2, 500))}  # exact draws
-    >>> ds = ksd_diagnostic(draws, model, n_boot=200)
+    >>> ds = ksd_diagnostic(draws, model, num_bootstrap=200)
     >>> sorted(ds.data_vars)
     ['flip_prob', 'ksd', 'ksd_pooled', 'ksd_trace', 'n', 'pvalue', 'pvalue_pooled']
+    >>> ds.ksd_trace.dims
+    ('chain', 'prefix')
+    >>> ds.attrs["rng_key"]
+    'jax.random.key(0) (default: rng_key=None); split into (flow fit, bootstrap signs)'
     >>> bool(ds.pvalue_pooled > 0.01)
     True
     """
+    diffusion = canonical_diffusion(diffusion, stacklevel=5)
     draws = resolve_draws(data, model, model_args, model_kwargs)
-    key = jax.random.key(0) if rng_key is None else rng_key
+    key, record = rng_key_or_default(rng_key)
     k_flow, k_boot = jax.random.split(key)
     diff = resolve_diffusion(diffusion, draws, rng_key=k_flow, flow_kwargs=flow_kwargs)
-    return diagnose_draws(
+    ds = diagnose_draws(
         draws,
         diff,
         kernel=kernel,
         test=test,
         rng_key=k_boot,
-        n_boot=n_boot,
+        num_bootstrap=num_bootstrap,
         flip_prob=flip_prob,
         kappa=kappa,
-        trace_points=trace_points,
+        num_prefixes=num_prefixes,
         block_size=block_size,
         devices=devices,
         diffusion_name=diffusion if isinstance(diffusion, str) else None,
     )
+    ds.attrs["rng_key"] = f"{record}; split into (flow fit, bootstrap signs)"
+    return ds
 
 
+@renamed_arguments(n_boot="num_bootstrap", trace_points="num_prefixes")
 def diagnose_draws(
     draws: Draws,
     diffusion: Diffusion,
@@ -141,43 +162,48 @@ def diagnose_draws(
     kernel: IMQ | Gaussian | None = None,
     test: bool = True,
     rng_key: jax.Array | None = None,
-    n_boot: int = 1000,
+    num_bootstrap: int = 1000,
     flip_prob: float | str = "auto",
     kappa: float = DEFAULT_KAPPA,
-    trace_points: int = 20,
+    num_prefixes: int = 20,
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
     diffusion_name: str | None = None,
 ) -> xr.Dataset:
     """:func:`ksd_diagnostic` on resolved :class:`~numpyro_dsd.mcmc.inputs.Draws` and a diffusion
-    object (the functional core: no model handling, no flow fitting)."""
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer; got {n_boot}.")
-    kernel = DEFAULT_KERNEL if kernel is None else kernel
+    object (the functional core: no model handling, no flow fitting). ``rng_key`` draws the
+    bootstrap signs (None: ``jax.random.key(0)``), recorded in the ``rng_key`` attribute."""
+    if num_bootstrap < 1:
+        raise ValueError(f"num_bootstrap must be a positive integer; got {num_bootstrap}.")
+    kernel = default_kernel() if kernel is None else kernel
     x, s = draws.x, draws.scores
-    d = x.shape[-1]
-    pooled = (x.reshape(-1, d), s.reshape(-1, d))
-    frozen = kernel.frozen(diffusion.features(*pooled).x)
+    d, n = x.shape[-1], draws.num_draws
+    feats = checked_features(diffusion, x.reshape(-1, d), s.reshape(-1, d))  # once per draw
+    frozen = kernel.frozen(feats.x)
+    settings = diffusion.settings()
     opts = {"block_size": block_size, "devices": devices}
-    ms = prefix_points(draws.num_draws, trace_points)
+    ms = prefix_points(draws.num_draws, num_prefixes)
+    key, record = rng_key_or_default(rng_key)
     if test:
-        key = jax.random.key(0) if rng_key is None else rng_key
-        signs, probs = chain_signs(key, np.asarray(x), np.asarray(s), n_boot, flip_prob, kappa)
-        signs = signs.reshape(draws.num_chains, draws.num_draws, n_boot)
+        signs, probs = chain_signs(
+            key, np.asarray(x), np.asarray(s), num_bootstrap, flip_prob, kappa
+        )
+        signs = signs.reshape(draws.num_chains, draws.num_draws, num_bootstrap)
     per_chain = []
     for c in range(draws.num_chains):
-        sk = prepare(x[c], s[c], kernel=frozen, diffusion=diffusion)
+        sk = from_features(take_features(feats, slice(c * n, (c + 1) * n)), frozen, settings)
         v = prefix_ksd_squared(sk, **opts)
         p = wild_bootstrap(sk, signs[c], **opts).pvalue if test else jnp.nan
         per_chain.append((v[-1], v[ms - 1], p))
-    sk = prepare(*pooled, kernel=frozen, diffusion=diffusion)
+    sk = from_features(feats, frozen, settings)
     if test:
-        res = wild_bootstrap(sk, signs.reshape(-1, n_boot), **opts)
+        res = wild_bootstrap(sk, signs.reshape(-1, num_bootstrap), **opts)
         v_pooled, p_pooled = res.statistic / sk.n, res.pvalue
     else:
         v_pooled = prefix_ksd_squared(sk, **opts)[-1]
         p_pooled, probs = jnp.nan, (np.nan,) * draws.num_chains
-    attrs = _attrs(kernel, diffusion, diffusion_name, test, n_boot, kappa, flip_prob)
+    attrs = _attrs(kernel, diffusion, diffusion_name, test, num_bootstrap, kappa, flip_prob)
+    attrs["rng_key"] = record
     return _dataset(per_chain, v_pooled, p_pooled, probs, draws, ms, attrs)
 
 
@@ -198,15 +224,15 @@ def _dataset(
     chain = np.arange(draws.num_chains)
     return xr.Dataset(
         {
-            "ksd": ("chain", _sqrt(v)),
-            "pvalue": ("chain", p),
-            "n": ("chain", np.full(draws.num_chains, draws.num_draws)),
-            "flip_prob": ("chain", np.asarray(probs, dtype=float)),
+            "ksd": (CHAIN, _sqrt(v)),
+            "pvalue": (CHAIN, p),
+            "n": (CHAIN, np.full(draws.num_chains, draws.num_draws)),
+            "flip_prob": (CHAIN, np.asarray(probs, dtype=float)),
             "ksd_pooled": ((), float(_sqrt(v_pooled))),
             "pvalue_pooled": ((), float(p_pooled)),
-            "ksd_trace": (("chain", "draw"), _sqrt(trace)),
+            "ksd_trace": ((CHAIN, PREFIX), _sqrt(trace)),
         },
-        coords={"chain": chain, "draw": ms},
+        coords={CHAIN: chain, PREFIX: ms},
         attrs=attrs,
     )
 
@@ -216,7 +242,7 @@ def _attrs(
     diffusion: Diffusion,
     name: str | None,
     test: bool,
-    n_boot: int,
+    num_bootstrap: int,
     kappa: float,
     flip_prob: float | str,
 ) -> dict[str, Any]:
@@ -227,7 +253,7 @@ def _attrs(
         statistic="V",
         space="unconstrained",
         test="wild bootstrap, sign process (Chwialkowski et al. 2016)" if test else "none",
-        n_boot=int(n_boot) if test else 0,
+        num_bootstrap=int(num_bootstrap) if test else 0,
         kappa=float(kappa),
         flip_prob_rule=str(flip_prob),
         package="numpyro_dsd",

@@ -25,12 +25,25 @@ import numpy as np
 from numpyro.infer import MCMC
 
 from numpyro_dsd import arviz as arviz_io
+from numpyro_dsd.flows.diffusion import FlowDiffusion
+from numpyro_dsd.model.layout import ModelLayout
 from numpyro_dsd.model.targets import latent_sites, model_draws
 from numpyro_dsd.stein.diffusion import Constant, Diffusion, Identity
+from numpyro_dsd.vocabulary import rng_key_or_default, warn_renamed
 
-__all__ = ["Draws", "resolve_draws", "resolve_diffusion", "with_stein_inputs"]
+__all__ = [
+    "DIFFUSIONS",
+    "Draws",
+    "canonical_diffusion",
+    "resolve_draws",
+    "resolve_diffusion",
+    "with_stein_inputs",
+]
 
 Model = Callable[..., Any]
+
+#: The diffusions named by a string (``"precond"`` is the deprecated name of ``"covariance"``).
+DIFFUSIONS = ("identity", "covariance", "flow")
 
 
 class Draws(NamedTuple):
@@ -223,6 +236,21 @@ def _checked(draws: Draws) -> Draws:
     return draws
 
 
+def canonical_diffusion(diffusion: str | Diffusion, *, stacklevel: int = 4) -> str | Diffusion:
+    """``diffusion`` with a deprecated name replaced (``"precond"`` -> ``"covariance"``, with a
+    ``DeprecationWarning``); objects and other names unchanged.
+
+    Examples
+    --------
+    >>> canonical_diffusion("covariance")
+    'covariance'
+    """
+    if isinstance(diffusion, str) and diffusion == "precond":
+        warn_renamed("precond", "covariance", "diffusion", stacklevel=stacklevel)
+        return "covariance"
+    return diffusion
+
+
 def resolve_diffusion(
     diffusion: str | Diffusion,
     draws: Draws,
@@ -233,36 +261,61 @@ def resolve_diffusion(
     """The diffusion object for ``diffusion``.
 
     - ``"identity"``: :math:`M = I` (Langevin KSD).
-    - ``"precond"``: constant :math:`M = L`, :math:`LL^\\top = \\hat\\Sigma` the pooled sample
-      covariance (the Langevin KSD of whitened draws, math.md §2.4, §3.7).
-    - ``"flow"``: :math:`M = J^{-1}` of a flow (math.md §3): fitted to the model by NeuTra
+    - ``"covariance"`` (deprecated name ``"precond"``): constant :math:`M = L`,
+      :math:`LL^\\top = \\hat\\Sigma` the pooled sample covariance (the Langevin KSD of whitened
+      draws, docs/math.md §2.4, §3.7).
+    - ``"flow"``: :math:`M = J^{-1}` of a flow (docs/math.md §3): fitted to the model by NeuTra
       (:func:`numpyro_dsd.fit_flow`) when the model is known, otherwise to the pooled draws
-      (:func:`numpyro_dsd.fit_flow_to_samples`). ``flow_kwargs`` go to the fitting function.
+      (:func:`numpyro_dsd.fit_flow_to_samples`). ``flow_kwargs`` go to the fitting function,
+      ``rng_key`` (None: ``jax.random.key(0)``, :mod:`numpyro_dsd.vocabulary`) to the fit.
+    - ``(guide, params)``: a fitted NumPyro autoguide with a transform (``AutoIAFNormal``), its
+      generator permuted into the model's layout
+      (:meth:`~numpyro_dsd.model.ModelLayout.autoguide_generator`; needs the model).
     - any object with ``features(x, scores)`` and ``settings()``: used as it is.
 
     Examples
     --------
     >>> x = jax.random.normal(jax.random.key(0), (1, 50, 2))  # one chain of 50 draws
-    >>> resolve_diffusion("precond", Draws(x, -x, None, ()))
+    >>> resolve_diffusion("covariance", Draws(x, -x, None, ()))
     Constant(<matrix (2, 2)>)
     """
+    if (
+        isinstance(diffusion, tuple)
+        and len(diffusion) == 2
+        and hasattr(diffusion[0], "get_transform")
+    ):
+        return _autoguide_diffusion(draws, *diffusion)
     if not isinstance(diffusion, str):
         if not hasattr(diffusion, "features"):
             raise ValueError(
-                f"diffusion must be 'identity', 'precond', 'flow' or a diffusion object; got "
+                f"diffusion must be 'identity', 'covariance', 'flow' or a diffusion object; got "
                 f"{diffusion!r}."
             )
         return diffusion
+    diffusion = canonical_diffusion(diffusion)
     if diffusion == "identity":
         return Identity()
     pooled = draws.x.reshape(-1, draws.x.shape[-1])
-    if diffusion == "precond":
+    if diffusion == "covariance":
         return Constant(_covariance_factor(pooled))
     if diffusion == "flow":
         return _fit_flow(draws, pooled, rng_key, dict(flow_kwargs or {}))
     raise ValueError(
-        f"diffusion must be 'identity', 'precond', 'flow' or a diffusion object; got {diffusion!r}."
+        f"diffusion must be 'identity', 'covariance', 'flow' or a diffusion object; got "
+        f"{diffusion!r}."
     )
+
+
+def _autoguide_diffusion(draws: Draws, guide: Any, params: Any) -> Diffusion:
+    if draws.model is None:
+        raise ValueError(
+            "diffusion=(guide, params) needs the model, to put the guide's coordinates (the order "
+            "the model declares its sites) in the draws' order: pass model= (and model_args), or "
+            "pass FlowDiffusion.from_generator(ModelLayout(model, args).autoguide_generator(guide, "
+            "params))."
+        )
+    layout = ModelLayout(draws.model, draws.model_args, draws.model_kwargs)
+    return FlowDiffusion.from_generator(layout.autoguide_generator(guide, params))
 
 
 def _covariance_factor(x: jax.Array) -> jax.Array:
@@ -271,7 +324,7 @@ def _covariance_factor(x: jax.Array) -> jax.Array:
     if not bool(jnp.all(jnp.isfinite(L))):
         raise ValueError(
             "the pooled sample covariance is singular (a coordinate is constant or chains are "
-            "stuck); diffusion='precond' needs it positive definite. Use 'identity'."
+            "stuck); diffusion='covariance' needs it positive definite. Use 'identity'."
         )
     return L
 
@@ -281,7 +334,7 @@ def _fit_flow(
 ) -> Diffusion:
     from numpyro_dsd.flows.fitting import fit_flow, fit_flow_to_samples
 
-    key = jax.random.key(0) if rng_key is None else rng_key
+    key, _ = rng_key_or_default(rng_key)
     kwargs.setdefault("progress_bar", False)
     if draws.model is not None:
         model_kwargs = dict(draws.model_kwargs or {})

@@ -1,4 +1,5 @@
-"""The KSD along a chain: :math:`\\sqrt{\\hat V_m}` of the first m draws for every m (math.md §2.7).
+"""The KSD along a chain: :math:`\\sqrt{\\hat V_m}` of the first m draws for every m
+(docs/math.md §2.7).
 
 With :math:`S_m = \\sum_{i,j \\le m} k^0(x_i, x_j)`,
 
@@ -15,6 +16,7 @@ single KSD, :math:`O(n^2 d)`. For exact draws :math:`\\sqrt{\\hat V_m}` falls li
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,21 +27,41 @@ from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import SteinKernel, local_devices, prepare, tile_size
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
 from numpyro_dsd.stein.tiling import pair_matvec
+from numpyro_dsd.vocabulary import renamed_arguments
 
-__all__ = ["prefix_points", "prefix_ksd_squared", "ksd_trace"]
+__all__ = ["KSDTrace", "prefix_points", "prefix_ksd_squared", "ksd_trace"]
 
 
-def prefix_points(n: int, num: int = 20, start: int = 10) -> np.ndarray:
-    """About ``num`` log-spaced prefix lengths from ``min(start, n)`` to ``n`` (distinct ints).
+class KSDTrace(NamedTuple):
+    """The KSD along a chain (:func:`ksd_trace`); unpacks as ``prefix, ksd = ksd_trace(...)``.
+
+    Attributes
+    ----------
+    prefix : (k,) ints
+        Prefix lengths m: the coordinate of the ``prefix`` dimension (never draw indices).
+    ksd : (k,)
+        :math:`\\sqrt{\\hat V_m}` of the first m draws.
+    """
+
+    prefix: np.ndarray
+    ksd: jax.Array
+
+
+@renamed_arguments(n="num_draws", num="num_prefixes")
+def prefix_points(num_draws: int, num_prefixes: int = 20, start: int = 10) -> np.ndarray:
+    """About ``num_prefixes`` log-spaced prefix lengths from ``min(start, num_draws)`` to
+    ``num_draws`` (distinct ints).
 
     Examples
     --------
-    >>> prefix_points(1000, num=4)
+    >>> prefix_points(1000, num_prefixes=4)
     array([  10,   46,  215, 1000])
     """
-    if n < 1:
-        raise ValueError(f"n must be positive; got {n}.")
-    return np.unique(np.geomspace(min(start, n), n, num).round().astype(int))
+    if num_draws < 1:
+        raise ValueError(f"num_draws must be positive; got {num_draws}.")
+    return np.unique(
+        np.geomspace(min(start, num_draws), num_draws, num_prefixes).round().astype(int)
+    )
 
 
 def prefix_ksd_squared(
@@ -66,6 +88,7 @@ def prefix_ksd_squared(
     return jnp.cumsum(2.0 * lower + sk.diag) / m**2
 
 
+@renamed_arguments(points="prefixes")
 def ksd_trace(
     x: ArrayLike,
     scores: ArrayLike | None = None,
@@ -73,10 +96,10 @@ def ksd_trace(
     log_prob: Callable[[jax.Array], jax.Array] | None = None,
     kernel: IMQ | Gaussian | None = None,
     diffusion: Diffusion | None = None,
-    points: int | ArrayLike = 20,
+    prefixes: int | ArrayLike = 20,
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
-) -> tuple[np.ndarray, jax.Array]:
+) -> KSDTrace:
     """KSD of the first m draws, :math:`\\sqrt{\\hat V_m}`, at log-spaced m, in one pass.
 
     Parameters
@@ -84,32 +107,32 @@ def ksd_trace(
     x : (n, d)
         One chain's draws in sampling order.
     scores, log_prob, kernel, diffusion, block_size, devices
-        As for :func:`numpyro_dsd.ksd`. Freeze a data-dependent kernel preconditioner first
-        (``kernel.frozen(...)``) so every prefix is measured with the same kernel; otherwise it
-        is resolved once on all n draws.
-    points : int or array of ints
+        As for :func:`numpyro_dsd.ksd` (default kernel:
+        :func:`~numpyro_dsd.stein.kernels.default_kernel`). Freeze a data-dependent bandwidth
+        first (``kernel.frozen(...)``) to compare curves of several chains; otherwise it is
+        resolved once on all n draws (every prefix of one chain uses the same kernel).
+    prefixes : int or array of ints
         How many log-spaced prefix lengths (:func:`prefix_points`), or the lengths themselves
-        (1..n).
+        (1..n). ``points`` is its deprecated name.
 
     Returns
     -------
-    m : (k,) ints
-        Prefix lengths.
-    ksd : (k,)
-        :math:`\\sqrt{\\hat V_m}`.
+    KSDTrace
+        ``prefix`` (k,) ints, the prefix lengths m, and ``ksd`` (k,),
+        :math:`\\sqrt{\\hat V_m}`; it unpacks as ``m, ksd``.
 
     Examples
     --------
     >>> x = jax.random.normal(jax.random.key(0), (4000, 2))
-    >>> m, v = ksd_trace(x, -x, points=3)
+    >>> m, v = ksd_trace(x, -x, prefixes=3)
     >>> m
     array([  10,  200, 4000])
     >>> bool(v[-1] < v[0] / 5)  # exact draws: falls like m^(-1/2)
     True
     """
     sk = prepare(x, scores, log_prob=log_prob, kernel=kernel, diffusion=diffusion)
-    ms = prefix_points(sk.n, points) if np.ndim(points) == 0 else np.asarray(points, dtype=int)
+    ms = prefix_points(sk.n, prefixes) if np.ndim(prefixes) == 0 else np.asarray(prefixes, int)
     if ms.ndim != 1 or ms.size == 0 or ms.min() < 1 or ms.max() > sk.n:
-        raise ValueError(f"points must be prefix lengths in 1..{sk.n}; got {ms}.")
+        raise ValueError(f"prefixes must be prefix lengths in 1..{sk.n}; got {ms}.")
     v = prefix_ksd_squared(sk, block_size=block_size, devices=devices)
-    return ms, jnp.sqrt(jnp.maximum(v[ms - 1], 0.0))
+    return KSDTrace(ms, jnp.sqrt(jnp.maximum(v[ms - 1], 0.0)))

@@ -1,4 +1,4 @@
-"""Greedy Stein thinning (Riabiz et al. 2022; math.md §2.8).
+"""Greedy Stein thinning (Riabiz et al. 2022; docs/math.md §2.8).
 
 From draws :math:`x_{1:n}` pick indices :math:`\\pi_1, \\dots, \\pi_m` one at a time,
 
@@ -24,6 +24,8 @@ The minimised brackets also give the thinned set's KSD for free: the sum over :m
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, NamedTuple
@@ -33,17 +35,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from numpyro_dsd.mcmc.inputs import resolve_diffusion, resolve_draws
+from numpyro_dsd.mcmc.inputs import canonical_diffusion, resolve_diffusion, resolve_draws
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import SteinKernel, prepare
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
+from numpyro_dsd.vocabulary import renamed_arguments, rng_key_or_default
 
 __all__ = ["ThinningResult", "greedy_stein", "thin_indices", "thinned_ksd", "stein_thin"]
-
-
-def _default_kernel() -> IMQ:
-    """stein-thinning's default base kernel: IMQ, c = 1, beta = -1/2, scaled median bandwidth."""
-    return IMQ(precond="sclmed")
 
 
 class ThinningResult(NamedTuple):
@@ -103,14 +101,16 @@ def _greedy(sk: SteinKernel, m: int) -> tuple[jax.Array, jax.Array]:
     return _greedy_scan(sk.tile_fn, sk.feats, sk.consts, sk.diag, m)
 
 
-def greedy_stein(sk: SteinKernel, m: int) -> tuple[jax.Array, jax.Array]:
+@renamed_arguments(m="num_points")
+def greedy_stein(sk: SteinKernel, num_points: int) -> tuple[jax.Array, jax.Array]:
     """Greedy Stein thinning on a prepared Stein kernel: the functional core.
 
     .. math::
         \\pi_t = \\arg\\min_i g_t(i),\\qquad
         g_t(i) = \\tfrac12 k^0(x_i, x_i) + \\sum_{j<t} k^0(x_{\\pi_j}, x_i).
 
-    One ``lax.scan`` of ``m`` steps inside one ``jit``; each step evaluates one column of
+    One ``lax.scan`` of m = ``num_points`` steps inside one ``jit``; each step evaluates one
+    column of
     :math:`K^0` (``sk.tile_fn`` on one row of features against all n), so the cost is
     :math:`O(nmd)` time and :math:`O(n)` memory. Ties go to the smallest index.
 
@@ -118,8 +118,9 @@ def greedy_stein(sk: SteinKernel, m: int) -> tuple[jax.Array, jax.Array]:
     ----------
     sk : SteinKernel
         From :func:`numpyro_dsd.stein.prepare` (any kernel and diffusion).
-    m : int
-        Number of selections, ``m >= 1`` (``m > n`` is fine: points repeat).
+    num_points : int
+        Number of selections m >= 1 (m > n is fine: points repeat); ``m`` is its deprecated
+        name.
 
     Returns
     -------
@@ -135,38 +136,42 @@ def greedy_stein(sk: SteinKernel, m: int) -> tuple[jax.Array, jax.Array]:
     >>> from numpyro_dsd.stein.engine import prepare
     >>> x = jnp.linspace(-3.0, 3.0, 61)[:, None]
     >>> idx, gains = greedy_stein(prepare(x, -x), 3)
-    >>> idx  # x = 0 (the mode) first, then x = -0.9 and x = 0.9
-    Array([30, 21, 39], dtype=int32)
+    >>> idx  # x = 0 (the mode) first, then x = -0.6 and x = 1.0
+    Array([30, 24, 40], dtype=int32)
     """
-    _check_m(m)
-    return _greedy(sk, int(m))
+    _check_num_points(num_points)
+    return _greedy(sk, int(num_points))
 
 
-def _check_m(m: object) -> None:
+def _check_num_points(m: object) -> None:
     if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 1:
-        raise ValueError(f"m (the number of points to select) must be an integer >= 1; got {m!r}.")
+        raise ValueError(
+            f"num_points (the number of points to select) must be an integer >= 1; got {m!r}."
+        )
 
 
+@renamed_arguments(m="num_points")
 def thin_indices(
     x: ArrayLike,
     scores: ArrayLike | None = None,
-    m: int | None = None,
+    num_points: int | None = None,
     *,
     log_prob: Callable[[jax.Array], jax.Array] | None = None,
     kernel: IMQ | Gaussian | None = None,
     diffusion: Diffusion | None = None,
 ) -> jax.Array:
-    """Indices of m draws chosen by greedy Stein thinning (Riabiz et al. 2022, math.md §2.8).
+    """Indices of m = ``num_points`` draws chosen by greedy Stein thinning (Riabiz et al. 2022,
+    docs/math.md §2.8).
 
     .. math::
         \\pi_t = \\arg\\min_i\\Big[\\tfrac12 k^0(x_i, x_i) + \\sum_{j<t} k^0(x_{\\pi_j}, x_i)\\Big],
         \\quad t = 1, \\dots, m .
 
     The Stein kernel :math:`k^0` is built once (:func:`numpyro_dsd.stein.prepare`); each step adds
-    one column, :math:`O(nmd)` time and :math:`O(n)` memory. With ``IMQ(precond=P)``,
+    one column, :math:`O(nmd)` time and :math:`O(n)` memory. With ``IMQ(bandwidth=P)``,
     ``diffusion=None`` and ``P`` in ``"id"``, ``"med"``, ``"sclmed"``, ``"smpcov"`` the indices
     are those of ``stein_thinning.thinning.thin(x, scores, m, standardize=False,
-    preconditioner=P)``.
+    preconditioner=P)`` (stein-thinning's own default is ``"sclmed"``).
 
     Parameters
     ----------
@@ -174,13 +179,13 @@ def thin_indices(
         Draws (NumPyro's unconstrained space for a model).
     scores : (n, d), optional
         :math:`\\nabla\\log p(x_i)`. Give this or ``log_prob``.
-    m : int
-        Number of points to select, ``m >= 1``. Indices may repeat (the greedy rule allows it),
-        so ``m > n`` is allowed.
+    num_points : int
+        Number of points to select, m >= 1. Indices may repeat (the greedy rule allows it),
+        so m > n is allowed. ``m`` is its deprecated name.
     log_prob : callable (d,) -> scalar, optional
         Log density, differentiated with ``jax.grad`` when ``scores`` is not given.
     kernel : IMQ or Gaussian, optional
-        Base kernel; default ``IMQ(precond="sclmed")`` (stein-thinning's), its bandwidth
+        Base kernel; default :func:`~numpyro_dsd.stein.kernels.default_kernel`, its bandwidth
         resolved on all n points (latent points for a flow diffusion).
     diffusion : Identity, Constant, PositionDependent or FlowDiffusion, optional
         Default ``Identity()`` (the Langevin Stein kernel). With a ``FlowDiffusion`` the greedy
@@ -194,7 +199,7 @@ def thin_indices(
     Raises
     ------
     ValueError
-        If ``m`` is missing or not a positive integer, or ``x``/``scores`` are malformed or
+        If ``num_points`` is missing or not a positive integer, or ``x``/``scores`` are malformed or
         contain NaN or inf.
 
     Examples
@@ -206,12 +211,11 @@ def thin_indices(
     >>> bool(jnp.mean(idx >= 500) > 0.8)  # mostly from the unbiased half
     True
     """
-    if m is None:
-        raise ValueError("thin_indices needs m, the number of points to select.")
-    _check_m(m)
-    kernel = _default_kernel() if kernel is None else kernel
+    if num_points is None:
+        raise ValueError("thin_indices needs num_points, the number of points to select.")
+    _check_num_points(num_points)
     sk = prepare(x, scores, log_prob=log_prob, kernel=kernel, diffusion=diffusion)
-    return _greedy(sk, int(m))[0]
+    return _greedy(sk, int(num_points))[0]
 
 
 def thinned_ksd(gains: jax.Array) -> jax.Array:
@@ -221,19 +225,53 @@ def thinned_ksd(gains: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.maximum(2.0 * jnp.sum(gains) / m**2, 0.0))
 
 
+def _old_argument_order(fn: Callable) -> Callable:
+    """Accept ``stein_thin(data, m, model, model_args, model_kwargs)``, the order before
+    ``num_points`` became a keyword, for one release (``DeprecationWarning``): a second
+    positional argument that is not a model (None or callable) is the old ``m``."""
+
+    @functools.wraps(fn)
+    def wrapper(data: Any, *args: Any, **kwargs: Any) -> Any:
+        if args and args[0] is not None and not callable(args[0]):
+            warnings.warn(
+                "stein_thin(data, m, model, ...) is deprecated and will be removed in the next "
+                "release; use stein_thin(data, model, model_args, model_kwargs, num_points=m).",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            names = ("num_points", "model", "model_args", "model_kwargs")
+            if len(args) > len(names):
+                raise TypeError(f"stein_thin takes at most {len(names) + 1} positional arguments.")
+            for name, value in zip(names, args, strict=False):
+                if name in kwargs:
+                    raise TypeError(f"stein_thin got multiple values for {name!r}.")
+                kwargs[name] = value
+            args = ()
+        return fn(data, *args, **kwargs)
+
+    return wrapper
+
+
+@renamed_arguments(m="num_points")
+@_old_argument_order
 def stein_thin(
     data: Any,
-    m: int,
     model: Callable | None = None,
     model_args: tuple = (),
     model_kwargs: Mapping[str, Any] | None = None,
     *,
+    num_points: int,
     kernel: IMQ | Gaussian | None = None,
     diffusion: str | Diffusion = "identity",
     rng_key: jax.Array | None = None,
     flow_kwargs: Mapping[str, Any] | None = None,
 ) -> ThinningResult:
-    """Stein-thin MCMC output to m draws (Riabiz et al. 2022; math.md §2.8).
+    """Stein-thin MCMC output to m = ``num_points`` draws (Riabiz et al. 2022;
+    docs/math.md §2.8).
+
+    Arguments in the order of :func:`~numpyro_dsd.ksd_diagnostic`:
+    ``stein_thin(data, model, model_args, model_kwargs, num_points=m)``. The old order
+    ``stein_thin(data, m, model, ...)`` and ``m=`` still work for one release and warn.
 
     The chains are flattened (chain-major, ``index = chain * draws + draw``) and
     :func:`thin_indices` picks
@@ -249,26 +287,30 @@ def stein_thin(
         An ``MCMC`` object after ``run``; a dict of constrained draws
         ``{site: (chains, draws, ...)}`` with ``model``; or ArviZ data with ``model``
         (see :func:`numpyro_dsd.mcmc.inputs.resolve_draws`).
-    m : int
-        Number of draws to keep, ``m >= 1`` (repeats allowed).
     model : callable, optional
         The NumPyro model, when ``data`` does not carry it.
     model_args, model_kwargs : tuple, dict, optional
         Arguments the model was sampled with.
+    num_points : int
+        Number of draws to keep, m >= 1 (repeats allowed).
     kernel : IMQ or Gaussian, optional
-        Default ``IMQ(precond="sclmed")``, resolved once on all n (latent, for a flow) draws.
-    diffusion : {"identity", "precond", "flow"} or a diffusion object
+        Default :func:`~numpyro_dsd.stein.kernels.default_kernel`, resolved once on all n
+        (latent, for a flow) draws.
+    diffusion : {"identity", "covariance", "flow"} or a diffusion object
         Resolved by :func:`numpyro_dsd.mcmc.inputs.resolve_diffusion`; ``"flow"`` fits a flow
-        (using ``rng_key``) and thins in its latent space.
+        (using ``rng_key``) and thins in its latent space. ``"precond"`` is the deprecated name
+        of ``"covariance"``.
     rng_key : jax.random key, optional
-        For diffusions that are fitted (``"flow"``).
+        For diffusions that are fitted (``"flow"``); None means ``jax.random.key(0)``
+        (:mod:`numpyro_dsd.vocabulary`'s key rule), recorded in ``settings["rng_key"]``.
     flow_kwargs : dict, optional
         Passed to the flow fitting with ``diffusion="flow"``.
 
     Returns
     -------
     ThinningResult
-        ``indices``, ``chain``, ``draw``, ``samples``, ``x``, ``ksd`` and ``settings``.
+        ``indices``, ``chain``, ``draw``, ``samples``, ``x``, ``ksd`` and ``settings`` (kernel,
+        bandwidth, diffusion, ``num_points``, ``num_draws``, ``rng_key``).
 
     Examples
     --------
@@ -276,7 +318,7 @@ def stein_thin(
     >>> def model():
     ...     numpyro.sample("theta", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
     >>> draws = {"theta": jax.random.normal(jax.random.key(0), (2, 100, 2))}  # 2 chains
-    >>> res = stein_thin(draws, 10, model)
+    >>> res = stein_thin(draws, model, num_points=10)
     >>> res.samples["theta"].shape, res.chain.shape
     ((10, 2), (10,))
 
@@ -284,17 +326,18 @@ def stein_thin(
 
     >>> mcmc = MCMC(NUTS(model), num_warmup=500, num_samples=2000)  # doctest: +SKIP
     >>> mcmc.run(jax.random.key(0), extra_fields=("z_grad",))  # doctest: +SKIP
-    >>> res = stein_thin(mcmc, 50)  # doctest: +SKIP
+    >>> res = stein_thin(mcmc, num_points=50)  # doctest: +SKIP
     """
-    _check_m(m)
+    _check_num_points(num_points)
+    diffusion = canonical_diffusion(diffusion, stacklevel=6)
     draws = resolve_draws(data, model, model_args, model_kwargs)
     chains, n_draws, d = draws.x.shape
-    diff = resolve_diffusion(diffusion, draws, rng_key=rng_key, flow_kwargs=flow_kwargs)
-    kernel = _default_kernel() if kernel is None else kernel
+    key, record = rng_key_or_default(rng_key)
+    diff = resolve_diffusion(diffusion, draws, rng_key=key, flow_kwargs=flow_kwargs)
     x = jnp.reshape(draws.x, (chains * n_draws, d))
     s = jnp.reshape(draws.scores, (chains * n_draws, d))
     sk = prepare(x, s, kernel=kernel, diffusion=diff)
-    idx, gains = _greedy(sk, int(m))
+    idx, gains = _greedy(sk, int(num_points))
     samples = None
     if draws.samples is not None:
         samples = {
@@ -308,5 +351,10 @@ def stein_thin(
         samples=samples,
         x=x[idx],
         ksd=thinned_ksd(gains),
-        settings={**sk.settings, "m": int(m), "n": chains * n_draws},
+        settings={
+            **sk.settings,
+            "num_points": int(num_points),
+            "num_draws": chains * n_draws,
+            "rng_key": record,
+        },
     )

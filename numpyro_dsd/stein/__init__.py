@@ -13,12 +13,14 @@ from numpyro_dsd.stein.diffusion import (
     PositionDependent,
 )
 from numpyro_dsd.stein.engine import SteinKernel, prepare
-from numpyro_dsd.stein.kernels import IMQ, Gaussian
+from numpyro_dsd.stein.kernels import IMQ, Gaussian, default_kernel, svgd_kernel
 from numpyro_dsd.stein.ksd import ksd, ksd_squared, stein_matrix
 
 __all__ = [
     "IMQ",
     "Gaussian",
+    "default_kernel",
+    "svgd_kernel",
     "Diffusion",
     "DiffusionFeatures",
     "Identity",

@@ -1,4 +1,4 @@
-"""Diffusion matrices M(x) for the diffusion Stein operator (math.md §1.2, §2.3, §2.4).
+"""Diffusion matrices M(x) for the diffusion Stein operator (docs/math.md §1.2, §2.3, §2.4).
 
 The diffusion Stein operator is :math:`\\mathcal A_{p,M} f = p^{-1}\\nabla\\cdot(pMf)
 = b^\\top f + \\operatorname{tr}(M\\nabla f)` with the *effective score*
@@ -60,7 +60,7 @@ class Diffusion(Protocol):
 
 
 class Identity:
-    """:math:`M = I`: the Langevin Stein operator and the plain KSD (math.md §2.2).
+    """:math:`M = I`: the Langevin Stein operator and the plain KSD (docs/math.md §2.2).
 
     Examples
     --------
@@ -83,10 +83,10 @@ class Identity:
 
 
 class Constant:
-    """Constant diffusion matrix :math:`M` (d, d): :math:`b = M^\\top s_p` (math.md §2.4).
+    """Constant diffusion matrix :math:`M` (d, d): :math:`b = M^\\top s_p` (docs/math.md §2.4).
 
     The Stein kernel depends on :math:`M` only through :math:`MM^\\top`; it is the Langevin KSD
-    of the linearly transformed samples :math:`M^{-1}x` (math.md §3.7).
+    of the linearly transformed samples :math:`M^{-1}x` (docs/math.md §3.7).
 
     Parameters
     ----------
@@ -129,9 +129,9 @@ class Constant:
 class PositionDependent:
     """Position-dependent diffusion :math:`M(x)`, given as a function of one point.
 
-    The divergence :math:`\\nabla\\cdot M` (row index, math.md §0) comes from one forward-mode
+    The divergence :math:`\\nabla\\cdot M` (row index, docs/math.md §0) comes from one forward-mode
     Jacobian per point, computed together with :math:`M(x)`; the pair cost is then
-    :math:`O(d^2)` (math.md §8).
+    :math:`O(d^2)` (docs/math.md §8).
 
     Parameters
     ----------

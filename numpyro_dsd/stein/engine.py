@@ -1,8 +1,8 @@
-"""The diffusion Stein kernel and kernel Stein discrepancies (math.md §2).
+"""The diffusion Stein kernel and kernel Stein discrepancies (docs/math.md §2).
 
 For a radial kernel :math:`k = \\varphi(r^\\top A r)`, :math:`r = x - y`, and a diffusion with
-effective score :math:`b` (see :mod:`numpyro_dsd.stein.diffusion`), the Stein kernel is (math.md §2.3,
-§2.5, written with the profile derivatives)
+effective score :math:`b` (see :mod:`numpyro_dsd.stein.diffusion`), the Stein kernel is
+(docs/math.md §2.3, §2.5, written with the profile derivatives)
 
 .. math::
     k^0(x, y) = \\varphi\\, b_x^\\top b_y + 2\\varphi'\\,(M_x b_y - M_y b_x)^\\top A r
@@ -14,7 +14,7 @@ and :math:`\\mathrm{KSD}^2` is estimated by :math:`\\hat V = \\sum_{ij} w_i w_j 
 Evaluation is blocked (:mod:`numpyro_dsd.stein.tiling`): per-point features are computed once, and
 each tile of pairs is a few matrix products plus elementwise work, :math:`O(B^2)` memory.
 With a constant :math:`M` (identity included) a pair costs :math:`O(d)`; with a
-position-dependent :math:`M(x)` it costs :math:`O(d^2)` (math.md §8).
+position-dependent :math:`M(x)` it costs :math:`O(d^2)` (docs/math.md §8).
 """
 
 from __future__ import annotations
@@ -28,17 +28,22 @@ from jax.typing import ArrayLike
 
 from numpyro_dsd._validation import as_points, check_finite, check_pair, float_dtype
 from numpyro_dsd.stein.diffusion import Diffusion, DiffusionFeatures, Identity
-from numpyro_dsd.stein.kernels import IMQ, Gaussian, GaussianProfile, IMQProfile
+from numpyro_dsd.stein.kernels import IMQ, Gaussian, GaussianProfile, IMQProfile, default_kernel
+from numpyro_dsd.stein.tiling import map_row_blocks
 
 __all__ = [
     "SteinKernel",
+    "checked_features",
+    "from_features",
+    "take_features",
     "stein_kernel_pair",
     "prepare",
+    "langevin_kernel",
+    "kernel_force",
 ]
 
 Profile = IMQProfile | GaussianProfile
 Statistic = Literal["v", "u"]
-_DEFAULT_KERNEL = IMQ()
 _DEFAULT_DIFFUSION = Identity()
 
 
@@ -52,14 +57,14 @@ def stein_kernel_pair(
     Mx: jax.Array,
     My: jax.Array,
 ) -> jax.Array:
-    """The boxed formula of math.md §2.3 for one pair, with the closed-form kernel derivatives.
+    """The boxed formula of docs/math.md §2.3 for one pair, with closed-form kernel derivatives.
 
     Parameters
     ----------
     profile : IMQProfile or GaussianProfile
         ``kernel.profile``.
     A : (d, d)
-        :math:`\\Gamma^{-1}` (``kernel.precondition_matrix(points)``).
+        :math:`\\Gamma^{-1}` (``kernel.bandwidth_matrix(points)``).
     x, y : (d,)
         The pair.
     bx, by : (d,)
@@ -118,12 +123,20 @@ class _LowRankTile(NamedTuple):
     isotropic: bool
 
     def __call__(self, fi: _LowRankFeatures, fj: _LowRankFeatures, consts: tuple) -> jax.Array:
+        return self.pieces(fi, fj, consts)[0]
+
+    def pieces(
+        self, fi: _LowRankFeatures, fj: _LowRankFeatures, consts: tuple
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The block of :math:`k^0` and the kernel blocks :math:`K = \\varphi(t)`,
+        :math:`D = \\varphi'(t)` it is made of (the SVGD force's pieces: :func:`kernel_force`)."""
         trace_mma, a = consts
         t = _sqdist(fi.z, fi.sz, fj.z, fj.sz)
         phi, dphi, d2phi = self.profile(t)
         cross = fi.zg @ fj.gz_cat.T - fi.gz[:, None] - fj.gz[None, :]
         quad = a * t if self.isotropic else _sqdist(fi.y, fi.sy, fj.y, fj.sy)
-        return phi * (fi.b @ fj.b.T) + 2.0 * dphi * (cross - trace_mma) - 4.0 * d2phi * quad
+        k0 = phi * (fi.b @ fj.b.T) + 2.0 * dphi * (cross - trace_mma) - 4.0 * d2phi * quad
+        return k0, phi, dphi
 
 
 class _GeneralFeatures(NamedTuple):
@@ -224,7 +237,7 @@ def prepare(
     """Validate inputs and build the :class:`SteinKernel` of ``x``.
 
     Scores come from ``scores`` (n, d) or from ``jax.vmap(jax.grad(log_prob))(x)``. The
-    diffusion maps (x, scores) to (points, effective scores, M); the kernel's preconditioner is
+    diffusion maps (x, scores) to (points, effective scores, M); the kernel's bandwidth is
     resolved on those points. Features are then computed once per point.
 
     Examples
@@ -234,19 +247,63 @@ def prepare(
     >>> sk.matrix().shape
     (2, 2)
     """
-    kernel = _DEFAULT_KERNEL if kernel is None else kernel
     diffusion = _DEFAULT_DIFFUSION if diffusion is None else diffusion
-    x, s = _points_and_scores(x, scores, log_prob)
-    f = diffusion.features(x, s)
+    f = checked_features(diffusion, *_points_and_scores(x, scores, log_prob))
+    return from_features(f, kernel, diffusion.settings())
+
+
+def checked_features(diffusion: Diffusion, x: jax.Array, scores: jax.Array) -> DiffusionFeatures:
+    """``diffusion.features(x, scores)`` for validated (n, d) arrays, with a clear error where
+    the effective score or a per-point :math:`M(x)` is not finite."""
+    f = diffusion.features(x, scores)
     check_finite(f.b, "the effective score M^T s + div M", f"Check the diffusion {diffusion!r}.")
     if f.M is not None and f.M.ndim == 3:
         check_finite(f.M, "M(x)", f"Check the diffusion {diffusion!r}.")
-    A = kernel.precondition_matrix(f.x)
+    return f
+
+
+def from_features(
+    f: DiffusionFeatures,
+    kernel: IMQ | Gaussian | None = None,
+    settings: dict | None = None,
+) -> SteinKernel:
+    """The :class:`SteinKernel` of diffusion features already computed (checked, finite).
+
+    :func:`prepare` is ``diffusion.features`` followed by this. Callers that evaluate several
+    subsets of one set of draws (the diagnostic: each chain and the pooled draws) compute the
+    features once and slice them (:func:`take_features`).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from numpyro_dsd.stein.diffusion import Identity
+    >>> x = jnp.array([[0.0], [1.0], [2.0]])
+    >>> f = Identity().features(x, -x)
+    >>> bool(jnp.allclose(from_features(f).matrix(), prepare(x, -x).matrix()))
+    True
+    """
+    kernel = default_kernel() if kernel is None else kernel
+    A = kernel.bandwidth_matrix(f.x)
     if f.M is not None and f.M.ndim == 3:
         sk = _general(kernel.profile, f, A)
     else:
         sk = _lowrank(kernel.profile, kernel.isotropic, f, A)
-    return sk._replace(settings={**kernel.settings(), **diffusion.settings()})
+    return sk._replace(settings={**kernel.settings(), **(settings or {})})
+
+
+def take_features(f: DiffusionFeatures, rows: slice | jax.Array) -> DiffusionFeatures:
+    """The features of the points ``rows`` (a per-point ``M`` is sliced, a constant one kept).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from numpyro_dsd.stein.diffusion import Identity
+    >>> x = jnp.arange(6.0).reshape(3, 2)
+    >>> take_features(Identity().features(x, -x), slice(0, 2)).x.shape
+    (2, 2)
+    """
+    M = f.M[rows] if f.M is not None and f.M.ndim == 3 else f.M
+    return DiffusionFeatures(f.x[rows], f.b[rows], M)
 
 
 def _points_and_scores(
@@ -264,6 +321,119 @@ def _points_and_scores(
         check_finite(s, "scores computed from log_prob", "log_prob's gradient is not finite there.")
         return x, s
     return x, check_pair(x, scores, dtype)
+
+
+#: Rows of the force's kernel blocks formed at once (:func:`kernel_force`).
+FORCE_ROW_BLOCK = 1024
+
+
+class _ForceRows(NamedTuple):
+    """Per-point inputs of a row block of :func:`kernel_force`."""
+
+    feats: _LowRankFeatures
+    ax: jax.Array  # (n, d) A x, x centred
+    diag: jax.Array  # (n,) exact k0(x_i, x_i)
+    index: jax.Array  # (n,) the row's index
+
+
+def langevin_kernel(
+    x: jax.Array, scores: jax.Array, A: jax.Array, profile: Profile, isotropic: bool = False
+) -> SteinKernel:
+    """The identity-diffusion (Langevin) :class:`SteinKernel` of ``x`` with a given :math:`A`:
+    no validation and no bandwidth heuristic, so it is jittable (SVGD's inner loop).
+
+    Parameters
+    ----------
+    x, scores : (n, d)
+        Points and :math:`s = \\nabla\\log p(x)`.
+    A : (d, d)
+        :math:`\\Gamma^{-1}` of the kernel :math:`\\varphi((x-y)^\\top A(x-y))`.
+    profile : IMQProfile or GaussianProfile
+        ``kernel.profile``.
+    isotropic : bool
+        :math:`A = aI` (only ``A[0, 0]`` is read): no Cholesky factor, cheaper tiles.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from numpyro_dsd import IMQ
+    >>> x = jnp.array([[0.0], [1.0]])
+    >>> sk = langevin_kernel(x, -x, jnp.eye(1), IMQ().profile)
+    >>> bool(jnp.allclose(sk.matrix(), prepare(x, -x).matrix()))
+    True
+    """
+    return _lowrank(profile, isotropic, DiffusionFeatures(x, scores, None), A)
+
+
+def kernel_force(
+    x: ArrayLike,
+    scores: ArrayLike,
+    A: ArrayLike,
+    profile: Profile,
+    *,
+    isotropic: bool = False,
+    block_size: int = FORCE_ROW_BLOCK,
+) -> tuple[jax.Array, jax.Array]:
+    """The SVGD force of the kernel :math:`k = \\varphi((x-y)^\\top A(x-y))` and the KSD²
+    V-statistic of the points, from one :func:`langevin_kernel` (the features
+    :func:`~numpyro_dsd.stein.ksd.ksd_squared` sums).
+
+    .. math::
+        \\Phi = \\tfrac1n\\big[K S + 2(DX - \\mathrm{diag}(D\\mathbf 1)X)A\\big],\\qquad
+        \\hat V = \\tfrac1{n^2}\\mathbf 1^\\top K^0\\mathbf 1,
+
+    :math:`K_{ij} = \\varphi(t_{ij})`, :math:`D_{ij} = \\varphi'(t_{ij})`,
+    :math:`t_{ij} = (x_i - x_j)^\\top A(x_i - x_j)` and :math:`K^0` the identity-diffusion Stein
+    kernel, all three from one tile (``_LowRankTile.pieces``) per block of ``block_size`` rows
+    against all n points (:func:`~numpyro_dsd.stein.tiling.map_row_blocks`): memory
+    :math:`O(B\\,n)`, time :math:`O(n^2 d)`, no per-pair derivative and no ``(n, n, d)`` array.
+    Row i of :math:`\\Phi` is :math:`\\frac1n\\sum_j[k(x_j, x_i)s_j + \\nabla_1k(x_j, x_i)]`.
+
+    Parameters
+    ----------
+    x, scores : (n, d)
+        Points and :math:`S`, the scores :math:`\\nabla\\log p` at them.
+    A : (d, d)
+        The kernel's :math:`A`.
+    profile : IMQProfile or GaussianProfile
+        ``kernel.profile``.
+    isotropic : bool
+        :math:`A = aI` (only ``A[0, 0]`` is read).
+    block_size : int
+        Rows formed at once.
+
+    Returns
+    -------
+    force : (n, d)
+        :math:`\\Phi`.
+    ksd_squared : scalar
+        :math:`\\hat V`.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from numpyro_dsd import IMQ, ksd_squared
+    >>> x = jnp.array([[0.0], [1.0], [3.0]])
+    >>> phi, v = kernel_force(x, -x, jnp.eye(1), IMQ().profile, isotropic=True)
+    >>> phi.shape, bool(jnp.isclose(v, ksd_squared(x, -x, kernel=IMQ())))
+    ((3, 1), True)
+    """
+    x, s = jnp.asarray(x), jnp.asarray(scores)
+    A = jnp.asarray(A, dtype=x.dtype)
+    n = x.shape[0]
+    sk = langevin_kernel(x, s, A, profile, isotropic)
+    xc = x - jnp.mean(x, axis=0)  # as _lowrank centres: translation invariant, accurate t
+    ax = A[0, 0] * xc if isotropic else xc @ A
+    cols = jnp.arange(n)
+
+    def rows(r: _ForceRows) -> tuple[jax.Array, jax.Array]:
+        k0, phi, dphi = sk.tile_fn.pieces(r.feats, sk.feats, sk.consts)
+        k0 = jnp.where(r.index[:, None] == cols[None, :], r.diag[:, None], k0)
+        force = phi @ s + 2.0 * (dphi @ ax - jnp.sum(dphi, axis=1)[:, None] * r.ax)
+        return force, jnp.sum(k0, axis=1)
+
+    force, v_rows = map_row_blocks(rows, _ForceRows(sk.feats, ax, sk.diag, cols), n, block_size)
+    return force / n, jnp.sum(v_rows) / n**2
 
 
 def tile_size(sk: SteinKernel, block_size: int | None = None) -> int:

@@ -1,21 +1,29 @@
-"""Scalar base kernels with closed-form derivatives, and their preconditioners.
+"""Scalar base kernels with closed-form derivatives, their bandwidths, and the default kernels.
 
-Every kernel here is *radial in a preconditioned norm*: with a symmetric positive definite
-preconditioner :math:`\\Gamma` and :math:`A = \\Gamma^{-1}`, :math:`r = x - y` and
+Every kernel here is *radial in a scaled norm*: with a symmetric positive definite
+bandwidth matrix :math:`\\Gamma` and :math:`A = \\Gamma^{-1}`, :math:`r = x - y` and
 :math:`t = r^\\top A r`,
 
 .. math:: k(x, y) = \\varphi(t).
 
-So its derivatives need only :math:`\\varphi, \\varphi', \\varphi''` (math.md §2.5):
+So its derivatives need only :math:`\\varphi, \\varphi', \\varphi''` (docs/math.md §2.5):
 
 .. math::
     \\nabla_1 k = 2\\varphi'(t)\\,Ar,\\qquad \\nabla_2 k = -\\nabla_1 k,\\qquad
     H = \\partial_x\\partial_y k = -4\\varphi''(t)\\,(Ar)(Ar)^\\top - 2\\varphi'(t)\\,A .
 
-A kernel object is a *specification*; the preconditioner is resolved from the points the kernel
-will see by :meth:`IMQ.precondition_matrix` (``"med"``, ``"sclmed"`` and ``"smpcov"`` follow
-stein-thinning's ``make_precon`` exactly). The radial profile (:class:`IMQProfile`,
+A kernel object is a *specification*; its bandwidth :math:`\\Gamma` is resolved from the points
+the kernel will see by :meth:`IMQ.bandwidth_matrix` (``"med"``, ``"sclmed"`` and ``"smpcov"``
+follow stein-thinning's ``make_precon`` exactly). The radial profile (:class:`IMQProfile`,
 :class:`GaussianProfile`) is a small hashable value that jitted code closes over.
+
+The defaults live here and nowhere else: :func:`default_kernel` for every KSD entry point
+(``ksd``, ``prepare``, ``ksd_test``, ``ksd_trace``, ``ksd_diagnostic``, Stein thinning) and
+:func:`svgd_kernel` for SVGD.
+
+The bandwidth was called ``precond`` before; ``IMQ(precond=...)``, ``kernel.precond``,
+``kernel.precondition_matrix(x)`` and :func:`precondition_matrix` still work for one release
+and warn (``DeprecationWarning``).
 """
 
 from __future__ import annotations
@@ -29,17 +37,22 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from numpyro_dsd.vocabulary import renamed_arguments, warn_renamed
+
 __all__ = [
     "IMQ",
     "Gaussian",
     "IMQProfile",
     "GaussianProfile",
+    "default_kernel",
+    "svgd_kernel",
+    "bandwidth_matrix",
     "precondition_matrix",
     "kernel_derivatives",
 ]
 
 _MEDIAN_SUBSAMPLE = 1000
-_NAMED_PRECONDITIONERS = (None, "id", "med", "sclmed", "smpcov", "svgd")
+_NAMED_BANDWIDTHS = (None, "id", "med", "sclmed", "smpcov", "svgd")
 
 
 class IMQProfile(NamedTuple):
@@ -76,41 +89,66 @@ class GaussianProfile(NamedTuple):
 
 
 class _RadialKernel:
-    """Shared behaviour: preconditioner resolution and pointwise evaluation."""
+    """Shared behaviour: bandwidth resolution and pointwise evaluation."""
 
     profile: IMQProfile | GaussianProfile
-    precond: str | None | ArrayLike
+    bandwidth: str | None | ArrayLike
 
     @property
     def isotropic(self) -> bool:
         """Whether the resolved :math:`A` is a multiple of the identity (known statically)."""
-        return self.precond is None or isinstance(self.precond, str) and self.precond != "smpcov"
+        bw = self.bandwidth
+        return bw is None or isinstance(bw, str) and bw != "smpcov"
 
-    def precondition_matrix(self, x: ArrayLike, subsample: int = _MEDIAN_SUBSAMPLE) -> jax.Array:
-        """Resolve the preconditioner on points ``x`` (n, d): :math:`A = \\Gamma^{-1}` (d, d).
+    def bandwidth_matrix(self, x: ArrayLike, subsample: int = _MEDIAN_SUBSAMPLE) -> jax.Array:
+        """Resolve the bandwidth on points ``x`` (n, d): :math:`A = \\Gamma^{-1}` (d, d).
 
         Median heuristics use at most ``subsample`` evenly spaced points."""
-        return precondition_matrix(self.precond, x, subsample)
+        return bandwidth_matrix(self.bandwidth, x, subsample)
+
+    @property
+    def precond(self) -> str | None | ArrayLike:
+        """Deprecated name of :attr:`bandwidth`."""
+        warn_renamed("precond", "bandwidth", type(self).__name__)
+        return self.bandwidth
+
+    @precond.setter
+    def precond(self, value: str | None | ArrayLike) -> None:
+        warn_renamed("precond", "bandwidth", type(self).__name__)
+        _check_bandwidth(value)
+        self.bandwidth = value
+
+    def precondition_matrix(self, x: ArrayLike, subsample: int = _MEDIAN_SUBSAMPLE) -> jax.Array:
+        """Deprecated name of :meth:`bandwidth_matrix`."""
+        warn_renamed("precondition_matrix", "bandwidth_matrix", type(self).__name__)
+        return bandwidth_matrix(self.bandwidth, x, subsample)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Unpickle, also kernels pickled when the bandwidth was stored as ``precond``."""
+        state = dict(state)
+        if "precond" in state:
+            state["bandwidth"] = state.pop("precond")
+        self.__dict__.update(state)
 
     def frozen(self, x: ArrayLike) -> Self:
-        """This kernel with its preconditioner resolved on ``x`` (n, d) once and then fixed:
+        """This kernel with its bandwidth resolved on ``x`` (n, d) once and then fixed:
         :math:`\\Gamma` becomes a matrix, so KSD values of other point sets are comparable.
 
         A data-dependent ``"med"``/``"sclmed"``/``"smpcov"`` is re-estimated on every point set it
-        is given; freeze it on reference draws before comparing sets (math.md §8). With a
+        is given; freeze it on reference draws before comparing sets (docs/math.md §8). With a
         :class:`~numpyro_dsd.FlowDiffusion` the kernel acts in latent space: freeze it on latent
         points, ``kernel.frozen(flow.latent(x, scores)[0])``.
 
         Examples
         --------
         >>> import jax.numpy as jnp
-        >>> k = IMQ(precond="med").frozen(jnp.array([[0.0, 0.0], [3.0, 4.0]]))
-        >>> k.precond  # Gamma = (median distance)^2 I
+        >>> k = IMQ(bandwidth="med").frozen(jnp.array([[0.0, 0.0], [3.0, 4.0]]))
+        >>> k.bandwidth  # Gamma = (median distance)^2 I
         array([[25.,  0.],
                [ 0., 25.]], dtype=float32)
         """
         new = copy.copy(self)
-        new.precond = np.asarray(jnp.linalg.inv(self.precondition_matrix(x)))
+        new.bandwidth = np.asarray(jnp.linalg.inv(self.bandwidth_matrix(x)))
         return new
 
     def __call__(self, x: ArrayLike, y: ArrayLike, A: ArrayLike | None = None) -> jax.Array:
@@ -125,13 +163,11 @@ class _RadialKernel:
 
     def settings(self) -> dict[str, object]:
         """Settings as plain values, for result attributes (a saved file explains itself)."""
-        precond = (
-            self.precond if self.precond is None or isinstance(self.precond, str) else "matrix"
-        )
+        bw = self.bandwidth
         return {
             "kernel": type(self).__name__,
             **self.profile._asdict(),
-            "preconditioner": str(precond),
+            "bandwidth": str(bw if bw is None or isinstance(bw, str) else "matrix"),
         }
 
 
@@ -139,7 +175,8 @@ class IMQ(_RadialKernel):
     """Inverse multiquadric kernel :math:`k(x, y) = (c^2 + (x-y)^\\top\\Gamma^{-1}(x-y))^\\beta`.
 
     Gorham & Mackey (2017): with :math:`\\beta \\in (-1, 0)` its Stein discrepancy controls weak
-    convergence for distantly dissipative targets; that is why it is the default.
+    convergence for distantly dissipative targets; that is why it is the default
+    (:func:`default_kernel`).
 
     Parameters
     ----------
@@ -148,12 +185,12 @@ class IMQ(_RadialKernel):
     beta : float
         Exponent, ``beta < 0`` (``beta >= 0`` is not a positive definite kernel and raises
         ``ValueError``; ``beta <= -1`` loses convergence control and warns).
-    precond : None, str or array (d, d)
+    bandwidth : None, str or array (d, d)
         :math:`\\Gamma`. ``None``/``"id"``: identity; ``"med"``: :math:`\\ell^2 I` with
         :math:`\\ell` the median pairwise distance of at most 1000 evenly spaced points;
         ``"sclmed"``: :math:`\\ell^2/\\log\\min(1000, n)\\,I`; ``"smpcov"``: sample covariance;
         ``"svgd"``: :math:`\\ell^2/(2\\log n)\\,I` (the SVGD median heuristic); or an SPD matrix
-        :math:`\\Gamma`.
+        :math:`\\Gamma` (see :func:`bandwidth_matrix`). ``precond=`` is its deprecated name.
 
     Examples
     --------
@@ -163,7 +200,10 @@ class IMQ(_RadialKernel):
     0.577...
     """
 
-    def __init__(self, c: float = 1.0, beta: float = -0.5, precond: str | None | ArrayLike = None):
+    @renamed_arguments(precond="bandwidth")
+    def __init__(
+        self, c: float = 1.0, beta: float = -0.5, bandwidth: str | None | ArrayLike = None
+    ):
         if not c > 0:
             raise ValueError(f"IMQ needs c > 0, got c={c}.")
         if not beta < 0:
@@ -179,25 +219,28 @@ class IMQ(_RadialKernel):
                 UserWarning,
                 stacklevel=2,
             )
-        _check_precond_spec(precond)
+        _check_bandwidth(bandwidth)
         self.profile = IMQProfile(float(c), float(beta))
-        self.precond = precond
+        self.bandwidth = bandwidth
 
     def __repr__(self) -> str:
-        return f"IMQ(c={self.profile.c}, beta={self.profile.beta}, precond={_precond_repr(self)})"
+        return (
+            f"IMQ(c={self.profile.c}, beta={self.profile.beta}, bandwidth={_bandwidth_repr(self)})"
+        )
 
 
 class Gaussian(_RadialKernel):
     """Gaussian kernel :math:`k(x, y) = \\exp(-\\tfrac12 (x-y)^\\top\\Gamma^{-1}(x-y))`.
 
-    The bandwidth is :math:`\\Gamma`: ``precond="med"`` is the median heuristic.
-    Gaussian KSDs can miss non-convergence for d >= 3 (math.md §8); prefer :class:`IMQ` for
+    The bandwidth is :math:`\\Gamma`: ``bandwidth="med"`` is the median heuristic,
+    ``bandwidth="svgd"`` SVGD's (:func:`svgd_kernel`).
+    Gaussian KSDs can miss non-convergence for d >= 3 (docs/math.md §8); prefer :class:`IMQ` for
     diagnostics.
 
     Parameters
     ----------
-    precond : None, str or array (d, d)
-        As for :class:`IMQ`.
+    bandwidth : None, str or array (d, d)
+        As for :class:`IMQ`. ``precond=`` is its deprecated name.
 
     Examples
     --------
@@ -207,37 +250,96 @@ class Gaussian(_RadialKernel):
     0.606...
     """
 
-    def __init__(self, precond: str | None | ArrayLike = None):
-        _check_precond_spec(precond)
+    @renamed_arguments(precond="bandwidth")
+    def __init__(self, bandwidth: str | None | ArrayLike = None):
+        _check_bandwidth(bandwidth)
         self.profile = GaussianProfile()
-        self.precond = precond
+        self.bandwidth = bandwidth
 
     def __repr__(self) -> str:
-        return f"Gaussian(precond={_precond_repr(self)})"
+        return f"Gaussian(bandwidth={_bandwidth_repr(self)})"
 
 
-def _precond_repr(kernel: _RadialKernel) -> str:
-    p = kernel.precond
+def default_kernel() -> IMQ:
+    """The base kernel of every KSD entry point: ``IMQ(c=1, beta=-1/2, bandwidth="med")``.
+
+    :func:`~numpyro_dsd.ksd`, :func:`~numpyro_dsd.ksd_squared`, :func:`~numpyro_dsd.stein_matrix`,
+    :func:`~numpyro_dsd.stein.prepare`, :func:`~numpyro_dsd.ksd_test`,
+    :func:`~numpyro_dsd.ksd_trace`, :func:`~numpyro_dsd.ksd_diagnostic` and Stein thinning
+    (:func:`~numpyro_dsd.stein_thin`, :func:`~numpyro_dsd.thin_indices`) use it when given
+    ``kernel=None``. Why:
+
+    - IMQ with :math:`\\beta \\in (-1, 0)`: its KSD controls weak convergence (Gorham & Mackey
+      2017); a Gaussian kernel's can miss non-convergence in d >= 3.
+    - ``"med"``: the median pairwise distance sets the length scale, so the kernel follows the
+      units of the draws (rescaling the draws only rescales the KSD); with ``IMQ()``
+      (:math:`\\Gamma = I`) a posterior much wider or narrower than 1 gets a kernel of the
+      wrong width. It was already the diagnostic's default. Thinning used
+      stein-thinning's ``"sclmed"`` before; neither bandwidth thins better across problems
+      (``benchmarks/thinning_bandwidth.py``, energy distance of 100 of 2000 draws to the
+      target: ``"sclmed"`` 3-14% lower in d = 2; in d = 5 and 10 ``"med"`` 13-22% lower on
+      round Gaussians and ``"sclmed"`` 23-35% lower when the coordinate scales span a factor
+      100), so one default serves all.
+
+    The diagnostic freezes it on the pooled draws; the other entry points resolve it on the
+    points they are given (freeze it yourself, ``default_kernel().frozen(reference)``, to
+    compare point sets). A new object each call.
+
+    Examples
+    --------
+    >>> default_kernel()
+    IMQ(c=1.0, beta=-0.5, bandwidth='med')
+    """
+    return IMQ(c=1.0, beta=-0.5, bandwidth="med")
+
+
+def svgd_kernel() -> Gaussian:
+    """SVGD's base kernel: ``Gaussian(bandwidth="svgd")``,
+    :math:`\\exp(-\\|x-y\\|^2\\log n/\\ell^2)` with :math:`\\ell` the median pairwise distance.
+
+    Liu & Wang (2016)'s median heuristic, as NumPyro's ``RBFKernel`` and BlackJAX set it: SVGD
+    needs a kernel whose force balances the score at n particles (the :math:`\\log n` factor),
+    not a discrepancy that controls convergence, and the Gaussian is what the SVGD literature
+    and the benchmarks against NumPyro and BlackJAX use. A new object each call.
+
+    Examples
+    --------
+    >>> svgd_kernel()
+    Gaussian(bandwidth='svgd')
+    """
+    return Gaussian(bandwidth="svgd")
+
+
+def _bandwidth_repr(kernel: _RadialKernel) -> str:
+    p = kernel.bandwidth
     return repr(p) if p is None or isinstance(p, str) else f"<matrix {np.shape(p)}>"
 
 
-def _check_precond_spec(precond: object) -> None:
-    if isinstance(precond, str) or precond is None:
-        if precond not in _NAMED_PRECONDITIONERS:
+def _check_bandwidth(bandwidth: object) -> None:
+    if isinstance(bandwidth, str) or bandwidth is None:
+        if bandwidth not in _NAMED_BANDWIDTHS:
             raise ValueError(
-                f"Unknown preconditioner {precond!r}: use None, 'med', 'sclmed', 'smpcov', 'svgd' "
+                f"Unknown bandwidth {bandwidth!r}: use None, 'med', 'sclmed', 'smpcov', 'svgd' "
                 "or a (d, d) symmetric positive definite matrix."
             )
         return
-    shape = np.shape(precond)
+    shape = np.shape(bandwidth)
     if len(shape) != 2 or shape[0] != shape[1]:
-        raise ValueError(f"A preconditioner matrix must be square (d, d); got shape {shape}.")
+        raise ValueError(f"A bandwidth matrix must be square (d, d); got shape {shape}.")
 
 
 def precondition_matrix(
     precond: str | None | ArrayLike, x: ArrayLike, subsample: int = _MEDIAN_SUBSAMPLE
 ) -> jax.Array:
-    """Resolve a preconditioner specification into :math:`A = \\Gamma^{-1}`.
+    """Deprecated name of :func:`bandwidth_matrix`."""
+    warn_renamed("precondition_matrix", "bandwidth_matrix", "numpyro_dsd.stein.kernels")
+    return bandwidth_matrix(precond, x, subsample)
+
+
+def bandwidth_matrix(
+    bandwidth: str | None | ArrayLike, x: ArrayLike, subsample: int = _MEDIAN_SUBSAMPLE
+) -> jax.Array:
+    """Resolve a bandwidth specification into :math:`A = \\Gamma^{-1}`.
 
     Definitions follow stein-thinning's ``make_precon`` (which returns this same :math:`A`):
 
@@ -251,9 +353,11 @@ def precondition_matrix(
       ``RBFKernel`` and BlackJAX's ``median_heuristic`` set it (:math:`A = I` for one point);
     - a matrix :math:`\\Gamma` (d, d), symmetric positive definite: :math:`A = \\Gamma^{-1}`.
 
+    The median heuristics need two points: on a single point they give :math:`A = I`.
+
     Parameters
     ----------
-    precond : None, str or array (d, d)
+    bandwidth : None, str or array (d, d)
         The specification (see above).
     x : array (n, d)
         Points the kernel is evaluated on (latent points for a flow diffusion).
@@ -267,30 +371,30 @@ def precondition_matrix(
     Examples
     --------
     >>> import jax.numpy as jnp
-    >>> precondition_matrix("med", jnp.array([[0.0], [1.0], [3.0]]))  # median distance 2
+    >>> bandwidth_matrix("med", jnp.array([[0.0], [1.0], [3.0]]))  # median distance 2
     Array([[0.25]], dtype=float32)
     """
-    _check_precond_spec(precond)
+    _check_bandwidth(bandwidth)
     x = jnp.asarray(x)
     n, d = x.shape
     eye = jnp.eye(d, dtype=x.dtype)
-    if precond is None or isinstance(precond, str) and precond == "id":
+    if bandwidth is None or isinstance(bandwidth, str) and bandwidth == "id":
         return eye
-    if isinstance(precond, str) and precond == "svgd" and n == 1:
+    if isinstance(bandwidth, str) and bandwidth in ("med", "sclmed", "svgd") and n == 1:
         return eye
-    if isinstance(precond, str) and precond in ("med", "sclmed", "svgd"):
+    if isinstance(bandwidth, str) and bandwidth in ("med", "sclmed", "svgd"):
         ell2 = _median_distance(x, subsample) ** 2
         _require_concrete_positive(ell2, "the median pairwise distance is 0: too few unique points")
         scale = {"med": 1.0, "sclmed": np.log(min(subsample, n)), "svgd": 2.0 * np.log(n)}
-        return eye * (scale[precond] / ell2)
-    if isinstance(precond, str):  # "smpcov"
+        return eye * (scale[bandwidth] / ell2)
+    if isinstance(bandwidth, str):  # "smpcov"
         if n <= d:
             raise ValueError(f"'smpcov' needs more points than dimensions (n={n}, d={d}).")
         return _spd_inverse(jnp.cov(x, rowvar=False).reshape(d, d), "the sample covariance")
-    gamma = jnp.asarray(precond, dtype=x.dtype)
+    gamma = jnp.asarray(bandwidth, dtype=x.dtype)
     if gamma.shape != (d, d):
-        raise ValueError(f"Preconditioner matrix has shape {gamma.shape}, points have d={d}.")
-    return _spd_inverse(gamma, "the preconditioner matrix")
+        raise ValueError(f"Bandwidth matrix has shape {gamma.shape}, points have d={d}.")
+    return _spd_inverse(gamma, "the bandwidth matrix")
 
 
 def _median_distance(x: jax.Array, subsample: int = _MEDIAN_SUBSAMPLE) -> jax.Array:
@@ -365,7 +469,7 @@ def _spd_inverse(gamma: jax.Array, what: str) -> jax.Array:
 
 def _require_concrete_positive(value: jax.Array, message: str) -> None:
     if not isinstance(value, jax.core.Tracer) and not bool(value > 0):
-        raise ValueError(f"Cannot build the preconditioner: {message}.")
+        raise ValueError(f"Cannot resolve the kernel bandwidth: {message}.")
 
 
 def kernel_derivatives(

@@ -55,7 +55,8 @@ def ksd_squared(
     log_prob : callable (d,) -> scalar, optional
         Log density (unnormalised is fine), differentiated with ``jax.grad``.
     kernel : IMQ or Gaussian
-        Base kernel; default ``IMQ()``. Its preconditioner is resolved on the diffusion's points.
+        Base kernel; default :func:`~numpyro_dsd.stein.kernels.default_kernel`
+        (``IMQ(bandwidth="med")``). Its bandwidth is resolved on the diffusion's points.
     diffusion : Identity, Constant, PositionDependent, ...
         Default ``Identity()``.
     statistic : {"v", "u"}
@@ -115,7 +116,7 @@ def ksd(
 ) -> jax.Array:
     """Kernel Stein discrepancy :math:`\\sqrt{\\hat V}`, or :math:`\\sqrt{\\max(\\hat U, 0)}`.
 
-    The diffusion KSD of math.md §2: with ``diffusion=Identity()`` (default) the Langevin KSD,
+    The diffusion KSD of docs/math.md §2: with ``diffusion=Identity()`` (default) the Langevin KSD,
     with ``Constant(M)`` or ``PositionDependent(fn)`` the diffusion KSD. Same arguments as
     :func:`ksd_squared`.
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-__all__ = ["pad_blocks", "tile_list", "weighted_pair_sum", "pair_matvec"]
+__all__ = ["pad_blocks", "map_row_blocks", "tile_list", "weighted_pair_sum", "pair_matvec"]
 
 TileFn = Callable[..., jax.Array]
 
@@ -42,6 +42,38 @@ def pad_blocks(tree: object, n: int, block: int) -> object:
         return a.reshape(nb, block, *a.shape[1:])
 
     return jax.tree_util.tree_map(one, tree)
+
+
+def map_row_blocks(fn: Callable[[object], object], rows: object, n: int, block: int) -> object:
+    """``fn`` over the rows of ``rows`` in blocks of ``block``: :math:`O(B\\,n)` memory when
+    ``fn`` pairs a block of B rows with all n points.
+
+    Parameters
+    ----------
+    fn : callable
+        Pytree of ``(B, ...)`` row leaves to a pytree of ``(B, ...)`` per-row outputs; rows are
+        independent (padding rows are zeros and their outputs are dropped).
+    rows : pytree of arrays with leading axis n
+        Per-row inputs.
+    n : int
+        Rows.
+    block : int
+        Rows per call; ``n <= block`` is one call, without padding or a loop.
+
+    Returns
+    -------
+    Pytree of ``(n, ...)`` arrays: ``fn``'s outputs, rows in order.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> map_row_blocks(lambda r: 2 * r, jnp.arange(5.0), 5, 2)
+    Array([0., 2., 4., 6., 8.], dtype=float32)
+    """
+    if n <= block:
+        return fn(rows)
+    out = jax.lax.map(fn, pad_blocks(rows, n, block))
+    return jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:])[:n], out)
 
 
 def tile_list(n_blocks: int, n_devices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,11 +8,17 @@ from numpyro_dsd.svgd.core import (
     as_optax,
     build_step,
     init,
+    reestimate,
     shard_state,
     stein_force,
 )
 from numpyro_dsd.svgd.infer import SVGD, NonFiniteStepError, SVGDRunResult
-from numpyro_dsd.svgd.preconditioners import ConstantPreconditioner, FlowPreconditioner
+from numpyro_dsd.svgd.preconditioners import (
+    ConstantPreconditioner,
+    FlowParams,
+    FlowPreconditioner,
+    reestimate_every,
+)
 
 __all__ = [
     "SVGD",
@@ -20,6 +26,9 @@ __all__ = [
     "NonFiniteStepError",
     "ConstantPreconditioner",
     "FlowPreconditioner",
+    "FlowParams",
+    "reestimate_every",
+    "reestimate",
     "SVGDState",
     "SVGDInfo",
     "init",

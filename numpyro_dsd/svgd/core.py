@@ -1,29 +1,34 @@
 """Stein variational gradient descent: the pure functional core (BlackJAX-style ``init``/``step``).
 
-SVGD (Liu & Wang 2016, math.md §6.1) moves particles :math:`z_1..z_n` along
+SVGD (Liu & Wang 2016, docs/math.md §6.1) moves particles :math:`z_1..z_n` along
 
 .. math:: \\phi(z) = \\frac1n\\sum_j\\big[k(z_j, z)\\,s(z_j) + \\nabla_1 k(z_j, z)\\big],
 
 the steepest descent direction of KL(q || p) in the unit ball of the kernel's RKHS; its rate
-:math:`\\frac1n\\sum_i \\mathcal A_p\\phi(z_i)` is the KSD² V-statistic of the particles (§6.2),
-so every step reports it at no extra pass. With a radial kernel
+:math:`\\frac1n\\sum_i \\mathcal A_p\\phi(z_i)` is the KSD² V-statistic of the particles
+(docs/math.md §6.2), so every step reports it at no extra pass. With a radial kernel
 :math:`k = \\varphi((z-y)^\\top A(z-y))` the force is three matrix products,
 
 .. math:: \\Phi = \\tfrac1n\\big[K S + 2(DZ - \\mathrm{diag}(D\\mathbf 1)Z)A\\big],\\qquad
     K_{ij} = \\varphi(t_{ij}),\\; D_{ij} = \\varphi'(t_{ij}),
 
-never a per-pair derivative and never an ``(n, n, d)`` array; rows are processed in blocks.
+never a per-pair derivative and never an ``(n, n, d)`` array: :math:`K`, :math:`D` and the
+Stein kernel come from one tile of the Stein-kernel engine
+(:func:`numpyro_dsd.stein.engine.kernel_force`, the features ``ksd`` uses), rows in blocks.
 
 A *preconditioner* (:mod:`numpyro_dsd.svgd.preconditioners`) is a bijection :math:`z = T(x)`: the
 particles move in :math:`z` under the pushed-forward target :math:`T_\\#p` (score by Lemma 3.1, the
 log-determinant included), which is matrix-kernel SVGD in :math:`x` with
-:math:`K(x, y) = J(x)^{-1}k(T x, T y)J(y)^{-\\top}` (math.md §6.3). ``T(x) = L^\\top x`` is Wang et
-al. (2019)'s constant preconditioner :math:`Q = LL^\\top`; a normalizing flow learns the matrix.
+:math:`K(x, y) = J(x)^{-1}k(T x, T y)J(y)^{-\\top}` (docs/math.md §6.3). ``T(x) = L^\\top x`` is
+Wang et al. (2019)'s constant preconditioner :math:`Q = LL^\\top`; a normalizing flow learns the
+matrix.
 
-The state is a NamedTuple of arrays, so ``step`` composes with ``jax.lax.scan``, ``jit`` and
-``vmap``::
+The state is a NamedTuple of arrays and is complete: the particles, the kernel, the
+preconditioner's parameters (a fitted flow's arrays, its architecture as static pytree data), the
+optimizer's state, the step count and the ``rng_key`` every re-estimate derives its key from
+(``fold_in(rng_key, step)``). So ``step`` composes with ``jax.lax.scan``, ``jit`` and ``vmap``::
 
-    state = svgd.init(x0, log_prob, optax.adagrad(0.1))
+    state = svgd.init(x0, log_prob, optax.adagrad(0.1), rng_key=jax.random.key(0))
     step = svgd.build_step(log_prob, optax.adagrad(0.1))
     state, infos = jax.lax.scan(lambda s, _: step(s), state, length=1000)
 """
@@ -41,8 +46,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
 from numpyro_dsd.flows.bijections import latent_score
-from numpyro_dsd.stein.kernels import IMQ, Gaussian, GaussianProfile, IMQProfile
-from numpyro_dsd.stein.tiling import pad_blocks
+from numpyro_dsd.stein.engine import FORCE_ROW_BLOCK, kernel_force
+from numpyro_dsd.stein.kernels import IMQ, Gaussian, GaussianProfile, IMQProfile, svgd_kernel
 from numpyro_dsd.svgd.preconditioners import Preconditioner
 
 __all__ = [
@@ -55,6 +60,9 @@ __all__ = [
     "latent_scores",
     "as_optax",
     "estimate",
+    "reestimate",
+    "reestimate_due",
+    "steps_to_reestimate",
     "shard_state",
     "kernel_matrix",
     "to_latent",
@@ -68,7 +76,7 @@ Profile = IMQProfile | GaussianProfile
 #: dominated the step at 800 particles.
 BANDWIDTH_SUBSAMPLE = 256
 #: Rows of the kernel matrix formed at once.
-ROW_BLOCK = 1024
+ROW_BLOCK = FORCE_ROW_BLOCK
 
 
 _GAUSSIAN = GaussianProfile()
@@ -85,12 +93,17 @@ class SVGDState(NamedTuple):
     kernel_matrix : (d, d)
         :math:`A = \\Gamma^{-1}` of the kernel in use (the median heuristic's last value).
     precond_params : pytree
-        The preconditioner's parameters (``()`` for none or a fixed flow; :math:`V, w` of
-        :math:`L = V\\,\\mathrm{diag}(w)` for a constant one).
+        The preconditioner's complete parameters: ``()`` for none or a flow object given as
+        configuration; :class:`~numpyro_dsd.svgd.preconditioners.Linear` (:math:`V, w, c`) for a
+        constant one; :class:`~numpyro_dsd.svgd.preconditioners.FlowParams` (arrays, with the
+        :class:`~numpyro_dsd.flows.FlowSpec` as static data) for a fitted or refitted flow.
     opt_state : pytree
         The optimizer's state.
     step : int scalar
         Steps taken.
+    rng_key : PRNG key or None
+        The key re-estimates derive theirs from: ``fold_in(rng_key, step)`` at step ``step``
+        (None: no re-estimate needs one, e.g. a constant preconditioner).
     """
 
     particles: jax.Array
@@ -98,6 +111,7 @@ class SVGDState(NamedTuple):
     precond_params: Any
     opt_state: Any
     step: jax.Array
+    rng_key: Any = None
 
 
 class SVGDInfo(NamedTuple):
@@ -122,39 +136,10 @@ class SVGDInfo(NamedTuple):
 
 
 def default_kernel() -> Gaussian:
-    """The SVGD kernel of Liu & Wang (2016), NumPyro and BlackJAX:
-    :math:`\\exp(-\\|x - y\\|^2\\log n/\\ell^2)` with :math:`\\ell` the median distance."""
-    return Gaussian(precond="svgd")
-
-
-def _row_block(
-    zb: jax.Array,
-    sb: jax.Array,
-    wb: jax.Array,
-    z: jax.Array,
-    s: jax.Array,
-    A: jax.Array,
-    profile: Profile,
-) -> tuple[jax.Array, jax.Array]:
-    """Force (times n) on rows ``zb`` and their share of :math:`n^2\\hat V`; rows weighted by
-    ``wb`` (0 for padding)."""
-    y, yb = z @ A, zb @ A
-    sq = jnp.sum(y * z, 1)
-    t = jnp.maximum(jnp.sum(yb * zb, 1)[:, None] + sq[None, :] - 2.0 * yb @ z.T, 0.0)
-    k, dk, d2k = (wb[:, None] * a for a in profile(t))
-    dk_rows = jnp.sum(dk, 1)
-    force = k @ s + 2.0 * (dk @ z - dk_rows[:, None] * zb) @ A
-    p, pb = s @ A, sb @ A
-    q, qb = jnp.sum(p * z, 1), jnp.sum(pb * zb, 1)
-    r2 = jnp.sum(yb * yb, 1)[:, None] + jnp.sum(y * y, 1)[None, :] - 2.0 * yb @ y.T
-    v = (
-        jnp.sum(k * (sb @ s.T))
-        + 2.0 * jnp.sum(dk * (zb @ p.T + pb @ z.T))
-        - 2.0 * (jnp.sum(dk, 0) @ q + dk_rows @ qb)
-        - 4.0 * jnp.sum(d2k * r2)
-        - 2.0 * jnp.trace(A) * jnp.sum(dk_rows)
-    )
-    return force, v
+    """SVGD's default kernel, :func:`numpyro_dsd.stein.kernels.svgd_kernel` (the one place the
+    defaults are stated): :math:`\\exp(-\\|x - y\\|^2\\log n/\\ell^2)` with :math:`\\ell` the
+    median distance, Liu & Wang (2016)'s, NumPyro's and BlackJAX's."""
+    return svgd_kernel()
 
 
 def stein_force(
@@ -164,6 +149,8 @@ def stein_force(
     profile: Profile = _GAUSSIAN,
     block_size: int = ROW_BLOCK,
     linear_weight: float = 0.0,
+    *,
+    isotropic: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """SVGD force and the KSD² V-statistic of the particles, in closed form.
 
@@ -174,8 +161,12 @@ def stein_force(
 
     with :math:`k^0 = k\\,s_i^\\top s_j + 2\\varphi'(p_j - p_i)^\\top r - 4\\varphi''\\|Ar\\|^2
     - 2\\varphi'\\operatorname{tr}A`, :math:`r = z_i - z_j`, :math:`p = As`,
-    :math:`t_{ij} = r^\\top A r`. Rows are formed ``block_size`` at a time (``lax.map``), so
-    memory is O(block_size · n) and time O(n² d).
+    :math:`t_{ij} = r^\\top A r`. In matrix form, with :math:`K_{ij} = \\varphi(t_{ij})` and
+    :math:`D_{ij} = \\varphi'(t_{ij})`,
+    :math:`\\Phi = \\frac1n[KS + 2(DZ - \\mathrm{diag}(D\\mathbf 1)Z)A]`. Both come from the
+    Stein-kernel engine (:func:`numpyro_dsd.stein.engine.kernel_force`: the identity-diffusion
+    tile of :func:`~numpyro_dsd.ksd_squared` returns :math:`K`, :math:`D` and :math:`k^0`), rows
+    formed ``block_size`` at a time, so memory is O(block_size · n) and time O(n² d).
 
     ``linear_weight`` :math:`w > 0` adds :math:`w\\,((z - \\bar z)^\\top(y - \\bar z) + 1)` to the
     kernel (:math:`\\bar z` the particles' mean, held fixed), which adds
@@ -201,6 +192,8 @@ def stein_force(
         Rows of the kernel matrix formed at once.
     linear_weight : float
         Weight :math:`w \\ge 0` of the added linear kernel (default 0: the radial kernel only).
+    isotropic : bool
+        :math:`A = aI` (only ``A[0, 0]`` is read; ``kernel.isotropic``): cheaper tiles.
 
     Returns
     -------
@@ -216,24 +209,11 @@ def stein_force(
     """
     z, s = jnp.asarray(particles), jnp.asarray(scores)
     A = jnp.asarray(kernel_matrix, dtype=z.dtype)
-    z = z - jnp.mean(z, axis=0)  # the kernel is translation invariant; this keeps t accurate
-    force, v = _radial_force(z, s, A, profile, block_size)
+    force, v = kernel_force(z, s, A, profile, isotropic=isotropic, block_size=block_size)
     if linear_weight:
-        lin_force, lin_v = _linear_force(z, s)
+        lin_force, lin_v = _linear_force(z - jnp.mean(z, axis=0), s)
         force, v = force + linear_weight * lin_force, v + linear_weight * lin_v
     return force, v
-
-
-def _radial_force(
-    z: jax.Array, s: jax.Array, A: jax.Array, profile: Profile, block_size: int
-) -> tuple[jax.Array, jax.Array]:
-    n, d = z.shape
-    if n <= block_size:
-        force, v = _row_block(z, s, jnp.ones(n, z.dtype), z, s, A, profile)
-        return force / n, v / n**2
-    zb, sb, wb = pad_blocks((z, s, jnp.ones(n, z.dtype)), n, block_size)  # padding weight 0
-    forces, vs = jax.lax.map(lambda a: _row_block(*a, z, s, A, profile), (zb, sb, wb))
-    return forces.reshape(-1, d)[:n] / n, jnp.sum(vs) / n**2
 
 
 def _linear_force(zc: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -286,7 +266,7 @@ def latent_scores(
 
 def kernel_matrix(kernel: IMQ | Gaussian, z: jax.Array) -> jax.Array:
     """The kernel's :math:`A` on particles ``z`` (median heuristics on at most 256 of them)."""
-    return kernel.precondition_matrix(z, BANDWIDTH_SUBSAMPLE).astype(z.dtype)
+    return kernel.bandwidth_matrix(z, BANDWIDTH_SUBSAMPLE).astype(z.dtype)
 
 
 def init(
@@ -295,26 +275,58 @@ def init(
     optim: Any,
     kernel: IMQ | Gaussian | None = None,
     preconditioner: Preconditioner | None = None,
+    *,
+    rng_key: jax.Array | None = None,
+    precond_params: Any = None,
 ) -> SVGDState:
     """Initial state from data-space particles ``position`` (n, d).
 
-    The preconditioner is estimated on ``position`` and the particles mapped to its latent space;
-    the kernel's bandwidth is set on the latent particles.
+    The preconditioner is estimated on ``position`` (or ``precond_params`` is used) and the
+    particles mapped to its latent space :math:`z = T(x)`; the kernel's :math:`A` is set on the
+    latent particles.
+
+    Parameters
+    ----------
+    position : (n, d)
+        Data-space particles.
+    log_prob : callable
+        ``(d,) -> ()``, the target's log density in the data space.
+    optim : optax GradientTransformation or numpyro.optim optimizer
+        Its state is initialised on the latent particles.
+    kernel : IMQ or Gaussian, optional
+        Default :func:`default_kernel`.
+    preconditioner : Preconditioner, optional
+        None runs in the data space.
+    rng_key : PRNG key, optional
+        Stored in the state; re-estimates that need randomness (a flow refit) use
+        ``fold_in(rng_key, step)``.
+    precond_params : pytree, optional
+        The preconditioner's parameters, instead of estimating them (e.g. a flow fitted on the
+        model: :class:`~numpyro_dsd.svgd.preconditioners.FlowParams`).
+
+    Returns
+    -------
+    SVGDState
 
     Examples
     --------
     >>> import jax, jax.numpy as jnp, optax
     >>> log_prob = lambda x: -0.5 * jnp.sum(x**2)
-    >>> state = init(jnp.ones((5, 2)) * jnp.arange(5.0)[:, None], log_prob, optax.sgd(0.1))
+    >>> x0 = jnp.ones((5, 2)) * jnp.arange(5.0)[:, None]
+    >>> state = init(x0, log_prob, optax.sgd(0.1), rng_key=jax.random.key(0))
     >>> state.particles.shape, int(state.step)
     ((5, 2), 0)
     """
     x = jnp.asarray(position)
     kernel = default_kernel() if kernel is None else kernel
-    params: Any = () if preconditioner is None else estimate(preconditioner, x, log_prob)
+    params: Any = precond_params
+    if params is None:
+        params = () if preconditioner is None else estimate(preconditioner, x, log_prob)
     z = x if preconditioner is None else to_latent(preconditioner, params, x)
     opt = as_optax(optim)
-    return SVGDState(z, kernel_matrix(kernel, z), params, opt.init(z), jnp.zeros((), jnp.int32))
+    return SVGDState(
+        z, kernel_matrix(kernel, z), params, opt.init(z), jnp.zeros((), jnp.int32), rng_key
+    )
 
 
 def estimate(preconditioner: Preconditioner, x: jax.Array, log_prob: LogProb) -> Any:
@@ -337,14 +349,97 @@ def from_latent(preconditioner: Preconditioner | None, params: Any, z: jax.Array
     return jax.vmap(lambda zi: bij.inverse_and_log_det(zi)[0])(z)
 
 
-def _reestimate(
-    state: SVGDState, log_prob: LogProb, opt: optax.GradientTransformation, pre: Preconditioner
-) -> SVGDState:
-    """New preconditioner from the data-space particles; particles re-mapped, optimizer reset."""
-    x = from_latent(pre, state.precond_params, state.particles)
-    params = pre.estimate(x, log_prob)
-    z = to_latent(pre, params, x)
-    return state._replace(particles=z, precond_params=params, opt_state=opt.init(z))
+def reestimate(
+    state: SVGDState,
+    log_prob: LogProb,
+    optim: Any,
+    kernel: IMQ | Gaussian | None,
+    preconditioner: Preconditioner,
+) -> tuple[SVGDState, Any]:
+    """Re-estimate the preconditioner at the state's particles: the one re-estimation step,
+    inside the jitted step (``preconditioner.in_step``) or between chunks (a flow refit).
+
+    With :math:`x = T_{\\text{old}}^{-1}(z)`: new parameters
+    ``preconditioner.reestimate(params, x, log_prob, fold_in(state.rng_key, state.step))``,
+    particles re-mapped :math:`z = T_{\\text{new}}(x)`, the kernel's :math:`A` re-set on them
+    and the optimizer state reset (its statistics belong to the old coordinates). The data-space
+    particles do not move.
+
+    Returns
+    -------
+    state : SVGDState
+    record : any
+        What the preconditioner reports (a :class:`~numpyro_dsd.flows.FlowFit` for a flow
+        refit, else None).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from numpyro_dsd.svgd.preconditioners import ConstantPreconditioner
+    >>> log_prob = lambda x: -0.5 * (x[0] ** 2 + 100 * x[1] ** 2)
+    >>> x0 = jax.random.normal(jax.random.key(0), (8, 2))
+    >>> pre = ConstantPreconditioner()
+    >>> state = init(x0, log_prob, optax.sgd(0.1), preconditioner=pre)
+    >>> new, _ = reestimate(state, log_prob, optax.sgd(0.1), None, pre)
+    >>> bool(jnp.allclose(from_latent(pre, new.precond_params, new.particles), x0, atol=1e-5))
+    True
+    """
+    kernel = default_kernel() if kernel is None else kernel
+    key = None if state.rng_key is None else jax.random.fold_in(state.rng_key, state.step)
+    x = from_latent(preconditioner, state.precond_params, state.particles)
+    params, record = preconditioner.reestimate(state.precond_params, x, log_prob, key)
+    z = to_latent(preconditioner, params, x)
+    new = state._replace(
+        particles=z,
+        kernel_matrix=kernel_matrix(kernel, z),
+        precond_params=params,
+        opt_state=as_optax(optim).init(z),
+    )
+    return new, record
+
+
+def _between_chunks(preconditioner: Preconditioner | None) -> int | None:
+    """The cadence of re-estimates that run between jitted chunks (None: there are none)."""
+    if preconditioner is None or not preconditioner.every or preconditioner.in_step:
+        return None
+    return preconditioner.every
+
+
+def reestimate_due(preconditioner: Preconditioner | None, step: int) -> bool:
+    """Whether a re-estimate that runs *between* jitted chunks (``preconditioner.every`` set,
+    ``preconditioner.in_step`` False: a flow refit) is due before step ``step`` is taken:
+    ``step`` a positive multiple of ``every``.
+
+    A loop calls :func:`reestimate` when this holds, then runs at most
+    :func:`steps_to_reestimate` steps in one jitted chunk (``SVGD.run`` does).
+
+    Examples
+    --------
+    >>> from numpyro_dsd.svgd.preconditioners import FlowPreconditioner
+    >>> pre = FlowPreconditioner(refit_every=10)
+    >>> reestimate_due(pre, 0), reestimate_due(pre, 13), reestimate_due(pre, 20)
+    (False, False, True)
+    """
+    every = _between_chunks(preconditioner)
+    return bool(every and step > 0 and step % every == 0)
+
+
+def steps_to_reestimate(preconditioner: Preconditioner | None, step: int) -> int | None:
+    """Steps from ``step`` to the next between-chunks re-estimate after it (see
+    :func:`reestimate_due`); None if there is none (no preconditioner, no cadence, or
+    re-estimates inside the step).
+
+    Examples
+    --------
+    >>> from numpyro_dsd.svgd.preconditioners import ConstantPreconditioner, FlowPreconditioner
+    >>> pre = FlowPreconditioner(refit_every=10)
+    >>> steps_to_reestimate(pre, 0), steps_to_reestimate(pre, 13), steps_to_reestimate(pre, 20)
+    (10, 7, 10)
+    >>> steps_to_reestimate(ConstantPreconditioner(every=10), 3) is None  # inside the step
+    True
+    """
+    every = _between_chunks(preconditioner)
+    return None if every is None else every - step % every
 
 
 def build_step(
@@ -357,10 +452,11 @@ def build_step(
 ) -> Callable[[SVGDState], tuple[SVGDState, SVGDInfo]]:
     """One SVGD step ``state -> (state, info)``: pure and jittable.
 
-    The step (i) re-estimates the preconditioner when ``preconditioner.every`` divides the step
-    count (particles re-mapped, optimizer state reset), (ii) re-estimates a named kernel
-    bandwidth (``"svgd"``, ``"med"``, ...) every ``bandwidth_every`` steps on at most 256
-    particles, (iii) computes :func:`stein_force` on the latent scores, and (iv) moves the
+    The step (i) re-estimates the preconditioner (:func:`reestimate`) when
+    ``preconditioner.every`` divides the step count and ``preconditioner.in_step`` (a constant
+    matrix; a flow refit is the loop's job, :func:`reestimate_due`), (ii) re-estimates a
+    named kernel bandwidth (``"svgd"``, ``"med"``, ...) every ``bandwidth_every`` steps on at
+    most 256 particles, (iii) computes :func:`stein_force` on the latent scores, and (iv) moves the
     particles by the optimizer's update for the *loss gradient* :math:`-\\phi`. If anything is
     not finite the state is returned unchanged and ``info.finite`` is False.
 
@@ -371,7 +467,7 @@ def build_step(
     optim : optax GradientTransformation or numpyro.optim optimizer
         Adagrad-type optimizers are the usual choice.
     kernel : IMQ or Gaussian, optional
-        Default :func:`default_kernel`. A matrix ``precond`` stays fixed.
+        Default :func:`default_kernel`. A matrix ``bandwidth`` stays fixed.
     preconditioner : Preconditioner, optional
         :mod:`numpyro_dsd.svgd.preconditioners`; None runs in the data space.
     bandwidth_every : int
@@ -393,29 +489,34 @@ def build_step(
     """
     kernel = default_kernel() if kernel is None else kernel
     opt = as_optax(optim)
-    adaptive = isinstance(kernel.precond, str) and kernel.precond != "id"
-    every = None if preconditioner is None else preconditioner.every
+    adaptive = isinstance(kernel.bandwidth, str) and kernel.bandwidth != "id"
+    in_step = preconditioner is not None and preconditioner.in_step
+    every = preconditioner.every if in_step else None
+
+    def reestimated(s: SVGDState) -> SVGDState:
+        return reestimate(s, log_prob, opt, kernel, preconditioner)[0]
 
     def step(state: SVGDState) -> tuple[SVGDState, SVGDInfo]:
         if every:
             due = (state.step > 0) & (state.step % every == 0)
-            state = jax.lax.cond(
-                due, lambda s: _reestimate(s, log_prob, opt, preconditioner), lambda s: s, state
-            )
+            state = jax.lax.cond(due, reestimated, lambda s: s, state)
         z = state.particles
         A = state.kernel_matrix
         if adaptive:
             due = state.step % bandwidth_every == 0
             A = jax.lax.cond(due, lambda: kernel_matrix(kernel, z), lambda: A)
         _, s = latent_scores(z, log_prob, preconditioner, state.precond_params)
-        phi, v = stein_force(z, s, A, kernel.profile, linear_weight=linear_weight)
+        phi, v = stein_force(
+            z, s, A, kernel.profile, linear_weight=linear_weight, isotropic=kernel.isotropic
+        )
         updates, opt_state = opt.update(-phi, state.opt_state, z)
         new_z = optax.apply_updates(z, updates)
         finite = (
             jnp.all(jnp.isfinite(s)) & jnp.all(jnp.isfinite(phi)) & jnp.all(jnp.isfinite(new_z))
         )
-        new = SVGDState(new_z, A, state.precond_params, opt_state, state.step + 1)
-        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+        new = (new_z, A, state.precond_params, opt_state, state.step + 1)
+        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, tuple(state)[:5])
+        new = SVGDState(*new, state.rng_key)
         force = jnp.sqrt(jnp.mean(jnp.sum(phi**2, axis=1)))
         return new, SVGDInfo(force, v, finite)
 
@@ -426,10 +527,10 @@ def shard_state(state: SVGDState, devices: Sequence[jax.Device] | None = None) -
     """Place the state on ``devices`` (default all local devices), particles split by rows.
 
     Every ``(n, ...)`` leaf (particles, per-particle optimizer statistics) is sharded over a 1-D
-    mesh ``"particles"``; the rest is replicated. ``jit`` then partitions the step: scores and
-    force rows are computed where their particles live, and only the ``(n, d)`` particles and
-    scores are gathered for the kernel matrix. With one device, or when the devices do not
-    divide n, the state is returned as is.
+    mesh ``"particles"``; the rest (the ``rng_key`` included) is replicated. ``jit`` then
+    partitions the step: scores and force rows are computed where their particles live, and only
+    the ``(n, d)`` particles and scores are gathered for the kernel matrix. With one device, or
+    when the devices do not divide n, the state is returned as is.
 
     Examples
     --------
@@ -450,4 +551,5 @@ def shard_state(state: SVGDState, devices: Sequence[jax.Device] | None = None) -
         leaf = jnp.asarray(leaf)
         return jax.device_put(leaf, rows if leaf.ndim and leaf.shape[0] == n else replicated)
 
-    return jax.tree.map(place, state)
+    key = None if state.rng_key is None else jax.device_put(state.rng_key, replicated)
+    return jax.tree.map(place, state._replace(rng_key=None))._replace(rng_key=key)

@@ -1,10 +1,10 @@
 """SVGD for NumPyro models, with NumPyro's ``init``/``update``/``run`` loop (:class:`SVGD`).
 
 Particles live in the model's flat unconstrained space (sites in sorted order, as
-:func:`numpyro_dsd.model.targets.log_density_fn` flattens them), or in a preconditioner's latent space
-(:mod:`numpyro_dsd.svgd.preconditioners`); :meth:`SVGD.get_samples` hands back constrained values,
-``{site: (num_particles, ...)}``, ready for :class:`numpyro.infer.Predictive`. The numerical work
-is :mod:`numpyro_dsd.svgd`.
+:func:`numpyro_dsd.model.targets.log_density_fn` flattens them), or in a preconditioner's latent
+space (:mod:`numpyro_dsd.svgd.preconditioners`); :meth:`SVGD.get_samples` hands back constrained
+values, ``{site: (num_particles, ...)}``, ready for :class:`numpyro.infer.Predictive`. The
+numerical work is :mod:`numpyro_dsd.svgd`.
 """
 
 from __future__ import annotations
@@ -16,20 +16,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
-from numpyro.infer.util import constrain_fn, unconstrain_fn
 from tqdm.auto import tqdm
 
 from numpyro_dsd.arviz.convert import from_svgd
-from numpyro_dsd.flows.bijections import check_flow_dim
-from numpyro_dsd.flows.fitting import FlowFit, fit_flow, fit_flow_to_samples
-from numpyro_dsd.model.targets import _latent_structs, _log_prob, _seeded, _unravel_for
+from numpyro_dsd.flows.bijections import check_flow_dim, inverse
+from numpyro_dsd.flows.fitting import FlowFit, fit_flow
+from numpyro_dsd.model.layout import ModelLayout
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
 from numpyro_dsd.svgd import core
 from numpyro_dsd.svgd.preconditioners import (
     ConstantPreconditioner,
+    FlowParams,
     FlowPreconditioner,
     Preconditioner,
+    is_autoguide,
+    reestimate_every,
+    unwrap,
 )
 
 __all__ = ["SVGD", "SVGDRunResult", "NonFiniteStepError", "default_flow_fit"]
@@ -65,12 +67,17 @@ class SVGDRunResult(NamedTuple):
         Root mean square force :math:`\\|\\phi\\|` per step.
     ksd_squared : (num_steps,)
         KSD² V-statistic of the particles per step (:class:`~numpyro_dsd.svgd.SVGDInfo`).
+    flow_fit : FlowFit or None
+        The fit of the flow the final state uses, when this call made it (the NeuTra fit of
+        ``preconditioner="flow"`` at ``init``, or the last refit); its flow is also
+        ``state.precond_params.flow``.
     """
 
     particles: jax.Array
     state: core.SVGDState
     stein_force: jax.Array
     ksd_squared: jax.Array
+    flow_fit: FlowFit | None = None
 
 
 class NonFiniteStepError(ValueError):
@@ -88,7 +95,7 @@ class SVGD:
     Each step moves every particle along the SVGD force (:func:`numpyro_dsd.svgd.stein_force`)
     of the model's unconstrained log density, :math:`\\log p(x) = -U(x)`, through ``optim``; with a
     ``preconditioner`` the particles move in its latent space :math:`z = T(x)` under
-    :math:`T_\\#p` (math.md §6.3) and are pulled back.
+    :math:`T_\\#p` (docs/math.md §6.3) and are pulled back.
 
     Parameters
     ----------
@@ -97,13 +104,14 @@ class SVGD:
     optim : optax GradientTransformation or numpyro.optim optimizer
         Adagrad-type (``numpyro.optim.Adagrad(0.1)``, ``optax.adagrad(0.1)``) is the usual choice.
     kernel : IMQ or Gaussian, optional
-        Default ``Gaussian(precond="svgd")``: :math:`\\exp(-\\|z-y\\|^2\\log n/\\ell^2)` with the
+        Default ``Gaussian(bandwidth="svgd")``: :math:`\\exp(-\\|z-y\\|^2\\log n/\\ell^2)` with the
         median distance :math:`\\ell`, re-estimated every ``bandwidth_every`` steps.
     num_particles : int
     preconditioner : None, "constant", "flow", a Preconditioner, or a flow
         ``"constant"``: :class:`~numpyro_dsd.svgd.preconditioners.ConstantPreconditioner` (average
         Hessian, re-estimated every 100 steps). ``"flow"``: a NeuTra flow fitted by
-        :func:`~numpyro_dsd.fit_flow` in :meth:`init` (kept as ``self.flow_fit``). A flow object
+        :func:`~numpyro_dsd.fit_flow` in :meth:`init`: its arrays live in the state
+        (``state.precond_params``), its record in ``SVGDRunResult.flow_fit``. A flow object
         (``FittedFlow``, NumPyro ``Transform`` data-to-latent, ``(guide, params)``) is wrapped in
         :class:`~numpyro_dsd.svgd.preconditioners.FlowPreconditioner`.
     bandwidth_every : int
@@ -128,6 +136,18 @@ class SVGD:
         all of them.
     **static_kwargs
         Keyword arguments of the model fixed for every call.
+
+    Notes
+    -----
+    The object is configuration and the state is complete (NumPyro's ``SVI`` rule):
+    ``init``/``update``/``run`` never change the object's settings; the preconditioner's
+    parameters (a fitted or refitted flow's arrays and architecture) and the ``rng_key`` live in
+    the :class:`~numpyro_dsd.svgd.SVGDState`. Every random choice derives from the key given to
+    :meth:`run`/:meth:`init`: ``flow_key, init_key, state_key = split(rng_key, 3)`` (the NeuTra
+    fit, the initial particles, and the state's key, from which a re-estimate at step ``t``
+    takes ``fold_in(state_key, t)``). So two ``run`` calls with the same key give the same
+    particles. The object records only the model's arguments of the last call, for
+    :meth:`get_samples`.
 
     Examples
     --------
@@ -185,47 +205,95 @@ class SVGD:
         self.flow_kwargs = dict(flow_kwargs or {})
         self.devices = devices
         self.static_kwargs = static_kwargs
-        self.flow_fit: FlowFit | None = None
         self._unravel: Callable | None = None
         self._args: tuple = ()
         self._kwargs: dict[str, Any] = {}
-        self._jit()
-
-    def _jit(self) -> None:
-        """(Re)build the jitted step: it closes over the preconditioner, which a refit replaces."""
+        # The step closes over the configuration only; a refit that changes the flow's
+        # architecture changes the state's pytree structure (FlowParams), so jit retraces.
         self._update = jax.jit(self._update_fn)
         self._scan = jax.jit(self._scan_fn, static_argnums=3)
 
     # ---- set-up -------------------------------------------------------------------------
     def _setup(self, args: tuple, kwargs: dict[str, Any]) -> None:
         kwargs = {**self.static_kwargs, **kwargs}
-        structs = _latent_structs(self.model, args, kwargs, None)
-        self._unravel, self.dim = _unravel_for(self.model, args, kwargs, structs)
-        self._structs = structs
+        layout = ModelLayout(self.model, args, kwargs)
+        self._layout = layout
+        self._unravel, self.dim = layout.unravel, layout.dim
+        self._structs = layout.site_shapes
         self._args, self._kwargs = args, kwargs
 
     def _log_prob(self, args: tuple, kwargs: dict[str, Any]) -> core.LogProb:
-        return _log_prob(self.model, args, {**self.static_kwargs, **kwargs}, self._unravel)
+        return ModelLayout(self.model, args, {**self.static_kwargs, **kwargs}).log_prob
+
+    def _preconditioner(self, layout: ModelLayout | None = None) -> Preconditioner | None:
+        """The preconditioner in the model's layout (default: the last ``init``/``run``'s).
+
+        A fitted autoguide given as ``(guide, params)`` flattens the sites in the order the
+        model declares them; its generator is permuted into the layout's order
+        (:meth:`~numpyro_dsd.model.ModelLayout.autoguide_generator`). Anything else is returned
+        as configured.
+        """
+        pre = self.preconditioner
+        base = unwrap(pre)
+        if not (isinstance(base, FlowPreconditioner) and is_autoguide(base.flow)):
+            return pre
+        layout = self._layout if layout is None else layout
+        resolved = base.with_flow(inverse(layout.autoguide_generator(*base.flow)))
+        return resolved if pre is base else reestimate_every(resolved, pre.every)
 
     def init(
         self, rng_key: jax.Array, *args: Any, init_params: Any = None, **kwargs: Any
     ) -> core.SVGDState:
-        """Initial :class:`~numpyro_dsd.svgd.SVGDState` (fits the flow for ``"flow"``).
+        """Initial :class:`~numpyro_dsd.svgd.SVGDState` (fits the flow for ``"flow"``: its
+        arrays are in ``state.precond_params``; :meth:`init_with_fit` also returns the fit).
 
         ``init_params``: constrained values ``{site: (num_particles, ...)}`` or flat
         unconstrained particles ``(num_particles, d)``.
         """
-        self._setup(args, kwargs)
-        flow_key, key = jax.random.split(rng_key)
-        if isinstance(self.preconditioner, FlowPreconditioner):
-            self._prepare_flow(flow_key, args, kwargs)
-        log_prob = self._log_prob(args, kwargs)
-        x0 = self._initial(key, init_params, log_prob)
-        state = core.init(x0, log_prob, self.optim, self.kernel, self.preconditioner)
-        return core.shard_state(state, self.devices)
+        return self.init_with_fit(rng_key, *args, init_params=init_params, **kwargs)[0]
 
-    def _prepare_flow(self, key: jax.Array, args: tuple, kwargs: dict[str, Any]) -> None:
-        pre = self.preconditioner
+    def init_with_fit(
+        self, rng_key: jax.Array, *args: Any, init_params: Any = None, **kwargs: Any
+    ) -> tuple[core.SVGDState, FlowFit | None]:
+        """:meth:`init` and the :class:`~numpyro_dsd.flows.FlowFit` it made (``"flow"`` with no
+        flow given), else None.
+
+        Examples
+        --------
+        >>> import jax, numpyro, numpyro.distributions as dist, optax
+        >>> def model():
+        ...     numpyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        >>> svgd = SVGD(model, optax.adagrad(0.1), num_particles=4, preconditioner="flow",
+        ...             flow_kwargs={"num_steps": 10})
+        >>> state, fit = svgd.init_with_fit(jax.random.key(0))
+        >>> fit.losses.shape, state.precond_params.flow.spec == fit.flow.spec
+        ((10,), True)
+        """
+        self._setup(args, kwargs)
+        flow_key, init_key, state_key = jax.random.split(rng_key, 3)
+        params, fit = self._fitted_flow(flow_key, args, kwargs)
+        log_prob = self._log_prob(args, kwargs)
+        x0 = self._initial(init_key, init_params, log_prob, params)
+        state = core.init(
+            x0,
+            log_prob,
+            self.optim,
+            self.kernel,
+            self._preconditioner(),
+            rng_key=state_key,
+            precond_params=params,
+        )
+        return core.shard_state(state, self.devices), fit
+
+    def _fitted_flow(
+        self, key: jax.Array, args: tuple, kwargs: dict[str, Any]
+    ) -> tuple[FlowParams | None, FlowFit | None]:
+        """A flow preconditioner with no flow: fit one on the model (NeuTra) with ``key``;
+        its parameters go to the state, never to the object."""
+        pre = unwrap(self._preconditioner())
+        if not isinstance(pre, FlowPreconditioner):
+            return None, None
+        params, fit = None, None
         if pre.flow is None:
             fit_kwargs = {
                 "progress_bar": False,
@@ -233,24 +301,29 @@ class SVGD:
                 **pre.fit_kwargs,
                 **self.flow_kwargs,
             }
-            self.flow_fit = fit_flow(
+            fit = fit_flow(
                 self.model, *args, rng_key=key, **fit_kwargs, **self.static_kwargs, **kwargs
             )
-            self.preconditioner = pre.with_flow(self.flow_fit.flow)
-            self._jit()
+            params = FlowParams.of(fit.flow)
         dtype = jnp.zeros(()).dtype
-        check_flow_dim(self.preconditioner.bijection(), self.dim, dtype)
+        bijection = pre.bijection(() if params is None else params)
+        check_flow_dim(bijection, self.dim, dtype)
+        return params, fit
 
-    def _initial(self, key: jax.Array, init_params: Any, log_prob: core.LogProb) -> jax.Array:
-        """Data-space initial particles: ``init_params``, or uniform in the latent space."""
+    def _initial(
+        self, key: jax.Array, init_params: Any, log_prob: core.LogProb, params: Any
+    ) -> jax.Array:
+        """Data-space initial particles: ``init_params``, or uniform in the latent space mapped
+        back through the preconditioner (``params``, or ``preconditioner.start`` at the box)."""
         if init_params is not None:
             return self._flat_init(init_params)
         r = self.init_radius
         u = jax.random.uniform(key, (self.num_particles, self.dim), minval=-r, maxval=r)
-        pre = self.preconditioner
-        params = () if pre is None else core.estimate(pre, u, log_prob)  # a constant Q: at u
-        for _ in range(getattr(pre, "init_rounds", 0)):  # Newton steps from the box to the mode
-            params = core.estimate(pre, core.from_latent(pre, params, u), log_prob)
+        pre = self._preconditioner()
+        if pre is None:
+            return u
+        if params is None:
+            params = pre.start(u, log_prob)  # a constant Q: at u, then init_rounds Newton steps
         return core.from_latent(pre, params, u)
 
     def _flat_init(self, init_params: Any) -> jax.Array:
@@ -261,19 +334,15 @@ class SVGD:
                     f"init_params must have exactly the latent sites {sorted(self._structs)}; "
                     f"got {sorted(init_params)}."
                 )
-            for name, struct in self._structs.items():
+            for name, site_shape in self._structs.items():
                 shape = tuple(np.shape(init_params[name]))
-                if shape != (n, *struct.shape):
+                if shape != (n, *site_shape):
                     raise ValueError(
                         f"init_params[{name!r}] has shape {shape}; expected "
-                        f"{(n, *struct.shape)} (num_particles first, then the site's shape)."
+                        f"{(n, *site_shape)} (num_particles first, then the site's shape)."
                     )
-            model, args, kwargs = _seeded(self.model), self._args, self._kwargs
-
-            def flat(p: dict[str, jax.Array]) -> jax.Array:
-                return ravel_pytree(unconstrain_fn(model, args, kwargs, p))[0]
-
-            x = jax.vmap(flat)({k: jnp.asarray(v) for k, v in init_params.items()})
+            layout = ModelLayout(self.model, self._args, self._kwargs)
+            x = jax.vmap(layout.flatten)({k: jnp.asarray(v) for k, v in init_params.items()})
         else:
             x = jnp.asarray(init_params)
             if x.shape != (n, d):
@@ -291,7 +360,7 @@ class SVGD:
             self._log_prob(args, kwargs),
             self.optim,
             self.kernel,
-            self.preconditioner,
+            self._preconditioner(ModelLayout(self.model, args, {**self.static_kwargs, **kwargs})),
             self.bandwidth_every,
             self.linear_weight,
         )
@@ -303,21 +372,24 @@ class SVGD:
         step = self._step_fn(args, kwargs)
         return jax.lax.scan(lambda s, _: step(s), state, length=length)
 
-    def _check_ready(self, args: tuple, kwargs: dict[str, Any]) -> None:
+    def _check_ready(self, state: core.SVGDState, args: tuple, kwargs: dict[str, Any]) -> None:
         if self._unravel is None:
             self._setup(args, kwargs)
-        if isinstance(self.preconditioner, FlowPreconditioner) and self.preconditioner.flow is None:
+        pre = unwrap(self.preconditioner)
+        unfitted = isinstance(pre, FlowPreconditioner) and pre.flow is None
+        if unfitted and not isinstance(state.precond_params, FlowParams):
             raise ValueError(
-                "The flow preconditioner is not fitted: call init() on this SVGD object first, or "
-                "give the flow (preconditioner=fit.flow) to continue from a saved state."
+                "The flow preconditioner is not fitted and this state carries no flow: start from "
+                "a state made by init() or run(), or give the flow (preconditioner=fit.flow)."
             )
 
     def update(
         self, state: core.SVGDState, *args: Any, **kwargs: Any
     ) -> tuple[core.SVGDState, core.SVGDInfo]:
         """One jitted step: ``(state, info)``; a non-finite step leaves ``state`` unchanged
-        (``info.finite`` False)."""
-        self._check_ready(args, kwargs)
+        (``info.finite`` False). Re-estimates that run between chunks (a flow refit) are
+        :meth:`run`'s job; here only those inside the step happen."""
+        self._check_ready(state, args, kwargs)
         return self._update(state, args, kwargs)
 
     def run(
@@ -333,81 +405,76 @@ class SVGD:
         """Run ``num_steps`` steps (jitted ``lax.scan`` chunks) and return an
         :class:`SVGDRunResult`.
 
-        ``init_state=result.state`` resumes exactly: 300 steps then 200 more equal 500 steps.
-        A non-finite step stops the run with :class:`NonFiniteStepError`, whose ``.result``
-        keeps the last finite state and the traces up to it.
+        ``init_state=result.state`` resumes exactly: 300 steps then 200 more equal 500 steps
+        (``rng_key`` is then unused: the state carries its own). Re-estimates that run between
+        chunks (a flow refit, :func:`numpyro_dsd.svgd.core.reestimate_due`) happen when the
+        step count reaches a multiple of the preconditioner's ``every``. A non-finite step stops
+        the run with :class:`NonFiniteStepError`, whose ``.result`` keeps the last finite state
+        and the traces up to it.
         """
         if not (isinstance(num_steps, (int, np.integer)) and num_steps >= 1):
             raise ValueError(f"num_steps must be an integer >= 1; got {num_steps!r}.")
         if init_state is None:
-            state = self.init(rng_key, *args, init_params=init_params, **kwargs)
+            state, fit = self.init_with_fit(rng_key, *args, init_params=init_params, **kwargs)
         else:
-            self._check_ready(args, kwargs)
-            state = init_state
+            self._check_ready(init_state, args, kwargs)
+            state, fit = init_state, None
         forces, ksds = [], []
         bar = tqdm(total=int(num_steps), disable=not progress_bar, desc="SVGD")
         done = 0
         while done < num_steps:
-            state = self._maybe_refit(state, args, kwargs)
-            length = min(self.chunk_size, num_steps - done, self._steps_to_refit(state))
+            if core.reestimate_due(self.preconditioner, int(state.step)):
+                state, fit = self._reestimate(state, args, kwargs)
+            due = core.steps_to_reestimate(self.preconditioner, int(state.step))
+            length = min(self.chunk_size, num_steps - done, due or self.chunk_size)
             state, info = self._scan(state, args, kwargs, length)
             ok = np.asarray(info.finite)
             forces.append(info.stein_force[ok])
             ksds.append(info.ksd_squared[ok])
             if not ok.all():
                 bar.close()
-                raise self._non_finite(state, forces, ksds, done + int(np.argmin(ok)))
+                raise self._non_finite(state, forces, ksds, done + int(np.argmin(ok)), fit)
             done += length
             bar.update(length)
             bar.set_postfix_str(f"ksd²={float(info.ksd_squared[-1]):.3g}")
         bar.close()
-        return self._result(state, forces, ksds)
+        return self._result(state, forces, ksds, fit)
 
-    def _steps_to_refit(self, state: core.SVGDState) -> int:
-        every = getattr(self.preconditioner, "refit_every", None)
-        return every - int(state.step) % every if every else self.chunk_size
-
-    def _maybe_refit(self, state: core.SVGDState, args: tuple, kwargs: dict) -> core.SVGDState:
-        """Refit the flow on the particles when ``refit_every`` divides the step count."""
-        pre, t = self.preconditioner, int(state.step)
-        every = getattr(pre, "refit_every", None)
-        if not every or t == 0 or t % every:
-            return state
-        x = self.get_particles(state)
-        key = jax.random.fold_in(jax.random.key(0), t)
-        self.flow_fit = fit_flow_to_samples(x, rng_key=key, progress_bar=False, **pre.refit_kwargs)
-        self.preconditioner = pre.with_flow(self.flow_fit.flow)
-        if self.flow_fit.flow.spec != getattr(pre.flow, "spec", None):
-            self._jit()  # the step closes over the flow's architecture
-        params = self.preconditioner.estimate(x, None)
-        z = core.to_latent(self.preconditioner, params, x)
-        new = state._replace(
-            particles=z,
-            kernel_matrix=core.kernel_matrix(self.kernel, z),
-            precond_params=params,
-            opt_state=self.optim.init(z),
+    def _reestimate(
+        self, state: core.SVGDState, args: tuple, kwargs: dict
+    ) -> tuple[core.SVGDState, Any]:
+        """A between-chunks re-estimate (a flow refit) at the state's step: new state and the
+        record (:class:`~numpyro_dsd.flows.FlowFit`); the key is ``fold_in(state.rng_key,
+        step)``."""
+        log_prob = self._log_prob(args, kwargs)
+        new, record = core.reestimate(
+            state, log_prob, self.optim, self.kernel, self._preconditioner()
         )
-        return core.shard_state(new, self.devices)
+        return core.shard_state(new, self.devices), record
 
-    def _result(self, state: core.SVGDState, forces: list, ksds: list) -> SVGDRunResult:
+    def _result(
+        self, state: core.SVGDState, forces: list, ksds: list, fit: FlowFit | None = None
+    ) -> SVGDRunResult:
         return SVGDRunResult(
-            self.get_particles(state), state, jnp.concatenate(forces), jnp.concatenate(ksds)
+            self.get_particles(state), state, jnp.concatenate(forces), jnp.concatenate(ksds), fit
         )
 
-    def _non_finite(self, state: core.SVGDState, forces: list, ksds: list, k: int) -> Exception:
+    def _non_finite(
+        self, state: core.SVGDState, forces: list, ksds: list, k: int, fit: FlowFit | None
+    ) -> Exception:
         return NonFiniteStepError(
             f"SVGD stopped at step {int(state.step)} of this run's count (step {k} of this call): "
             "a score, the Stein force or the new particles were not finite (a particle left the "
             "region where the model's log density is finite, or the step size is too large). "
             "err.result holds the last finite state; lower the step size, or check the model "
             "at err.result.particles.",
-            self._result(state, forces, ksds),
+            self._result(state, forces, ksds, fit),
         )
 
     # ---- outputs --------------------------------------------------------------------------
     def get_particles(self, state: core.SVGDState) -> jax.Array:
         """Flat unconstrained particles ``(num_particles, d)`` in the data space."""
-        return core.from_latent(self.preconditioner, state.precond_params, state.particles)
+        return core.from_latent(self._preconditioner(), state.precond_params, state.particles)
 
     def get_samples(self, result: SVGDRunResult | core.SVGDState) -> dict[str, jax.Array]:
         """Constrained particles ``{site: (num_particles, ...)}`` (latent and deterministic
@@ -415,12 +482,7 @@ class SVGD:
         x = result.particles if isinstance(result, SVGDRunResult) else self.get_particles(result)
         if self._unravel is None:
             raise ValueError("call init() or run() first: the model's sites are not known yet.")
-        model, args, kwargs, unravel = _seeded(self.model), self._args, self._kwargs, self._unravel
-
-        def constrain(xi: jax.Array) -> dict[str, jax.Array]:
-            return constrain_fn(model, args, kwargs, unravel(xi), return_deterministic=True)
-
-        return jax.vmap(constrain)(x)
+        return jax.vmap(ModelLayout(self.model, self._args, self._kwargs).constrain)(x)
 
     def to_arviz(self, result: SVGDRunResult) -> Any:
         """InferenceData (ArviZ 0.x) or DataTree (1.x): the particles as the posterior's one
@@ -445,7 +507,8 @@ def _resolve(preconditioner: Any) -> Preconditioner | None:
         if preconditioner not in options:
             raise ValueError(
                 f"Unknown preconditioner {preconditioner!r}: use None, 'constant', 'flow', a "
-                "numpyro_dsd.svgd.preconditioners object, or a flow (FittedFlow, NumPyro Transform)."
+                "numpyro_dsd.svgd.preconditioners object, or a flow (FittedFlow, NumPyro "
+                "Transform)."
             )
         return options[preconditioner]()
     return FlowPreconditioner(preconditioner)

@@ -1,18 +1,32 @@
 """SVGD preconditioners: a change of coordinates :math:`z = T(x)` the particles move in.
 
 Plain SVGD in :math:`z` on the pushed-forward target :math:`T_\\#p` is matrix-kernel SVGD in
-:math:`x` with :math:`K(x, y) = J(x)^{-1}k(Tx, Ty)J(y)^{-\\top}` (math.md §6.3). Two kinds:
+:math:`x` with :math:`K(x, y) = J(x)^{-1}k(Tx, Ty)J(y)^{-\\top}` (docs/math.md §6.3). Two kinds:
 
 - :class:`ConstantPreconditioner`: :math:`T(x) = L^\\top(x - c)` with :math:`LL^\\top = Q`,
   Wang et al. (2019)'s matrix (average Hessian of :math:`-\\log p`, the score's second moment,
   or the inverse particle covariance), re-estimated every ``every`` steps inside the jitted loop;
 - :class:`FlowPreconditioner`: :math:`T` a normalizing flow (a
   :class:`~numpyro_dsd.flows.FittedFlow` from :func:`~numpyro_dsd.fit_flow`, a NumPyro
-  ``Transform`` or any bijection), optionally refitted on the particles by the ``SVGD`` class.
+  ``Transform`` or any bijection), optionally refitted on the particles between chunks of steps.
 
-A preconditioner has one job: ``estimate(x, log_prob) -> params`` (a pytree of arrays, jittable)
-and ``bijection(params)`` (:math:`T` with ``transform_and_log_det``/``inverse_and_log_det``, one
-point at a time). ``every`` says how often ``estimate`` is redone (None: never).
+A preconditioner is configuration; its parameters live in the SVGD state
+(:class:`~numpyro_dsd.svgd.SVGDState` ``precond_params``). It has one job:
+``estimate(x, log_prob) -> params`` (a pytree, jittable), ``bijection(params)`` (:math:`T` with
+``transform_and_log_det``/``inverse_and_log_det``, one point at a time), ``start(u, log_prob)``
+(parameters for latent initial points ``u``) and ``reestimate(params, x, log_prob, rng_key) ->
+(params, record)``. *When* it is re-estimated is a separate, composable setting, as an optax
+transformation wraps another: :func:`reestimate_every` gives any preconditioner the cadence
+``every`` (``ConstantPreconditioner(every=k)`` and ``FlowPreconditioner(refit_every=k)`` are
+sugar for it), and ``in_step`` says where the re-estimate runs: inside the jitted step
+(``lax.cond``, parameters of a fixed structure: the constant matrix) or between jitted chunks
+(a flow refit runs its own optimiser and may change the flow's architecture).
+
+Examples
+--------
+>>> pre = reestimate_every(ConstantPreconditioner(source="fisher", every=None), 20)
+>>> pre.every, pre.source, pre.in_step
+(20, 'fisher', True)
 """
 
 from __future__ import annotations
@@ -24,13 +38,16 @@ import jax
 import jax.numpy as jnp
 
 from numpyro_dsd.flows.bijections import Bijection, as_bijection, inverse
-from numpyro_dsd.flows.fitting import FittedFlow
+from numpyro_dsd.flows.fitted import FittedFlow, FlowSpec
 
 __all__ = [
     "Preconditioner",
     "Linear",
     "ConstantPreconditioner",
     "FlowPreconditioner",
+    "FlowParams",
+    "Reestimated",
+    "reestimate_every",
 ]
 
 LogProb = Callable[[jax.Array], jax.Array]
@@ -39,17 +56,167 @@ _SOURCES = ("hessian", "fisher", "covariance")
 
 @runtime_checkable
 class Preconditioner(Protocol):
-    """What SVGD needs of a preconditioner."""
+    """What SVGD needs of a preconditioner (:class:`PreconditionerBase` supplies the defaults).
+
+    Attributes
+    ----------
+    every : int or None
+        Re-estimate every ``every`` steps (None: never); :func:`reestimate_every` sets it.
+    in_step : bool
+        True: :meth:`reestimate` is jittable and keeps the parameters' structure, so it runs
+        inside the step under ``lax.cond``; False: it runs between jitted chunks (``SVGD.run``).
+    """
 
     every: int | None
+    in_step: bool
 
     def estimate(self, x: jax.Array, log_prob: LogProb) -> Any:
         """Parameters (pytree of arrays) from data-space particles ``x`` (n, d)."""
         ...
 
+    def start(self, u: jax.Array, log_prob: LogProb) -> Any:
+        """Parameters for latent initial points ``u`` (n, d): particles start at
+        :math:`T^{-1}(u)`."""
+        ...
+
+    def reestimate(
+        self, params: Any, x: jax.Array, log_prob: LogProb, rng_key: jax.Array | None
+    ) -> tuple[Any, Any]:
+        """New parameters from data-space particles ``x`` and a record of how they were made
+        (a :class:`~numpyro_dsd.flows.FlowFit` for a flow refit, else None)."""
+        ...
+
     def bijection(self, params: Any) -> Bijection:
         """:math:`T` (data to latent) for these parameters."""
         ...
+
+
+class PreconditionerBase:
+    """Defaults for :class:`Preconditioner`: never re-estimated, re-estimates inside the step,
+    :meth:`start` and :meth:`reestimate` are :meth:`estimate`."""
+
+    every: int | None = None
+    in_step: bool = True
+
+    def estimate(self, x: jax.Array, log_prob: LogProb) -> Any:
+        raise NotImplementedError
+
+    def bijection(self, params: Any) -> Bijection:
+        raise NotImplementedError
+
+    def start(self, u: jax.Array, log_prob: LogProb) -> Any:
+        return jax.jit(lambda a: self.estimate(a, log_prob))(u)
+
+    def reestimate(
+        self, params: Any, x: jax.Array, log_prob: LogProb, rng_key: jax.Array | None
+    ) -> tuple[Any, Any]:
+        return self.estimate(x, log_prob), None
+
+
+class Reestimated(PreconditionerBase):
+    """``base`` with the cadence ``every`` (:func:`reestimate_every`): everything else, and any
+    attribute of ``base`` (``source``, ``flow``, ...), is ``base``'s."""
+
+    def __init__(self, base: Preconditioner, every: int | None):
+        _check_every(every, "every")
+        self.base, self.every = base, every
+
+    @property
+    def in_step(self) -> bool:  # type: ignore[override]
+        return self.base.in_step
+
+    def estimate(self, x: jax.Array, log_prob: LogProb) -> Any:
+        return self.base.estimate(x, log_prob)
+
+    def start(self, u: jax.Array, log_prob: LogProb) -> Any:
+        return self.base.start(u, log_prob)
+
+    def reestimate(
+        self, params: Any, x: jax.Array, log_prob: LogProb, rng_key: jax.Array | None
+    ) -> tuple[Any, Any]:
+        return self.base.reestimate(params, x, log_prob, rng_key)
+
+    def bijection(self, params: Any = ()) -> Bijection:
+        return self.base.bijection(params)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "base":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __repr__(self) -> str:
+        return f"reestimate_every({self.base!r}, {self.every})"
+
+
+def reestimate_every(preconditioner: Preconditioner, every: int | None) -> Reestimated:
+    """``preconditioner`` re-estimated every ``every`` steps (None: never), like an optax
+    wrapper: the outermost cadence wins.
+
+    The step counts re-estimates at steps ``every, 2 every, ...``: particles are pulled back
+    (:math:`x = T_{\\text{old}}^{-1}(z)`), the parameters re-estimated on them with the key
+    ``fold_in(state.rng_key, step)``, the particles re-mapped
+    (:math:`z = T_{\\text{new}}(x)`), the kernel's bandwidth re-set and the optimizer state
+    reset (its statistics belong to the old coordinates).
+
+    Examples
+    --------
+    >>> pre = reestimate_every(FlowPreconditioner(refit_every=None), 50)
+    >>> pre.every, pre.in_step
+    (50, False)
+    """
+    return Reestimated(preconditioner, every)
+
+
+def unwrap(preconditioner: Any) -> Any:
+    """The preconditioner under any :func:`reestimate_every` wrappers."""
+    while isinstance(preconditioner, Reestimated):
+        preconditioner = preconditioner.base
+    return preconditioner
+
+
+@jax.tree_util.register_pytree_node_class
+class FlowParams:
+    """A :class:`~numpyro_dsd.flows.FittedFlow` as SVGD state: its arrays are the pytree's
+    leaves and its :class:`~numpyro_dsd.flows.FlowSpec` the static aux data, so a jitted step
+    retraces only when the architecture changes (a refit from a NeuTra generator to a fitted
+    normalizer), never when the arrays do.
+
+    Examples
+    --------
+    >>> import jax
+    >>> from numpyro_dsd.flows.fitting import fit_flow_to_samples
+    >>> fit = fit_flow_to_samples(jax.random.normal(jax.random.key(0), (50, 2)), num_steps=2,
+    ...                           progress_bar=False)
+    >>> params = FlowParams.of(fit.flow)
+    >>> leaves, treedef = jax.tree.flatten(params)
+    >>> jax.tree.unflatten(treedef, leaves).flow.spec == fit.flow.spec
+    True
+    """
+
+    __slots__ = ("spec", "params", "loc", "scale")
+
+    def __init__(self, spec: FlowSpec, params: Any, loc: Any, scale: Any):
+        self.spec, self.params, self.loc, self.scale = spec, params, loc, scale
+
+    @classmethod
+    def of(cls, flow: FittedFlow) -> FlowParams:
+        """The state form of ``flow``."""
+        return cls(flow.spec, flow.params, flow.loc, flow.scale)
+
+    @property
+    def flow(self) -> FittedFlow:
+        """The :class:`~numpyro_dsd.flows.FittedFlow` (to save, or ``flow.diffusion()``)."""
+        return FittedFlow(self.spec, self.params, self.loc, self.scale)
+
+    def tree_flatten(self) -> tuple[tuple[Any, Any, Any], FlowSpec]:
+        return (self.params, self.loc, self.scale), self.spec
+
+    @classmethod
+    def tree_unflatten(cls, spec: FlowSpec, children: tuple[Any, Any, Any]) -> FlowParams:
+        return cls(spec, *children)
+
+    def __repr__(self) -> str:
+        return f"FlowParams({self.spec})"
 
 
 class Linear(NamedTuple):
@@ -81,7 +248,7 @@ class Linear(NamedTuple):
 _BACKTRACK = 8  # damped Newton: step lengths 1, 1/2, ..., 2^-7
 
 
-class ConstantPreconditioner:
+class ConstantPreconditioner(PreconditionerBase):
     """Wang et al. (2019)'s constant matrix preconditioner :math:`Q`, as :math:`T(x) = L^\\top x`.
 
     SVGD in :math:`z = L^\\top x` is matrix SVGD with
@@ -95,9 +262,10 @@ class ConstantPreconditioner:
         symmetrised), :math:`\\frac1n\\sum_i s_is_i^\\top` (the Fisher identity's other side;
         cheap), or :math:`\\widehat{\\mathrm{Cov}}(x)^{-1}` (needs n > d).
     every : int, optional
-        Re-estimate every ``every`` steps (default 100; None: only at the start). The particles
-        are re-mapped and the optimizer state reset, since its statistics belong to the old
-        coordinates.
+        Re-estimate every ``every`` steps, inside the jitted step (default 100; None: only at the
+        start): sugar for ``reestimate_every(ConstantPreconditioner(..., every=None), every)``.
+        The particles are re-mapped and the optimizer state reset, since its statistics belong to
+        the old coordinates.
     floor : float
         :math:`Q` is made positive definite by taking absolute eigenvalues (an indefinite average
         Hessian, e.g. away from the mode of a funnel, stays usable: "saddle-free" Newton) and
@@ -167,11 +335,20 @@ class ConstantPreconditioner:
         centre = jnp.where(jnp.any(better), candidates[jnp.argmax(better)], mean)
         return Linear(V, jnp.sqrt(lam), centre)
 
+    def start(self, u: jax.Array, log_prob: LogProb) -> Linear:
+        """:meth:`estimate` at the latent box ``u``, then ``init_rounds`` times at the particles
+        :math:`T^{-1}(u)` it gives (damped Newton steps of the centre towards the mode)."""
+        estimate = jax.jit(lambda a: self.estimate(a, log_prob))
+        params = estimate(u)
+        for _ in range(self.init_rounds):
+            params = estimate(jax.vmap(params.inverse_and_log_det)(u)[0])
+        return params
+
     def bijection(self, params: Linear) -> Linear:
         return params
 
 
-class FlowPreconditioner:
+class FlowPreconditioner(PreconditionerBase):
     """A normalizing flow as the preconditioner: SVGD runs in its latent space (NeuTra-style).
 
     Parameters
@@ -187,9 +364,12 @@ class FlowPreconditioner:
     fit_kwargs : dict, optional
         Passed to :func:`~numpyro_dsd.fit_flow` when ``flow`` is None.
     refit_every : int, optional
-        The ``SVGD`` class refits the flow on the pulled-back particles every ``refit_every``
-        steps (:func:`~numpyro_dsd.fit_flow_to_samples`, a masked autoregressive flow by maximum
-        likelihood), re-maps them and resets the optimizer. None (default): the flow stays.
+        Refit the flow on the pulled-back particles every ``refit_every`` steps
+        (:func:`~numpyro_dsd.fit_flow_to_samples`, a masked autoregressive flow by maximum
+        likelihood, keyed ``fold_in(state.rng_key, step)``), re-map them and reset the optimizer.
+        A refit runs between jitted chunks (``SVGD.run``). Sugar for
+        ``reestimate_every(FlowPreconditioner(...), refit_every)``; None (default): the flow
+        stays.
     refit_kwargs : dict, optional
         Passed to :func:`~numpyro_dsd.fit_flow_to_samples` (default 500 steps, no minibatches).
 
@@ -202,7 +382,7 @@ class FlowPreconditioner:
     Array([0.5, 0.5], dtype=float32)
     """
 
-    every = None
+    in_step = False  # a refit runs an optimiser and may change the flow's architecture
 
     def __init__(
         self,
@@ -214,11 +394,15 @@ class FlowPreconditioner:
         _check_every(refit_every, "refit_every")
         self.flow = flow
         self.fit_kwargs = dict(fit_kwargs or {})
-        self.refit_every = refit_every
+        self.every = refit_every
         self.refit_kwargs = {"num_steps": 500, "batch_size": None, **(refit_kwargs or {})}
         fitted = isinstance(flow, FittedFlow)
-        self._spec = flow.spec if fitted else None  # a FittedFlow's arrays travel in the state
         self._bijection = None if flow is None or fitted else _flow_bijection(flow)
+
+    @property
+    def refit_every(self) -> int | None:
+        """The refit cadence (:attr:`every`)."""
+        return self.every
 
     def with_flow(self, flow: object) -> FlowPreconditioner:
         """The same settings with another flow."""
@@ -228,17 +412,36 @@ class FlowPreconditioner:
         what = "unfitted" if self.flow is None else type(self.flow).__name__
         return f"FlowPreconditioner({what})"
 
-    def estimate(self, x: jax.Array, log_prob: LogProb) -> tuple:
-        """The flow's arrays (params, loc, scale) for a ``FittedFlow``, else ``()``: they live in
-        the SVGD state, so a state always maps back through the flow that made it."""
-        if self._spec is not None:
-            return (self.flow.params, self.flow.loc, self.flow.scale)
+    def estimate(self, x: jax.Array, log_prob: LogProb) -> FlowParams | tuple:
+        """:class:`FlowParams` of a ``FittedFlow``, else ``()`` (the flow object is then part of
+        the configuration): the arrays live in the SVGD state, so a state always maps back
+        through the flow that made it."""
+        if isinstance(self.flow, FittedFlow):
+            return FlowParams.of(self.flow)
         return ()
 
+    def reestimate(
+        self, params: Any, x: jax.Array, log_prob: LogProb, rng_key: jax.Array | None
+    ) -> tuple[FlowParams, Any]:
+        """Refit on the data-space particles ``x``: :func:`~numpyro_dsd.fit_flow_to_samples`
+        with ``refit_kwargs`` and ``rng_key``; returns the new :class:`FlowParams` (a normalizer)
+        and the :class:`~numpyro_dsd.flows.FlowFit`."""
+        from numpyro_dsd.flows.fitting import fit_flow_to_samples
+
+        if rng_key is None:
+            raise ValueError(
+                "A flow refit needs a random key: give rng_key to numpyro_dsd.svgd.init (the "
+                "SVGD class derives it from run's key)."
+            )
+        fit = fit_flow_to_samples(x, rng_key=rng_key, progress_bar=False, **self.refit_kwargs)
+        return FlowParams.of(fit.flow), fit
+
     def bijection(self, params: Any = ()) -> Bijection:
-        if self._spec is not None:
-            flow = FittedFlow(self._spec, *params) if params else self.flow
-            return as_bijection(flow.transform())
+        """:math:`T` for ``params`` from the state (:class:`FlowParams`), or the flow given."""
+        if isinstance(params, FlowParams):
+            return as_bijection(params.flow.transform())
+        if isinstance(self.flow, FittedFlow):
+            return as_bijection(self.flow.transform())
         if self._bijection is None:
             raise ValueError(
                 "This FlowPreconditioner has no flow yet: give one (FlowPreconditioner(fit.flow) "
@@ -253,9 +456,16 @@ def _check_every(value: object, name: str) -> None:
         raise ValueError(f"{name} must be an integer >= 1 or None; got {value!r}.")
 
 
+def is_autoguide(flow: object) -> bool:
+    """Whether ``flow`` is a fitted NumPyro autoguide given as ``(guide, params)``. Its transform
+    flattens in the model's declaration order: the ``SVGD`` class permutes it into the model's
+    layout (:meth:`~numpyro_dsd.model.ModelLayout.autoguide_generator`)."""
+    return isinstance(flow, tuple) and len(flow) == 2 and hasattr(flow[0], "get_transform")
+
+
 def _flow_bijection(flow: object) -> Bijection:
     """:math:`T` (data to latent) from the accepted flow objects."""
-    if isinstance(flow, tuple) and len(flow) == 2 and hasattr(flow[0], "get_transform"):
+    if is_autoguide(flow):
         guide, params = flow
         return inverse(guide.get_transform(params))
     return as_bijection(flow)

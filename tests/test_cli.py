@@ -18,6 +18,7 @@ def demo_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_demo_writes_table_figure_and_files(demo_dir, capsys):
     assert (demo_dir / "demo.png").stat().st_size > 10_000
     for name in ("centred.nc", "noncentred.nc"):

@@ -79,6 +79,7 @@ def closed_form(post, draws):
     return Draws(x, -(x - post["mean"]) @ post["prec"], None, ("beta",))
 
 
+@pytest.mark.slow
 def test_exact_draws_pass(posterior):
     """Under H0, p > 0.05 in at least 90% of seeds (expected 95%), per chain and pooled.
     Scores in closed form here (the model's own scores are checked in the tests below)."""

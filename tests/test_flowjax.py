@@ -77,6 +77,7 @@ def pushforward_reference(G, x):
     return jax.jit(jax.vmap(one))(x)
 
 
+@pytest.mark.slow
 def test_flowjax_generator_and_jacobian_routes(x64):
     G = make_flow().bijection  # latent -> data
     params = [a for a in jax.tree_util.tree_leaves(G) if eqx.is_inexact_array(a)]

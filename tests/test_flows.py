@@ -127,6 +127,7 @@ def unsorted_model():
     numpyro.deterministic("s", z.sum())
 
 
+@pytest.mark.slow
 def test_fit_flow_in_model_draws_order():
     """The generator's output is in model_draws' sorted order, whatever the declaration order."""
     fit = fit_flow(unsorted_model, num_steps=1000, progress_bar=False, standardize=True)
@@ -162,6 +163,7 @@ def test_fitted_flow_pickles(gaussian_fit):
     np.testing.assert_array_equal(flow.transform()(x), gaussian_fit.flow.transform()(x))
 
 
+@pytest.mark.slow
 def test_flow_diffusion_on_a_numpyro_model(x64):
     """End to end with a constrained site and a plate: draws of the model (posterior = prior),
     scores by ``model_draws``, a NeuTra flow; the flow diffusion KSD equals the plain KSD of the
@@ -190,6 +192,7 @@ def _banana(n, key):
     return jnp.stack([x1, 0.1 * x1**2 - 1.0 + jax.random.normal(k2, (n,))], axis=1)
 
 
+@pytest.mark.slow
 def test_fit_flow_to_samples_close_to_true_entropy():
     """On held-out draws, mean(log p - log q) estimates KL(p || q) >= 0 (MC error
     sd / sqrt(n_test)), and the negative log-likelihood is the true entropy plus that KL."""

@@ -278,6 +278,7 @@ def _pvalue(p, draws):
     return float(ds["pvalue_pooled"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["arK-arK", "garch-garch11"])
 def test_diagnostic(name):
     """The reference draws pass; shifted (coordinate 0) and widened draws are rejected. One test

@@ -36,6 +36,7 @@ def test_resume_with_constant_preconditioner_and_numpyro_optim():
     assert np.all(samples["tau"] > 0)
 
 
+@pytest.mark.slow
 def test_flow_preconditioner_with_given_flow():
     fit = fit_flow(hierarchical, num_steps=50, progress_bar=False)
     svgd = SVGD(hierarchical, optax.adagrad(0.2), num_particles=10, preconditioner=fit.flow)
@@ -47,6 +48,7 @@ def test_flow_preconditioner_with_given_flow():
     np.testing.assert_allclose(result.particles, pulled, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_flow_refit_on_particles_resumes_exactly():
     def make():
         fit = fit_flow(hierarchical, num_steps=30, progress_bar=False)
@@ -123,6 +125,7 @@ def _flow_svgd(**kwargs):
     return SVGD(hierarchical, optax.adagrad(0.2), num_particles=12, preconditioner=pre, **kwargs)
 
 
+@pytest.mark.slow
 def test_run_twice_on_one_object_is_identical_with_flow_refits():
     """The object is configuration: a flow fitted at init and refitted lives in the state, so
     two runs with one key agree exactly (they differed by up to 2.93 when the object kept the
@@ -210,6 +213,7 @@ def test_flow_params_retrace_only_when_the_architecture_changes():
     assert np.abs(np.asarray(outs[0] - outs[1])).max() > 0
 
 
+@pytest.mark.slow
 def test_update_and_resume_need_no_fitted_object():
     """The state carries the flow fitted at init: update and resume work on an object whose
     preconditioner has no flow, and a fresh object given a state resumes it exactly."""

@@ -279,6 +279,7 @@ def flow_terms(flow, q_draws):
 
 
 @pytest.mark.usefixtures("x64_class")
+@pytest.mark.slow
 class TestFlow:
     def test_explicit_equals_latent_sm_pointwise(self, flow, flow_terms):
         """Theorem 3.4: |J^-T (s_q - s_p)|^2 at x = |s_{T#q} - s_{T#p}|^2 at T(x) (1e-10), for

@@ -398,6 +398,7 @@ def test_jit_matches_eager(x64, bandwidth):
     seed=st.integers(0, 2**16),
     weighted=st.booleans(),
 )
+@pytest.mark.slow
 def test_blocked_sum_property(x64, n, d, block, seed, weighted):
     """For any point set, tile size and weights: blocked V = w^T K w >= 0, and U from K."""
     rng = np.random.default_rng(seed)

@@ -24,8 +24,8 @@ from numpyro_dsd.mcmc.bootstrap import sign_process, wild_bootstrap
 from numpyro_dsd.mcmc.diagnostic import diagnose_draws
 from numpyro_dsd.mcmc.inputs import Draws
 from numpyro_dsd.mcmc.prefix import prefix_ksd_squared
-from numpyro_dsd.mcmc.thinning import thin_indices
 from numpyro_dsd.stein.engine import prepare
+from numpyro_dsd.stein.thinning import thin_indices
 
 
 def best(fn: Callable[[], object], repeat: int) -> float:

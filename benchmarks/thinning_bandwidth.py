@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpyro_dsd.mcmc.thinning import thin_indices
 from numpyro_dsd.stein.kernels import IMQ
+from numpyro_dsd.stein.thinning import thin_indices
 
 BANDWIDTHS = {"Gamma=I": None, "med": "med", "sclmed": "sclmed"}
 

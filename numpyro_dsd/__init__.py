@@ -29,11 +29,12 @@ from numpyro_dsd.flows.score_matching import dsm, implicit_dsm
 from numpyro_dsd.mcmc.bootstrap import ksd_test
 from numpyro_dsd.mcmc.diagnostic import ksd_diagnostic
 from numpyro_dsd.mcmc.prefix import ksd_trace
-from numpyro_dsd.mcmc.thinning import stein_thin, thin_indices
+from numpyro_dsd.mcmc.thinning import stein_thin
 from numpyro_dsd.model.targets import model_draws
 from numpyro_dsd.stein.diffusion import Constant, Identity, PositionDependent
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
 from numpyro_dsd.stein.ksd import ksd, ksd_squared, stein_matrix
+from numpyro_dsd.stein.thinning import thin_indices
 from numpyro_dsd.svgd.infer import SVGD, NonFiniteStepError, SVGDRunResult
 from numpyro_dsd.svgd.preconditioners import (
     ConstantPreconditioner,

@@ -14,7 +14,12 @@ from numpyro.optim import Adagrad
 from numpyro_dsd import SVGD, ConstantPreconditioner, FlowPreconditioner
 from numpyro_dsd.flows.fitting import fit_flow, fit_flow_to_samples
 from numpyro_dsd.svgd import core
-from numpyro_dsd.svgd.preconditioners import FlowParams, Reestimated, reestimate_every
+from numpyro_dsd.svgd.preconditioners import (
+    FlowParams,
+    Reestimated,
+    as_preconditioner,
+    reestimate_every,
+)
 
 
 def hierarchical():
@@ -227,3 +232,28 @@ def test_update_and_resume_need_no_fitted_object():
     assert int(state.step) == 6 and bool(info.finite)
     with pytest.raises(ValueError, match="not fitted"):
         fresh.update(first.state._replace(precond_params=()))
+
+
+def test_a_preconditioner_with_only_estimate_and_bijection_still_works():
+    """What earlier versions asked of a preconditioner (estimate, bijection, every) is enough:
+    the defaults complete it, and it runs as the built-in it imitates."""
+
+    class Minimal:
+        every = 5
+
+        def __init__(self):
+            self.inner = ConstantPreconditioner(every=None)
+
+        def estimate(self, x, log_prob):
+            return self.inner.estimate(x, log_prob)
+
+        def bijection(self, params):
+            return self.inner.bijection(params)
+
+    runs = []
+    for pre in (Minimal(), ConstantPreconditioner(every=5)):
+        svgd = SVGD(hierarchical, optax.adagrad(0.5), num_particles=10, preconditioner=pre)
+        runs.append(svgd.run(jax.random.key(3), 12, progress_bar=False).particles)
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="not a preconditioner"):
+        as_preconditioner(object())

@@ -10,16 +10,10 @@ from numpyro.distributions.transforms import AffineTransform, LowerCholeskyAffin
 from stein_thinning.thinning import thin
 
 from numpyro_dsd import IMQ, FlowDiffusion, PositionDependent, ksd, stein_matrix
-from numpyro_dsd.mcmc.thinning import (
-    ThinningResult,
-    _greedy_scan,
-    greedy_stein,
-    stein_thin,
-    thin_indices,
-    thinned_ksd,
-)
+from numpyro_dsd.mcmc.thinning import ThinningResult, stein_thin
 from numpyro_dsd.stein.engine import prepare
 from numpyro_dsd.stein.kernels import default_kernel
+from numpyro_dsd.stein.thinning import _greedy_scan, greedy_stein, thin_indices, thinned_ksd
 
 
 def gaussian_draws(n: int = 300, d: int = 3, scale: float = 1.3, seed: int = 0):

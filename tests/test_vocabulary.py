@@ -34,11 +34,11 @@ from numpyro_dsd.mcmc.bootstrap import sign_process
 from numpyro_dsd.mcmc.diagnostic import diagnose_draws
 from numpyro_dsd.mcmc.inputs import resolve_diffusion, resolve_draws
 from numpyro_dsd.mcmc.prefix import prefix_points
-from numpyro_dsd.mcmc.thinning import greedy_stein
 from numpyro_dsd.stein import kernels
 from numpyro_dsd.stein.diffusion import Identity
 from numpyro_dsd.stein.engine import prepare
 from numpyro_dsd.stein.kernels import bandwidth_matrix, default_kernel, svgd_kernel
+from numpyro_dsd.stein.thinning import greedy_stein
 
 RENAMED = r"deprecated and will be removed in the next release"
 

@@ -6,7 +6,8 @@ from numpyro_dsd.mcmc.bootstrap import ksd_test
 from numpyro_dsd.mcmc.diagnostic import ksd_diagnostic
 from numpyro_dsd.mcmc.inputs import with_stein_inputs
 from numpyro_dsd.mcmc.prefix import ksd_trace
-from numpyro_dsd.mcmc.thinning import stein_thin, thin_indices
+from numpyro_dsd.mcmc.thinning import stein_thin
+from numpyro_dsd.stein.thinning import thin_indices
 
 __all__ = [
     "ksd_diagnostic",

@@ -15,6 +15,7 @@ from numpyro_dsd.stein.diffusion import (
 from numpyro_dsd.stein.engine import SteinKernel, prepare
 from numpyro_dsd.stein.kernels import IMQ, Gaussian, default_kernel, svgd_kernel
 from numpyro_dsd.stein.ksd import ksd, ksd_squared, stein_matrix
+from numpyro_dsd.stein.thinning import greedy_stein, thin_indices
 
 __all__ = [
     "IMQ",
@@ -31,4 +32,6 @@ __all__ = [
     "ksd",
     "ksd_squared",
     "stein_matrix",
+    "greedy_stein",
+    "thin_indices",
 ]

@@ -29,6 +29,7 @@ from numpyro_dsd.svgd.preconditioners import (
     FlowParams,
     FlowPreconditioner,
     Preconditioner,
+    as_preconditioner,
     is_autoguide,
     reestimate_every,
     unwrap,
@@ -502,6 +503,8 @@ class SVGD:
 def _resolve(preconditioner: Any) -> Preconditioner | None:
     if preconditioner is None or isinstance(preconditioner, Preconditioner):
         return preconditioner
+    if hasattr(preconditioner, "estimate") and hasattr(preconditioner, "bijection"):
+        return as_preconditioner(preconditioner)
     if isinstance(preconditioner, str):
         options = {"constant": ConstantPreconditioner, "flow": FlowPreconditioner}
         if preconditioner not in options:

@@ -48,6 +48,7 @@ __all__ = [
     "FlowParams",
     "Reestimated",
     "reestimate_every",
+    "as_preconditioner",
 ]
 
 LogProb = Callable[[jax.Array], jax.Array]
@@ -146,6 +147,54 @@ class Reestimated(PreconditionerBase):
 
     def __repr__(self) -> str:
         return f"reestimate_every({self.base!r}, {self.every})"
+
+
+class _Adapted(PreconditionerBase):
+    """An object with only ``estimate``, ``bijection`` and optionally ``every`` (what earlier
+    versions asked of a preconditioner): :class:`PreconditionerBase` supplies the rest."""
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+        self.every = getattr(obj, "every", None)
+        _check_every(self.every, "every")
+
+    def estimate(self, x: jax.Array, log_prob: LogProb) -> Any:
+        return self.obj.estimate(x, log_prob)
+
+    def bijection(self, params: Any = ()) -> Bijection:
+        return self.obj.bijection(params)
+
+    def __repr__(self) -> str:
+        return repr(self.obj)
+
+
+def as_preconditioner(obj: Any) -> Preconditioner | None:
+    """``obj`` as a :class:`Preconditioner`: None and full preconditioners as they are; an object
+    with only ``estimate(x, log_prob)`` and ``bijection(params)`` (and optionally ``every``)
+    completed with the defaults of :class:`PreconditionerBase` (re-estimated inside the step,
+    started by ``estimate``).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> class Scale:
+    ...     every = 10
+    ...     def estimate(self, x, log_prob):
+    ...         return jnp.std(x, axis=0)
+    ...     def bijection(self, params):
+    ...         return Linear(jnp.eye(params.shape[0]), 1.0 / params, jnp.zeros_like(params))
+    >>> pre = as_preconditioner(Scale())
+    >>> pre.every, pre.in_step
+    (10, True)
+    """
+    if obj is None or isinstance(obj, Preconditioner):
+        return obj
+    if hasattr(obj, "estimate") and hasattr(obj, "bijection"):
+        return _Adapted(obj)
+    raise ValueError(
+        f"{type(obj).__name__} is not a preconditioner: it needs estimate(x, log_prob) -> params "
+        "and bijection(params) -> T (see numpyro_dsd.svgd.preconditioners)."
+    )
 
 
 def reestimate_every(preconditioner: Preconditioner, every: int | None) -> Reestimated:

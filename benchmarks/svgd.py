@@ -310,6 +310,7 @@ def run_ours(
     import optax
 
     from numpyro_dsd import SVGD, NonFiniteStepError
+    from numpyro_dsd.model import ModelLayout
     from numpyro_dsd.svgd import core
 
     flow_kwargs = {"num_steps": flow_steps} if pre == "flow" else None
@@ -328,7 +329,7 @@ def run_ours(
         res.fit_s = time.perf_counter() - t0
         res.flow_loss = float(np.mean(np.asarray(fit.losses)[-100:]))
     step = core.build_step(
-        svgd._log_prob(target.args, {}),
+        ModelLayout(svgd.model, target.args).log_prob,
         svgd.optim,
         svgd.kernel,
         svgd.preconditioner,

@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["main"]
+from numpyro_dsd.vocabulary import DIFFUSIONS
 
-_DIFFUSIONS = ("identity", "covariance", "flow")  # numpyro_dsd.mcmc.inputs.DIFFUSIONS
+__all__ = ["main"]
 
 
 def _deprecated(new: str) -> type[argparse.Action]:
@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         )
     diag = sub.add_parser("diagnose", help="diagnose a saved netCDF with a stein_inputs group")
     diag.add_argument("file", type=Path)
-    diag.add_argument("--diffusion", type=_diffusion, choices=_DIFFUSIONS, default="identity")
+    diag.add_argument("--diffusion", type=_diffusion, choices=DIFFUSIONS, default="identity")
     diag.add_argument("--num-bootstrap", type=int, default=1000, help="bootstrap replicates")
     diag.add_argument(
         "--n-boot",

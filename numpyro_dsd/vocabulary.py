@@ -35,6 +35,7 @@ __all__ = [
     "CHAIN",
     "DRAW",
     "PREFIX",
+    "DIFFUSIONS",
     "DEFAULT_SEED",
     "rng_key_or_default",
     "describe_rng_key",
@@ -48,6 +49,10 @@ CHAIN = "chain"
 DRAW = "draw"
 #: The dimension of the KSD along a chain; coordinate: the prefix length m (first m draws).
 PREFIX = "prefix"
+
+#: The diffusions the diagnostic and the command name by a string (``"precond"`` is the
+#: deprecated name of ``"covariance"``).
+DIFFUSIONS = ("identity", "covariance", "flow")
 
 #: The seed of ``rng_key=None``: ``jax.random.key(DEFAULT_SEED)``.
 DEFAULT_SEED = 0

@@ -12,7 +12,16 @@ import pytest
 from numpyro.infer import SVI, Predictive, Trace_ELBO
 from numpyro.infer.autoguide import AutoIAFNormal
 
-from numpyro_dsd import SVGD, FlowDiffusion, fit_flow, ksd, ksd_diagnostic, model_draws
+from numpyro_dsd import (
+    SVGD,
+    FlowDiffusion,
+    FlowPreconditioner,
+    fit_flow,
+    ksd,
+    ksd_diagnostic,
+    model_draws,
+    reestimate_every,
+)
 from numpyro_dsd.mcmc.inputs import Draws, resolve_diffusion
 from numpyro_dsd.model.layout import ModelLayout
 
@@ -138,3 +147,17 @@ def test_diagnostic_takes_an_autoguide_in_layout_order(guide_params):
     md = model_draws(out_of_order, draws)
     with pytest.raises(ValueError, match="needs the model"):
         resolve_diffusion(guide_params, Draws(md.x, md.scores, None, ()))
+
+
+def test_an_autoguide_preconditioner_is_put_in_the_layout_before_use(guide_params):
+    """Outside the SVGD class, a (guide, params) flow must be put in the model's coordinates:
+    used as it is it would read the particles in declaration order, so it refuses."""
+    pre = FlowPreconditioner(guide_params)
+    with pytest.raises(ValueError, match="declaration order"):
+        pre.bijection()
+    layout = ModelLayout(out_of_order)
+    T = pre.in_layout(layout).bijection()
+    x = layout.flatten({"a": jnp.array([0.2, 0.3, 0.5]), "b": 1.5, "z": jnp.array([9.0, 11.0])})
+    z, _ = T.transform_and_log_det(x)
+    np.testing.assert_allclose(layout.autoguide_generator(*guide_params)(z), x, rtol=1e-4)
+    assert reestimate_every(pre, 3).in_layout(layout).every == 3

@@ -26,10 +26,10 @@ from numpyro.infer import MCMC
 
 from numpyro_dsd import arviz as arviz_io
 from numpyro_dsd.flows.diffusion import FlowDiffusion
-from numpyro_dsd.model.layout import ModelLayout
+from numpyro_dsd.model.layout import ModelLayout, is_autoguide
 from numpyro_dsd.model.targets import latent_sites, model_draws
 from numpyro_dsd.stein.diffusion import Constant, Diffusion, Identity
-from numpyro_dsd.vocabulary import rng_key_or_default, warn_renamed
+from numpyro_dsd.vocabulary import DIFFUSIONS, rng_key_or_default, warn_renamed
 
 __all__ = [
     "DIFFUSIONS",
@@ -41,9 +41,6 @@ __all__ = [
 ]
 
 Model = Callable[..., Any]
-
-#: The diffusions named by a string (``"precond"`` is the deprecated name of ``"covariance"``).
-DIFFUSIONS = ("identity", "covariance", "flow")
 
 
 class Draws(NamedTuple):
@@ -279,11 +276,7 @@ def resolve_diffusion(
     >>> resolve_diffusion("covariance", Draws(x, -x, None, ()))
     Constant(<matrix (2, 2)>)
     """
-    if (
-        isinstance(diffusion, tuple)
-        and len(diffusion) == 2
-        and hasattr(diffusion[0], "get_transform")
-    ):
+    if is_autoguide(diffusion):
         return _autoguide_diffusion(draws, *diffusion)
     if not isinstance(diffusion, str):
         if not hasattr(diffusion, "features"):

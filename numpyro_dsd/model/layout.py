@@ -32,7 +32,7 @@ from numpyro.distributions.transforms import ComposeTransform, PermuteTransform,
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 
-__all__ = ["ModelLayout"]
+__all__ = ["ModelLayout", "is_autoguide"]
 
 Model = Callable[..., Any]
 Unravel = Callable[[jax.Array], dict[str, jax.Array]]
@@ -191,6 +191,13 @@ class ModelLayout:
 
         flat = jax.eval_shape(flatten, dict(self._structs))
         return unravels[0], int(flat.shape[0])
+
+
+def is_autoguide(obj: object) -> bool:
+    """Whether ``obj`` is a fitted NumPyro autoguide with a transform given as
+    ``(guide, params)``: a flow in the model's declaration order, which
+    :meth:`ModelLayout.autoguide_generator` puts in the layout's order."""
+    return isinstance(obj, tuple) and len(obj) == 2 and hasattr(obj[0], "get_transform")
 
 
 def _is_latent(site: dict[str, Any]) -> bool:

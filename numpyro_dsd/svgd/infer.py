@@ -19,7 +19,7 @@ import optax
 from tqdm.auto import tqdm
 
 from numpyro_dsd.arviz.convert import from_svgd
-from numpyro_dsd.flows.bijections import check_flow_dim, inverse
+from numpyro_dsd.flows.bijections import check_flow_dim
 from numpyro_dsd.flows.fitting import FlowFit, fit_flow
 from numpyro_dsd.model.layout import ModelLayout
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
@@ -30,8 +30,6 @@ from numpyro_dsd.svgd.preconditioners import (
     FlowPreconditioner,
     Preconditioner,
     as_preconditioner,
-    is_autoguide,
-    reestimate_every,
     unwrap,
 )
 
@@ -206,41 +204,35 @@ class SVGD:
         self.flow_kwargs = dict(flow_kwargs or {})
         self.devices = devices
         self.static_kwargs = static_kwargs
-        self._unravel: Callable | None = None
-        self._args: tuple = ()
-        self._kwargs: dict[str, Any] = {}
+        self._layout: ModelLayout | None = None  # the model's layout at the last init/run
         # The step closes over the configuration only; a refit that changes the flow's
         # architecture changes the state's pytree structure (FlowParams), so jit retraces.
         self._update = jax.jit(self._update_fn)
         self._scan = jax.jit(self._scan_fn, static_argnums=3)
 
     # ---- set-up -------------------------------------------------------------------------
-    def _setup(self, args: tuple, kwargs: dict[str, Any]) -> None:
-        kwargs = {**self.static_kwargs, **kwargs}
-        layout = ModelLayout(self.model, args, kwargs)
-        self._layout = layout
-        self._unravel, self.dim = layout.unravel, layout.dim
-        self._structs = layout.site_shapes
-        self._args, self._kwargs = args, kwargs
+    def _layout_for(self, args: tuple, kwargs: dict[str, Any]) -> ModelLayout:
+        """The model's flat unconstrained layout for these arguments (an abstract trace)."""
+        return ModelLayout(self.model, args, {**self.static_kwargs, **kwargs})
 
-    def _log_prob(self, args: tuple, kwargs: dict[str, Any]) -> core.LogProb:
-        return ModelLayout(self.model, args, {**self.static_kwargs, **kwargs}).log_prob
+    def _setup(self, args: tuple, kwargs: dict[str, Any]) -> None:
+        self._layout = self._layout_for(args, kwargs)
+
+    @property
+    def dim(self) -> int:
+        """:math:`d`, the model's flat unconstrained dimension (known after ``init``/``run``)."""
+        return self._ready().dim
+
+    def _ready(self) -> ModelLayout:
+        if self._layout is None:
+            raise ValueError("call init() or run() first: the model's sites are not known yet.")
+        return self._layout
 
     def _preconditioner(self, layout: ModelLayout | None = None) -> Preconditioner | None:
-        """The preconditioner in the model's layout (default: the last ``init``/``run``'s).
-
-        A fitted autoguide given as ``(guide, params)`` flattens the sites in the order the
-        model declares them; its generator is permuted into the layout's order
-        (:meth:`~numpyro_dsd.model.ModelLayout.autoguide_generator`). Anything else is returned
-        as configured.
-        """
+        """The preconditioner in the model's flat coordinates (default: the last
+        ``init``/``run``'s layout); see ``Preconditioner.in_layout``."""
         pre = self.preconditioner
-        base = unwrap(pre)
-        if not (isinstance(base, FlowPreconditioner) and is_autoguide(base.flow)):
-            return pre
-        layout = self._layout if layout is None else layout
-        resolved = base.with_flow(inverse(layout.autoguide_generator(*base.flow)))
-        return resolved if pre is base else reestimate_every(resolved, pre.every)
+        return None if pre is None else pre.in_layout(self._ready() if layout is None else layout)
 
     def init(
         self, rng_key: jax.Array, *args: Any, init_params: Any = None, **kwargs: Any
@@ -273,7 +265,7 @@ class SVGD:
         self._setup(args, kwargs)
         flow_key, init_key, state_key = jax.random.split(rng_key, 3)
         params, fit = self._fitted_flow(flow_key, args, kwargs)
-        log_prob = self._log_prob(args, kwargs)
+        log_prob = self._layout.log_prob
         x0 = self._initial(init_key, init_params, log_prob, params)
         state = core.init(
             x0,
@@ -328,21 +320,20 @@ class SVGD:
         return core.from_latent(pre, params, u)
 
     def _flat_init(self, init_params: Any) -> jax.Array:
-        n, d = self.num_particles, self.dim
+        n, d, layout = self.num_particles, self.dim, self._ready()
         if isinstance(init_params, Mapping):
-            if set(init_params) != set(self._structs):
+            if set(init_params) != set(layout.site_names):
                 raise ValueError(
-                    f"init_params must have exactly the latent sites {sorted(self._structs)}; "
+                    f"init_params must have exactly the latent sites {list(layout.site_names)}; "
                     f"got {sorted(init_params)}."
                 )
-            for name, site_shape in self._structs.items():
+            for name, site_shape in layout.site_shapes.items():
                 shape = tuple(np.shape(init_params[name]))
                 if shape != (n, *site_shape):
                     raise ValueError(
                         f"init_params[{name!r}] has shape {shape}; expected "
                         f"{(n, *site_shape)} (num_particles first, then the site's shape)."
                     )
-            layout = ModelLayout(self.model, self._args, self._kwargs)
             x = jax.vmap(layout.flatten)({k: jnp.asarray(v) for k, v in init_params.items()})
         else:
             x = jnp.asarray(init_params)
@@ -357,11 +348,12 @@ class SVGD:
 
     # ---- stepping -------------------------------------------------------------------------
     def _step_fn(self, args: tuple, kwargs: dict[str, Any]) -> Callable:
+        layout = self._layout_for(args, kwargs)
         return core.build_step(
-            self._log_prob(args, kwargs),
+            layout.log_prob,
             self.optim,
             self.kernel,
-            self._preconditioner(ModelLayout(self.model, args, {**self.static_kwargs, **kwargs})),
+            self._preconditioner(layout),
             self.bandwidth_every,
             self.linear_weight,
         )
@@ -374,7 +366,7 @@ class SVGD:
         return jax.lax.scan(lambda s, _: step(s), state, length=length)
 
     def _check_ready(self, state: core.SVGDState, args: tuple, kwargs: dict[str, Any]) -> None:
-        if self._unravel is None:
+        if self._layout is None:
             self._setup(args, kwargs)
         pre = unwrap(self.preconditioner)
         unfitted = isinstance(pre, FlowPreconditioner) and pre.flow is None
@@ -447,9 +439,9 @@ class SVGD:
         """A between-chunks re-estimate (a flow refit) at the state's step: new state and the
         record (:class:`~numpyro_dsd.flows.FlowFit`); the key is ``fold_in(state.rng_key,
         step)``."""
-        log_prob = self._log_prob(args, kwargs)
+        layout = self._layout_for(args, kwargs)
         new, record = core.reestimate(
-            state, log_prob, self.optim, self.kernel, self._preconditioner()
+            state, layout.log_prob, self.optim, self.kernel, self._preconditioner(layout)
         )
         return core.shard_state(new, self.devices), record
 
@@ -480,10 +472,9 @@ class SVGD:
     def get_samples(self, result: SVGDRunResult | core.SVGDState) -> dict[str, jax.Array]:
         """Constrained particles ``{site: (num_particles, ...)}`` (latent and deterministic
         sites), the form :class:`numpyro.infer.Predictive` takes as ``posterior_samples``."""
+        layout = self._ready()
         x = result.particles if isinstance(result, SVGDRunResult) else self.get_particles(result)
-        if self._unravel is None:
-            raise ValueError("call init() or run() first: the model's sites are not known yet.")
-        return jax.vmap(ModelLayout(self.model, self._args, self._kwargs).constrain)(x)
+        return jax.vmap(layout.constrain)(x)
 
     def to_arviz(self, result: SVGDRunResult) -> Any:
         """InferenceData (ArviZ 0.x) or DataTree (1.x): the particles as the posterior's one

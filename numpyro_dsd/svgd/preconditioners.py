@@ -31,6 +31,7 @@ Examples
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -39,6 +40,7 @@ import jax.numpy as jnp
 
 from numpyro_dsd.flows.bijections import Bijection, as_bijection, inverse
 from numpyro_dsd.flows.fitted import FittedFlow, FlowSpec
+from numpyro_dsd.model.layout import ModelLayout, is_autoguide
 
 __all__ = [
     "Preconditioner",
@@ -92,18 +94,27 @@ class Preconditioner(Protocol):
         ...
 
 
-class PreconditionerBase:
+class PreconditionerBase(ABC):
     """Defaults for :class:`Preconditioner`: never re-estimated, re-estimates inside the step,
-    :meth:`start` and :meth:`reestimate` are :meth:`estimate`."""
+    :meth:`start` and :meth:`reestimate` are :meth:`estimate`, and the flat coordinates need no
+    model (:meth:`in_layout` is the identity). Subclasses give :meth:`estimate` and
+    :meth:`bijection`."""
 
     every: int | None = None
     in_step: bool = True
 
+    @abstractmethod
     def estimate(self, x: jax.Array, log_prob: LogProb) -> Any:
-        raise NotImplementedError
+        """Parameters (pytree of arrays) from data-space particles ``x`` (n, d)."""
 
+    @abstractmethod
     def bijection(self, params: Any) -> Bijection:
-        raise NotImplementedError
+        """:math:`T` (data to latent) for these parameters."""
+
+    def in_layout(self, layout: ModelLayout) -> Preconditioner:
+        """This preconditioner in the coordinates of ``layout`` (a model's flat unconstrained
+        space); only a flow given in another order (an autoguide) changes."""
+        return self
 
     def start(self, u: jax.Array, log_prob: LogProb) -> Any:
         return jax.jit(lambda a: self.estimate(a, log_prob))(u)
@@ -139,6 +150,10 @@ class Reestimated(PreconditionerBase):
 
     def bijection(self, params: Any = ()) -> Bijection:
         return self.base.bijection(params)
+
+    def in_layout(self, layout: ModelLayout) -> Preconditioner:
+        base = self.base.in_layout(layout)
+        return self if base is self.base else Reestimated(base, self.every)
 
     def __getattr__(self, name: str) -> Any:
         if name == "base":  # not set yet (copy, unpickling): no recursion
@@ -445,8 +460,8 @@ class FlowPreconditioner(PreconditionerBase):
         self.fit_kwargs = dict(fit_kwargs or {})
         self.every = refit_every
         self.refit_kwargs = {"num_steps": 500, "batch_size": None, **(refit_kwargs or {})}
-        fitted = isinstance(flow, FittedFlow)
-        self._bijection = None if flow is None or fitted else _flow_bijection(flow)
+        given = not (flow is None or isinstance(flow, FittedFlow) or is_autoguide(flow))
+        self._bijection = as_bijection(flow) if given else None
 
     @property
     def refit_every(self) -> int | None:
@@ -456,6 +471,15 @@ class FlowPreconditioner(PreconditionerBase):
     def with_flow(self, flow: object) -> FlowPreconditioner:
         """The same settings with another flow."""
         return FlowPreconditioner(flow, self.fit_kwargs, self.refit_every, self.refit_kwargs)
+
+    def in_layout(self, layout: ModelLayout) -> FlowPreconditioner:
+        """A fitted autoguide ``(guide, params)`` flattens the sites in the order the model
+        declares them: its generator is permuted into ``layout``'s order
+        (:meth:`~numpyro_dsd.model.ModelLayout.autoguide_generator`). Other flows are already
+        in the flat coordinates."""
+        if not is_autoguide(self.flow):
+            return self
+        return self.with_flow(inverse(layout.autoguide_generator(*self.flow)))
 
     def __repr__(self) -> str:
         what = "unfitted" if self.flow is None else type(self.flow).__name__
@@ -491,6 +515,12 @@ class FlowPreconditioner(PreconditionerBase):
             return as_bijection(params.flow.transform())
         if isinstance(self.flow, FittedFlow):
             return as_bijection(self.flow.transform())
+        if is_autoguide(self.flow):
+            raise ValueError(
+                "A (guide, params) flow is in the model's declaration order: put it in the "
+                "model's flat coordinates first, preconditioner.in_layout(ModelLayout(model, "
+                "model_args)) (numpyro_dsd.SVGD does this for you)."
+            )
         if self._bijection is None:
             raise ValueError(
                 "This FlowPreconditioner has no flow yet: give one (FlowPreconditioner(fit.flow) "
@@ -503,18 +533,3 @@ class FlowPreconditioner(PreconditionerBase):
 def _check_every(value: object, name: str) -> None:
     if value is not None and not (isinstance(value, int) and value >= 1):
         raise ValueError(f"{name} must be an integer >= 1 or None; got {value!r}.")
-
-
-def is_autoguide(flow: object) -> bool:
-    """Whether ``flow`` is a fitted NumPyro autoguide given as ``(guide, params)``. Its transform
-    flattens in the model's declaration order: the ``SVGD`` class permutes it into the model's
-    layout (:meth:`~numpyro_dsd.model.ModelLayout.autoguide_generator`)."""
-    return isinstance(flow, tuple) and len(flow) == 2 and hasattr(flow[0], "get_transform")
-
-
-def _flow_bijection(flow: object) -> Bijection:
-    """:math:`T` (data to latent) from the accepted flow objects."""
-    if is_autoguide(flow):
-        guide, params = flow
-        return inverse(guide.get_transform(params))
-    return as_bijection(flow)

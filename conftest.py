@@ -20,6 +20,7 @@ ARVIZ_TESTS = {
     "test_cli.py",
     "test_thinning.py",
     "test_bootstrap.py",
+    "test_verdict.py",
     "test_svgd_infer.py",
 }
 ARVIZ_MODULES = (

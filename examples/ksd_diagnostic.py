@@ -8,16 +8,27 @@ known exactly. Two sets of four chains are diagnosed with :func:`numpyro_dsd.ksd
   standard deviation (1.44 times the exact covariance). Its chains agree with each other, so
   R-hat is 1.00 and the ESS is large; only a comparison with the target itself can see it.
 
-NUTS is exact in the limit, so its p-values vary from run to run like uniform numbers: with five
-tests per run (four chains and the pooled one), one below 0.05 is not unusual (correct for the
-number of tests, docs/diagnostic.md). In our runs the wide draws were rejected in every chain
-with the smallest p-value the bootstrap can give, 1/(1 + n_boot).
+Each chain, and the pooled draws, get one verdict at the level 0.05: "pass", "fail" or
+"inconclusive", with its reason. It combines the KSD test with a stationarity test and adjusts
+for the number of chains (Holm), so the p-values need no correcting by hand (docs/diagnostic.md,
+"The verdict"). With the default seed, in our run:
 
-Prints the table of :func:`numpyro_dsd.stein_summary` (KSD and p-value per chain and pooled,
-beside R-hat and bulk ESS) for both, stores the NUTS run with its diagnostic and Stein inputs in
-``examples/figures/ksd_diagnostic.nc`` and reads it back, and saves the per-chain KSD of both
-runs side by side in ``examples/figures/ksd_diagnostic.png``. Works with ArviZ 0.23
-(InferenceData) and 1.x (DataTree).
+- the wide draws are "fail" in every chain and pooled, on the KSD test (p=0.001 or 0.002, at or
+  next to the smallest p-value the bootstrap can give, 1/(1 + n_boot); KSD ratio 6 to 7 per
+  chain, 21 pooled);
+- NUTS's four chains are "pass" (KSD test p from 0.037 to 0.67, adjusted 0.18 to 0.83; ratio
+  0.8 to 2.2), but its pooled draws are "fail": KSD test p=0.026 (adjusted p=0.032 <= 0.05),
+  ratio 2.4. NUTS is exact in the limit, so this is a false alarm of the kind the level allows:
+  Holm keeps the chance that any chain of a good run fails at or below 0.05, and the pooled
+  verdict is one more test at 0.05. With seeds 1 to 6 (``--seed 1``, ...) every NUTS verdict
+  was "pass".
+
+Prints the table of :func:`numpyro_dsd.stein_summary` (verdict, KSD, KSD ratio, p-value, R-hat,
+bulk ESS and reason per chain and pooled) and the pooled verdicts of both runs, stores the NUTS
+run with its diagnostic and Stein inputs in ``examples/figures/ksd_diagnostic.nc`` and reads it
+back, and saves the per-chain KSD ratio of both runs, ringed by verdict, side by side in
+``examples/figures/ksd_diagnostic.png``. Works with ArviZ 0.23 (InferenceData) and 1.x
+(DataTree).
 
 Run: ``python examples/ksd_diagnostic.py`` (about a minute on 2 cores).
 """
@@ -130,6 +141,11 @@ def main(num_samples: int = 1000, seed: int = 0, n_boot: int = 1000) -> None:
         print(stein_summary(ds, idata).to_string())
         results[label] = (ds, stein)
 
+    alpha = results["NUTS"][0].attrs["alpha"]
+    print(f"\npooled verdicts (level {alpha:g}):")
+    for label, (ds, _) in results.items():
+        print(f"  {label:<30}{ds['verdict_pooled'].item():<14}{ds['reason_pooled'].item()}")
+
     roundtrip(mcmc, *results["NUTS"])
     plot(results)
 
@@ -156,7 +172,8 @@ def plot(results: dict) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, (label, (ds, _)) in zip(axes, results.items(), strict=True):
         plot_ksd(ds, ax=ax)
-        ax.set_title(f"{label}\n{ax.get_title().splitlines()[0]}", fontsize=10)
+        # plot_ksd's title: what is plotted, the pooled verdict and reason, then the settings.
+        ax.set_title("\n".join([label, *ax.get_title().splitlines()[:2]]), fontsize=10)
     fig.tight_layout()
     fig.savefig(FIGURE, dpi=110)
     plt.close(fig)

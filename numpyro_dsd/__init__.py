@@ -29,7 +29,7 @@ from numpyro_dsd.flows.score_matching import dsm, implicit_dsm
 from numpyro_dsd.mcmc.bootstrap import ksd_test
 from numpyro_dsd.mcmc.diagnostic import ksd_diagnostic
 from numpyro_dsd.mcmc.prefix import ksd_trace
-from numpyro_dsd.mcmc.thinning import stein_thin
+from numpyro_dsd.mcmc.thinning import FailedDiagnosticWarning, stein_thin
 from numpyro_dsd.model.targets import model_draws
 from numpyro_dsd.stein.diffusion import Constant, Identity, PositionDependent
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
@@ -71,6 +71,7 @@ __all__ = [
     "plot_svgd_trace",
     "SVGDRunResult",
     "NonFiniteStepError",
+    "FailedDiagnosticWarning",
     "ConstantPreconditioner",
     "FlowPreconditioner",
     "reestimate_every",

@@ -103,11 +103,13 @@ def _demo(args: argparse.Namespace) -> int:
         print("Neal's funnel (d = 5), true v ~ N(0, 3^2): v_mean 0, v_sd 3.\n")
         print(table.round(3).to_string())
     print(
-        "\nRead: p_pooled < 0.01 says the draws do not represent the posterior. The centred"
-        "\nsampler misses the funnel's neck (v_sd below 3). R-hat and ESS see that only where"
-        "\nthe chains happen to disagree; the KSD compares the draws with the target itself."
-        "\nThe flow diffusion (M = J^-1 of a NeuTra flow) flags it; the plain KSD (identity)"
-        "\nis weak on funnels (docs/theory.md, docs/diagnostic.md)."
+        f"\nRead (level {table.attrs['alpha']:g}): 'fail' says the draws do not represent the"
+        "\nposterior (the KSD test or the stationarity test rejects); 'inconclusive' says too few"
+        "\neffective draws to vouch for them; 'pass' says neither test found a problem."
+        "\nThe centred sampler misses the funnel's neck (v_sd below 3). R-hat and ESS see that only"
+        "\nwhere the chains happen to disagree; the KSD compares the draws with the target"
+        "\nitself. The flow diffusion (M = J^-1 of a NeuTra flow) flags it; the plain KSD"
+        "\n(identity) is weak on funnels (docs/theory.md, docs/diagnostic.md)."
     )
     print(f"\nfigure and files in {args.out}/ ({table.attrs['seconds']:.0f} s)")
     print(f"try: numpyro-dsd diagnose {args.out}/centred.nc")
@@ -136,7 +138,9 @@ def _diagnose(args: argparse.Namespace) -> int:
     )
     has_posterior = arviz_io.get_group(data, "posterior") is not None
     print(arviz_io.stein_summary(ds, data if has_posterior else None).to_string())
-    print(f"\n{ds.attrs['kernel']} kernel, {ds.attrs['diffusion']} diffusion, {ds.attrs['test']}")
+    verdict = f"{ds.verdict_pooled.values} ({ds.reason_pooled.values})"
+    print(f"\npooled verdict at level {ds.attrs['alpha']:g}: {verdict}")
+    print(f"{ds.attrs['kernel']} kernel, {ds.attrs['diffusion']} diffusion, {ds.attrs['test']}")
     if args.save:
         arviz_io.save(arviz_io.add_diagnostics(data, ds), args.save)
     if args.plot:

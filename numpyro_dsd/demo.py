@@ -74,9 +74,10 @@ def _row(name: str, diffusion: str, ds: Any, data: Any, divergences: int) -> dic
         "divergences": divergences,
         "r_hat_max": pooled["r_hat_max"],
         "ess_bulk_min": pooled["ess_bulk_min"],
-        "ksd_pooled": pooled["ksd"],
+        "verdict": str(ds.verdict_pooled.values),
+        "ksd_ratio": float(ds.ksd_ratio_pooled),
         "p_pooled": pooled["pvalue"],
-        "p_chains": " ".join(f"{p:.3f}" for p in ds.pvalue.values),
+        "chains": " ".join(str(v) for v in ds.verdict.values),
         "v_mean": float(np.mean(arviz_io.posterior_dict(data)["v"])),
         "v_sd": float(np.std(arviz_io.posterior_dict(data)["v"])),
     }
@@ -135,6 +136,7 @@ def run_demo(
     table = pd.DataFrame(rows).set_index(["sampler", "diffusion"])
     _figure(results, out / "demo.png")
     table.attrs["seconds"] = time.perf_counter() - start
+    table.attrs["alpha"] = next(iter(results.values())).attrs["alpha"]
     return table
 
 
@@ -167,7 +169,9 @@ def _figure(results: dict[tuple[str, str], Any], path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(10, 8), sharex=True)
     for ax, ((name, label), ds) in zip(axes.ravel(), sorted(results.items()), strict=True):
         plot_ksd_trace(ds, ax=ax)
-        ax.set_title(f"{name}\n{label} diffusion: pooled p = {float(ds.pvalue_pooled):.3f}")
+        ax.set_title(
+            f"{name}\n{label} diffusion: {ds.verdict_pooled.values} ({ds.reason_pooled.values})"
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -197,7 +197,76 @@ def test_netcdf_round_trip_native_reader(tmp_path, data) -> None:
         assert "stein_diagnostics" in az.from_netcdf(path).groups()
 
 
+SUMMARY_COLUMNS = ["verdict", "ksd", "ksd_ratio", "pvalue", "r_hat", "ess_bulk", "n", "reason"]
+
+
+@pytest.fixture(scope="module")
+def run() -> tuple[dict[str, np.ndarray], xr.Dataset]:
+    """Draws of 3 chains (chain 1 is 1.5 times too wide) and their ``ksd_diagnostic``."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    from numpyro_dsd import ksd_diagnostic
+
+    def model():
+        numpyro.sample("mu", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+
+    x = np.random.default_rng(0).normal(size=(N_CHAIN, 400, 2))
+    x[1] *= 1.5
+    draws = {"mu": x}
+    return draws, ksd_diagnostic(draws, model, num_bootstrap=200)
+
+
+def _chains_then_pooled(ds: xr.Dataset, name: str) -> list:
+    return [*ds[name].values.tolist(), ds[f"{name}_pooled"].values.item()]
+
+
+def test_stein_summary_verdicts(run) -> None:
+    ds = run[1]
+    assert ds["verdict"].values.tolist() == ["pass", "fail", "pass"]
+    table = stein_summary(ds, round_to=None)
+    assert list(table.index) == ["chain 0", "chain 1", "chain 2", "pooled"]
+    assert list(table.columns) == SUMMARY_COLUMNS
+    assert table["verdict"].tolist() == _chains_then_pooled(ds, "verdict")
+    assert table["reason"].tolist() == _chains_then_pooled(ds, "reason")
+    for column, name in (("ksd", "ksd"), ("ksd_ratio", "ksd_ratio"), ("pvalue", "pvalue")):
+        np.testing.assert_allclose(table[column], _chains_then_pooled(ds, name))
+    np.testing.assert_allclose(table["r_hat"], _chains_then_pooled(ds, "rhat"))
+    np.testing.assert_allclose(table["ess_bulk"], _chains_then_pooled(ds, "ess"))
+    assert table.loc["pooled", "n"] == int(ds["n"].sum())
+    # a bad chain stands out in the ratio, a good one sits near 1
+    assert table.loc["chain 1", "ksd_ratio"] > 3 * table.loc["chain 0", "ksd_ratio"]
+    rounded = stein_summary(ds)
+    assert list(rounded.columns) == SUMMARY_COLUMNS
+    assert rounded["verdict"].tolist() == table["verdict"].tolist()
+    ratio = float(ds["ksd_ratio"][1])
+    assert rounded.loc["chain 1", "ksd_ratio"] == float(f"{ratio:.3g}")
+    assert rounded.loc["pooled", "ess_bulk"] == round(float(ds["ess_pooled"]))
+    assert rounded.loc["chain 0", "r_hat"] == round(float(ds["rhat"][0]), 2)
+
+
+def test_stein_summary_verdicts_with_data(run) -> None:
+    draws, ds = run
+    table = stein_summary(ds, convert._from_posterior(draws), round_to=None)
+    assert list(table.columns) == [*SUMMARY_COLUMNS, "r_hat_max", "ess_bulk_min"]
+    assert table["verdict"].tolist() == _chains_then_pooled(ds, "verdict")
+    assert table["r_hat_max"].iloc[:-1].isna().all()
+    assert table.loc["pooled", "r_hat_max"] >= 1.0
+    assert np.all(table["ess_bulk_min"] > 0)
+
+
+@needs_netcdf4
+def test_stein_summary_verdicts_after_round_trip(tmp_path, run, data) -> None:
+    """Verdicts stored in the ``stein_diagnostics`` group come back as the same table."""
+    ds = run[1]
+    path = tmp_path / "run.nc"
+    save(add_diagnostics(data, ds), path)
+    back = arviz_io.get_group(load(path), "stein_diagnostics")
+    pd.testing.assert_frame_equal(stein_summary(back), stein_summary(ds), check_dtype=False)
+
+
 def test_stein_summary_without_data() -> None:
+    """A dataset written before the verdicts: the columns it has."""
     table = stein_summary(_diagnostic())
     assert isinstance(table, pd.DataFrame)
     assert list(table.index) == ["chain 0", "chain 1", "chain 2", "pooled"]

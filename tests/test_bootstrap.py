@@ -14,6 +14,7 @@ from numpyro_dsd.mcmc.bootstrap import (
     flip_probability,
     ksd_test,
     sign_process,
+    stein_row_means,
     wild_bootstrap,
 )
 from numpyro_dsd.stein.engine import prepare
@@ -108,8 +109,10 @@ def test_ksd_test_is_prepare_signs_bootstrap():
     x = jnp.asarray(ar1(0.8, N // 4, 2, seed=4, reps=4), dtype=jnp.float32)  # 4 chains
     key = jax.random.key(5)
     res = ksd_test(x, -x, kernel=KERNEL, num_bootstrap=N_BOOT, rng_key=key)
-    signs, probs = chain_signs(key, np.asarray(x), -np.asarray(x), N_BOOT, "auto", DEFAULT_KAPPA)
-    ref = wild_bootstrap(prepare(x.reshape(-1, 2), -x.reshape(-1, 2), kernel=KERNEL), signs)
+    sk = prepare(x.reshape(-1, 2), -x.reshape(-1, 2), kernel=KERNEL)
+    series = np.asarray(stein_row_means(sk)).reshape(4, -1)  # the pooled Stein row means
+    signs, probs = chain_signs(key, series, N_BOOT, "auto", DEFAULT_KAPPA)
+    ref = wild_bootstrap(sk, signs)
     assert res.flip_prob == probs and len(probs) == 4
     np.testing.assert_allclose(res.replicates, ref.replicates, rtol=1e-5)
     assert float(res.pvalue) == float(ref.pvalue)
@@ -153,7 +156,7 @@ def test_flip_probability_ar1(kappa):
     rho = 0.9
     x = ar1(rho, 20000, 2, seed=9)
     tau = (1 + rho) / (1 - rho)
-    a = flip_probability(x, -x, kappa)
+    a = flip_probability(np.concatenate([x, -x], axis=1), kappa)
     # a is estimated from the chain's ESS, so this fails if tau (or the min over coordinates
     # of draws and scores) is estimated badly: a should be 1/(2 kappa tau) within 50%.
     assert 1 / 1.5 < a * (2 * kappa * tau) < 1.5
@@ -161,17 +164,34 @@ def test_flip_probability_ar1(kappa):
 
 def test_flip_probability_iid_and_errors():
     x = np.random.default_rng(10).standard_normal((5000, 3))
-    assert 0.4 < flip_probability(x, -x, 1.0) <= 0.5
-    assert flip_probability(x, -x, 4.0) == pytest.approx(flip_probability(x, -x, 1.0) / 4)
-    with pytest.raises(ValueError, match="at least 4"):
-        flip_probability(x[:3], -x[:3])
+    assert 0.4 < flip_probability(x, 1.0) <= 0.5
+    assert flip_probability(x, 4.0) == pytest.approx(flip_probability(x, 1.0) / 4)
+    with pytest.raises(ValueError, match="at least 8"):
+        flip_probability(x[:7])
     with pytest.raises(ValueError, match="kappa"):
-        flip_probability(x, -x, 0.5)
+        flip_probability(x, 0.5)
+
+
+def test_flip_probability_ignores_a_trend():
+    """A drift along the chain does not push tau towards n (which would make every sign vector
+    constant and the p-value about 1/2): the ESS is taken within the halves."""
+    x = ar1(0.5, 2000, 1, seed=11)
+    drift = x + np.linspace(0.0, 1.5, 2000)[:, None]
+    tau = 3.0  # (1 + rho) / (1 - rho)
+    assert flip_probability(drift, 1.0) > 1 / (2 * 3 * tau)
+
+
+def test_stein_row_means_mean_is_the_v_statistic():
+    x = jnp.asarray(ar1(0.5, 300, 2, seed=12))
+    sk = prepare(x, -x, kernel=KERNEL)
+    h = stein_row_means(sk, block_size=64)
+    np.testing.assert_allclose(h, np.asarray(sk.matrix()).mean(axis=1), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(jnp.mean(h), ksd_squared(x, -x, kernel=KERNEL), rtol=1e-4)
 
 
 def test_chain_signs_fixed_flip_prob():
     x = np.zeros((3, 20, 2))
-    signs, probs = chain_signs(jax.random.key(0), x, x, 7, 0.25, DEFAULT_KAPPA)
+    signs, probs = chain_signs(jax.random.key(0), x, 7, 0.25, DEFAULT_KAPPA)
     assert signs.shape == (60, 7) and probs == (0.25, 0.25, 0.25)
 
 

@@ -94,6 +94,11 @@ def test_exact_draws_pass(posterior):
     chains = np.concatenate([r.pvalue.values for r in results])
     assert np.mean(pooled > 0.05) >= 0.9, pooled
     assert np.mean(chains > 0.05) >= 0.9, chains
+    # One verdict at level 0.05, Holm over the chains: P(any chain "fail") <= 0.05, so 20 runs
+    # with more than 3 runs not "pass" would be a 1-in-60 event (binomial(20, 0.05 + 0.01)).
+    verdicts = [str(r.verdict_pooled.values) for r in results]
+    assert verdicts.count("pass") >= 17, verdicts
+    assert sum("fail" in r.verdict.values for r in results) <= 3
 
 
 @pytest.mark.parametrize("kind", ["wide", "ula"])
@@ -105,6 +110,7 @@ def test_wrong_samplers_flagged(posterior, kind):
         ds = diag(posterior, draws, seed=seed)
         assert np.all(ds.pvalue.values < 0.01), ds.pvalue.values
         assert float(ds.pvalue_pooled) < 0.01
+        assert str(ds.verdict_pooled.values) == "fail" and set(ds.verdict.values) == {"fail"}
 
 
 def test_model_scores_equal_closed_form(posterior, x64):

@@ -2,6 +2,8 @@
 flow diffusions (Theorem 3.5), position-dependent diffusions against a brute-force greedy on the
 Stein matrix, O(n) memory, bad input, and the MCMC-facing wrapper."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -251,3 +253,26 @@ def test_stein_thin_matches_thin_indices_and_reports_the_ksd(x64):
     idx = np.asarray(res.indices)
     direct = ksd(x[idx], s[idx], kernel=kernel, diffusion=flow)
     np.testing.assert_allclose(float(res.ksd), float(direct), rtol=1e-8)
+
+
+def test_stein_thin_warns_on_draws_that_fail_the_diagnostic():
+    """Thinning cannot restore missing mass: biased input draws get a FailedDiagnosticWarning
+    naming the reason, good ones none; check=False skips the check."""
+    from numpyro_dsd import FailedDiagnosticWarning
+
+    rng = np.random.default_rng(2)
+    good = {
+        "mu": rng.standard_normal((2, 300, 2)),
+        "sigma": np.abs(rng.standard_normal((2, 300))),
+    }
+    biased = {**good, "mu": good["mu"] + 1.0}  # every draw shifted by one posterior sd
+    with pytest.warns(FailedDiagnosticWarning, match="cannot restore mass") as record:
+        res = stein_thin(biased, _model, num_points=10)
+    assert record[0].filename == __file__  # points at the caller
+    assert res.settings["verdict"] == "fail" and "KSD test" in res.settings["reason"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FailedDiagnosticWarning)
+        res = stein_thin(good, _model, num_points=10)
+        assert res.settings["verdict"] == "pass"
+        res = stein_thin(biased, _model, num_points=10, check=False)
+    assert res.settings["verdict"] == "not checked"

@@ -1,14 +1,20 @@
 """Plots of the KSD diagnostic with the ArviZ look.
 
 Both plots take the :class:`xarray.Dataset` of the KSD diagnostic (coords ``chain`` and
-``prefix``; ``ksd``, ``pvalue`` over ``chain``, ``ksd_pooled``, ``pvalue_pooled`` and the prefix
-curves ``ksd_trace`` over ``(chain, prefix)``, the ``prefix`` coordinate holding the prefix
-lengths m) and follow the conventions of the installed ArviZ line:
+``prefix``; ``verdict``, ``reason``, ``ksd``, ``ksd_ratio``, ``pvalue`` over ``chain``, their
+``*_pooled`` scalars, the level in the ``alpha`` attribute, and the prefix curves ``ksd_trace``
+over ``(chain, prefix)``, the ``prefix`` coordinate holding the prefix lengths m) and follow the
+conventions of the installed ArviZ line:
 
 * ArviZ 0.x: drawn with matplotlib in the ``arviz-darkgrid`` style (global rcParams untouched),
   the :class:`matplotlib.axes.Axes` is returned;
 * ArviZ 1.x: built on :class:`arviz_plots.PlotCollection` (matplotlib backend), chains mapped
   to the colour aesthetic, the collection is returned (its ``viz`` tree holds the visuals).
+
+Chains are marked by their verdict: "fail" in :data:`FLAG_COLOR`, "inconclusive" in
+:data:`INCONCLUSIVE_COLOR`. Datasets written before the verdicts existed (no ``verdict``) are
+still read: there a chain is marked "fail" when its ``pvalue`` is below the level (0.05 unless
+given).
 
 Neither calls ``plt.show()``.
 """
@@ -28,9 +34,20 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_ksd", "plot_ksd_trace", "plot_svgd_trace"]
 
-#: Edge colour of the ring marking chains whose test rejects (p < level).
+#: Colour of the marks of chains whose verdict is "fail" (or, in datasets without verdicts,
+#: whose test rejects: p < level).
 FLAG_COLOR = "crimson"
+#: Colour of the marks of chains whose verdict is "inconclusive".
+INCONCLUSIVE_COLOR = "darkorange"
+#: Level of datasets without an ``alpha`` attribute (written before the verdicts existed).
+DEFAULT_LEVEL = 0.05
 _STYLE = "arviz-darkgrid"
+#: Mark colour and prefix-curve line style of each marked verdict.
+_MARK_COLOR = {"fail": FLAG_COLOR, "inconclusive": INCONCLUSIVE_COLOR}
+_MARK_LINESTYLE = {"fail": "--", "inconclusive": ":"}
+#: Line style of the m^(-1/2) reference of plot_ksd_trace (dotted is taken by "inconclusive").
+_REFERENCE_LINESTYLE = "-."
+_LINESTYLE_NAME = {"--": "dashed", ":": "dotted"}
 
 
 def _title(ds: xr.Dataset, what: str) -> str:
@@ -47,9 +64,89 @@ def _pvalue_label(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.3f}"
 
 
-def _flagged(ds: xr.Dataset, level: float) -> np.ndarray:
-    """Boolean mask over chains: the test rejects at ``level``."""
-    return np.asarray(ds["pvalue"].values) < level
+def _level(ds: xr.Dataset, level: float | None) -> float:
+    """``level``, or the dataset's own ``alpha`` attribute, or :data:`DEFAULT_LEVEL`."""
+    return float(ds.attrs.get("alpha", DEFAULT_LEVEL)) if level is None else float(level)
+
+
+def _marks(ds: xr.Dataset, level: float | None) -> tuple[np.ndarray, dict[str, str]]:
+    """Per chain ``"fail"``, ``"inconclusive"`` or ``""`` (not marked), and the legend text of
+    each mark.
+
+    The ``verdict`` decides; in datasets without it a chain is ``"fail"`` when its ``pvalue`` is
+    below the level (:func:`_level`), with the legend text ``"p < level"``.
+    """
+    if "verdict" in ds:
+        verdict = np.array([str(v) for v in np.ravel(ds["verdict"].values)])
+        marks = np.where(np.isin(verdict, list(_MARK_COLOR)), verdict, "")
+        return marks, {k: k for k in _MARK_COLOR}
+    if "pvalue" not in ds:
+        return np.full(ds.sizes["chain"], ""), {}
+    alpha = _level(ds, level)
+    fail = np.asarray(ds["pvalue"].values, dtype=float) < alpha
+    return np.where(fail, "fail", ""), {"fail": f"p < {alpha:g}"}
+
+
+def _point_labels(ds: xr.Dataset) -> list[str]:
+    """The text above each chain's point: its verdict and p-value (only the p-value in
+    datasets without verdicts; only the verdict where there is no p-value)."""
+    p = np.asarray(ds["pvalue"].values, dtype=float)
+    if "verdict" not in ds:
+        return [_pvalue_label(v) for v in p]
+    verdict = [str(v) for v in np.ravel(ds["verdict"].values)]
+    return [
+        v if not np.isfinite(q) else f"{v}\n{_pvalue_label(q)}"
+        for v, q in zip(verdict, p, strict=True)
+    ]
+
+
+def _uses_ratio(ds: xr.Dataset) -> bool:
+    """Plot ``ksd_ratio``: where the dataset has it and it was computed (not with test=False)."""
+    if "ksd_ratio" not in ds or "ksd_ratio_pooled" not in ds:
+        return False
+    return bool(np.isfinite(np.asarray(ds["ksd_ratio"].values, dtype=float)).any())
+
+
+def _ksd_values(ds: xr.Dataset) -> tuple[xr.DataArray, float, bool]:
+    """Per-chain values to plot, the pooled one, and whether they are the KSD ratio."""
+    ratio = _uses_ratio(ds)
+    name = "ksd_ratio" if ratio else "ksd"
+    return ds[name].astype(float), float(ds[f"{name}_pooled"]), ratio
+
+
+def _pooled_label(ds: xr.Dataset, ratio: bool) -> str:
+    """Legend text of the pooled line: its verdict (where present) and p-value."""
+    parts = [str(ds["verdict_pooled"].values)] if "verdict_pooled" in ds else []
+    p = float(ds["pvalue_pooled"])
+    parts += [_pvalue_label(p)] if np.isfinite(p) else []
+    what = "pooled KSD ratio" if ratio else "pooled KSD"
+    return f"{what} ({', '.join(parts)})" if parts else what
+
+
+def _pooled_text(ds: xr.Dataset) -> str:
+    """Text beside the pooled line (ArviZ 1.x, no legend): its verdict, or its p-value."""
+    if "verdict_pooled" in ds:
+        return f"pooled: {ds['verdict_pooled'].values}"
+    return f"pooled ({_pvalue_label(float(ds['pvalue_pooled']))})"
+
+
+def _ksd_title(ds: xr.Dataset, ratio: bool) -> str:
+    """Title of plot_ksd: what is plotted, the pooled verdict and its reason, the settings."""
+    if ratio:
+        what = "KSD ratio per chain (KSD / median of its bootstrap null)"
+    else:
+        what = "Kernel Stein discrepancy per chain"
+    if "verdict_pooled" in ds:
+        reason = f" ({ds['reason_pooled'].values})" if "reason_pooled" in ds else ""
+        what += f"\npooled: {ds['verdict_pooled'].values}{reason}"
+    return _title(ds, what)
+
+
+def _log_limits(values: np.ndarray) -> tuple[float, float]:
+    """Log-axis limits around ``values`` and the reference 1, with room above for the labels."""
+    v = np.asarray(values, dtype=float)
+    v = np.append(v[np.isfinite(v) & (v > 0)], 1.0)
+    return float(v.min()) / 2, float(v.max()) * 4
 
 
 def _reference(ds: xr.Dataset) -> np.ndarray:
@@ -68,19 +165,31 @@ def _with_prefix_dim(ds: xr.Dataset) -> xr.Dataset:
 
 
 def plot_ksd(
-    ds: xr.Dataset, ax: Axes | None = None, *, level: float = 0.05, figsize: Any = None
+    ds: xr.Dataset, ax: Axes | None = None, *, level: float | None = None, figsize: Any = None
 ) -> Any:
-    """Per-chain KSD with the pooled KSD as a reference line and the p-values annotated.
+    """Per-chain KSD ratio (or KSD) with the pooled value as a line, marked by verdict.
+
+    With ``ksd_ratio`` in ``ds`` (the statistic over the median of its bootstrap null) the
+    ratios are plotted on a log axis with a reference line at 1, the value of exact draws: a
+    good run sits near 1, a bad one far above, and the pooled ratio is comparable with the
+    chains' (the raw pooled KSD, of more draws, is smaller than every chain's). Without it
+    (older datasets, or ``test=False``) the raw KSD is plotted on a linear axis.
+
+    Chains whose verdict is "fail" are ringed in :data:`FLAG_COLOR`, "inconclusive" ones in
+    :data:`INCONCLUSIVE_COLOR`; each point is labelled with its verdict and p-value, and the
+    title gives the pooled verdict and its reason.
 
     Parameters
     ----------
     ds : xarray.Dataset
-        The KSD diagnostic: ``ksd`` and ``pvalue`` over ``chain``, ``ksd_pooled``,
-        ``pvalue_pooled``.
+        The KSD diagnostic: ``verdict``, ``ksd``, ``ksd_ratio`` and ``pvalue`` over ``chain``
+        and their ``*_pooled`` scalars, ``reason_pooled``. Datasets without ``verdict`` or
+        ``ksd_ratio`` (written by earlier versions) are read too.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; a new figure otherwise.
-    level : float
-        Chains with ``pvalue < level`` are ringed in :data:`FLAG_COLOR`.
+    level : float, optional
+        Used only for datasets without ``verdict``: chains with ``pvalue < level`` are ringed
+        in :data:`FLAG_COLOR`. None means the dataset's ``alpha`` attribute, or 0.05.
     figsize : (float, float), optional
         Size of a new figure, in inches.
 
@@ -94,8 +203,11 @@ def plot_ksd(
     >>> matplotlib.use("Agg")
     >>> import xarray as xr
     >>> ds = xr.Dataset(
-    ...     {"ksd": ("chain", [0.05, 0.4]), "pvalue": ("chain", [0.6, 0.001]),
-    ...      "ksd_pooled": 0.2, "pvalue_pooled": 0.01}, coords={"chain": [0, 1]})
+    ...     {"verdict": ("chain", ["pass", "fail"]), "ksd": ("chain", [0.05, 0.4]),
+    ...      "ksd_ratio": ("chain", [1.1, 12.0]), "pvalue": ("chain", [0.6, 0.001]),
+    ...      "verdict_pooled": "fail", "reason_pooled": "KSD test p=0.01",
+    ...      "ksd_pooled": 0.2, "ksd_ratio_pooled": 6.0, "pvalue_pooled": 0.01},
+    ...     coords={"chain": [0, 1]}, attrs={"alpha": 0.05})
     >>> out = plot_ksd(ds)
     """
     if arviz_1():
@@ -110,23 +222,27 @@ def plot_ksd(
 
 
 def plot_ksd_trace(
-    ds: xr.Dataset, ax: Axes | None = None, *, level: float = 0.05, figsize: Any = None
+    ds: xr.Dataset, ax: Axes | None = None, *, level: float | None = None, figsize: Any = None
 ) -> Any:
     """KSD of the first m draws of each chain against m, log-log, with an m^(-1/2) reference.
 
     For exact draws the V-statistic decays like :math:`m^{-1/2}`; a curve that flattens out
-    above the reference is a chain that does not converge to the target.
+    above the reference is a chain that does not converge to the target. The reference is
+    drawn dash-dotted; chains whose verdict is "fail" are drawn dashed and "inconclusive" ones
+    dotted, both marked so in the legend.
 
     Parameters
     ----------
     ds : xarray.Dataset
         The KSD diagnostic: ``ksd_trace`` over ``(chain, prefix)`` (the ``prefix`` coordinate
-        holds the prefix lengths m) and ``pvalue`` over ``chain``. Curves over
-        ``(chain, draw)``, as files written by earlier versions hold them, are read too.
+        holds the prefix lengths m) and ``verdict`` over ``chain``. Curves over
+        ``(chain, draw)`` and datasets without ``verdict`` (``pvalue`` only), as earlier
+        versions wrote them, are read too.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; a new figure otherwise.
-    level : float
-        Chains with ``pvalue < level`` are drawn dashed and marked in the legend.
+    level : float, optional
+        Used only for datasets without ``verdict``: chains with ``pvalue < level`` are drawn
+        dashed and marked in the legend. None means the dataset's ``alpha`` attribute, or 0.05.
     figsize : (float, float), optional
         Size of a new figure, in inches.
 
@@ -142,7 +258,8 @@ def plot_ksd_trace(
     >>> m = np.array([10, 100, 1000])
     >>> ds = xr.Dataset(
     ...     {"ksd_trace": (("chain", "prefix"), [m**-0.5, [0.3, 0.3, 0.3]]),
-    ...      "pvalue": ("chain", [0.5, 0.0])}, coords={"chain": [0, 1], "prefix": m})
+    ...      "verdict": ("chain", ["pass", "fail"]), "pvalue": ("chain", [0.5, 0.0])},
+    ...     coords={"chain": [0, 1], "prefix": m})
     >>> out = plot_ksd_trace(ds)
     """
     ds = _with_prefix_dim(ds)
@@ -219,45 +336,57 @@ def _svgd_group(data: Any) -> xr.Dataset:
 # --- ArviZ 0.x: matplotlib -----------------------------------------------------------------------
 
 
-def _draw_ksd(ax: Axes, ds: xr.Dataset, level: float) -> None:
+def _draw_ksd(ax: Axes, ds: xr.Dataset, level: float | None) -> None:
     labels = ds["chain"].values
     pos = np.arange(labels.size)
-    ksd, pvalue = np.asarray(ds["ksd"].values), np.asarray(ds["pvalue"].values)
-    flag = _flagged(ds, level)
-    ax.scatter(pos, ksd, c=[f"C{i % 10}" for i in pos], s=60, zorder=3)
-    if flag.any():
-        ring = {"s": 220, "facecolors": "none", "edgecolors": FLAG_COLOR, "linewidths": 2}
-        ax.scatter(pos[flag], ksd[flag], zorder=3, label=f"p < {level:g}", **ring)
-    pooled = f"pooled KSD ({_pvalue_label(float(ds['pvalue_pooled']))})"
-    ax.axhline(float(ds["ksd_pooled"]), color="0.4", linestyle="--", label=pooled)
-    for i, (k, p) in enumerate(zip(ksd, pvalue, strict=True)):
-        color = FLAG_COLOR if flag[i] else "0.2"
+    y_da, pooled, ratio = _ksd_values(ds)
+    y = np.asarray(y_da.values)
+    marks, names = _marks(ds, level)
+    ax.scatter(pos, y, c=[f"C{i % 10}" for i in pos], s=60, zorder=3)
+    ring = {"s": 220, "facecolors": "none", "linewidths": 2, "zorder": 3}
+    for mark, color in _MARK_COLOR.items():
+        on = marks == mark
+        if on.any():
+            ax.scatter(pos[on], y[on], edgecolors=color, label=names[mark], **ring)
+    if np.isfinite(pooled):
+        ax.axhline(pooled, color="0.4", linestyle="--", label=_pooled_label(ds, ratio))
+    if ratio:
+        ax.axhline(1.0, color="0.55", linestyle=":", linewidth=1.2, label="exact draws")
+    for i, text in enumerate(_point_labels(ds)):
         ax.annotate(
-            _pvalue_label(p),
-            (i, k),
+            text,
+            (i, y[i]),
             xytext=(0, 9),
             textcoords="offset points",
             ha="center",
-            color=color,
+            color=_MARK_COLOR.get(str(marks[i]), "0.2"),
             fontsize="small",
         )
     ax.set_xticks(pos, [str(c) for c in labels])
     ax.set_xlim(-0.5, labels.size - 0.5)
-    ax.set_ylim(bottom=0, top=1.2 * max(np.nanmax(ksd), float(ds["ksd_pooled"])))
+    if ratio:
+        ax.set_yscale("log")
+        ax.set_ylim(*_log_limits(np.append(y, pooled)))
+        ax.set_ylabel("KSD / median of bootstrap null")
+    else:
+        ax.set_ylim(bottom=0, top=1.2 * np.nanmax(np.append(y, pooled)))
+        ax.set_ylabel("KSD")
     ax.set_xlabel("chain")
-    ax.set_ylabel("KSD")
-    ax.set_title(_title(ds, "Kernel Stein discrepancy per chain"))
+    ax.set_title(_ksd_title(ds, ratio))
     ax.legend(loc="best", fontsize="small")
 
 
-def _draw_trace(ax: Axes, ds: xr.Dataset, level: float) -> None:
+def _draw_trace(ax: Axes, ds: xr.Dataset, level: float | None) -> None:
     m = np.asarray(ds[PREFIX].values)
-    flag = _flagged(ds, level) if "pvalue" in ds else np.zeros(ds.sizes["chain"], bool)
+    marks, names = _marks(ds, level)
     for i, c in enumerate(ds["chain"].values):
         y = ds["ksd_trace"].sel(chain=c).values
-        label = f"chain {c}" + (f" (p < {level:g})" if flag[i] else "")
-        ax.plot(m, y, color=f"C{i % 10}", linestyle="--" if flag[i] else "-", label=label)
-    ax.plot(m, _reference(ds), color="0.4", linestyle=":", label=r"$\propto m^{-1/2}$")
+        mark = str(marks[i])
+        label = f"chain {c}" + (f" ({names[mark]})" if mark else "")
+        linestyle = _MARK_LINESTYLE.get(mark, "-")
+        ax.plot(m, y, color=f"C{i % 10}", linestyle=linestyle, label=label)
+    ref = {"color": "0.4", "linestyle": _REFERENCE_LINESTYLE, "label": r"$\propto m^{-1/2}$"}
+    ax.plot(m, _reference(ds), **ref)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("first m draws")
@@ -269,24 +398,27 @@ def _draw_trace(ax: Axes, ds: xr.Dataset, level: float) -> None:
 # --- ArviZ 1.x: PlotCollection ---------------------------------------------------------------
 
 
-def _collection(data: xr.Dataset, ax: Axes | None, figsize: Any, by: str = "chain") -> Any:
+def _collection(
+    data: xr.Dataset, ax: Axes | None, figsize: Any, by: str = "chain", **values: list[Any]
+) -> Any:
     """A one-plot PlotCollection over ``data`` with ``by`` (chains) mapped to colour.
 
-    With ``ax`` the collection is built around it (its ``viz`` tree as ``PlotCollection.wrap``
-    would make it for a single plot).
+    ``values`` maps further aesthetics to ``by`` with the values given (e.g.
+    ``linestyle=["-", "--"]``). With ``ax`` the collection is built around it (its ``viz`` tree
+    as ``PlotCollection.wrap`` would make it for a single plot).
     """
     from arviz_plots import PlotCollection
 
-    aes = {"color": [by]}
+    aes = {"color": [by]} | {name: [by] for name in values}
     if ax is None:
         figure_kwargs = {} if figsize is None else {"figsize": figsize}
         return PlotCollection.wrap(
-            data, cols=[], backend="matplotlib", figure_kwargs=figure_kwargs, aes=aes
+            data, cols=[], backend="matplotlib", figure_kwargs=figure_kwargs, aes=aes, **values
         )
     fig, plot = np.empty((), dtype=object), np.empty((), dtype=object)
     fig[()], plot[()] = ax.figure, ax
     viz = xr.Dataset({"figure": fig, "plot": plot, "row_index": 0, "col_index": 0})
-    return PlotCollection(data, xr.DataTree(viz), backend="matplotlib", aes=aes)
+    return PlotCollection(data, xr.DataTree(viz), backend="matplotlib", aes=aes, **values)
 
 
 def _decorate(pc: Any, data: xr.Dataset, xlabel: str, ylabel: str, title: str) -> None:
@@ -304,44 +436,70 @@ def _xy(x: xr.DataArray, y: xr.DataArray, name: str) -> xr.Dataset:
     return xy.assign_coords(plot_axis=["x", "y"]).to_dataset(name=name)
 
 
-def _plot_ksd_pc(ds: xr.Dataset, ax: Axes | None, level: float, figsize: Any) -> Any:
-    from arviz_plots.visuals import annotate_xy, hline, scatter_xy, set_xlim, set_xticks, set_ylim
+def _plot_ksd_pc(ds: xr.Dataset, ax: Axes | None, level: float | None, figsize: Any) -> Any:
+    from arviz_plots.visuals import (
+        annotate_xy,
+        hline,
+        scatter_xy,
+        set_xlim,
+        set_xticks,
+        set_ylim,
+        set_yscale,
+    )
 
     labels = ds["chain"].values
-    pos = xr.DataArray(np.arange(labels.size), dims="chain", coords={"chain": labels})
-    points = _xy(pos, ds["ksd"], "ksd")
-    flag = xr.DataArray(_flagged(ds, level), coords=pos.coords)
-    top = 1.2 * max(float(ds["ksd"].max()), float(ds["ksd_pooled"]))
-    pooled = xr.Dataset({"ksd": ds["ksd_pooled"]})
-    text = {"size": 9, "vertical_align": "bottom", "text": _pvalue_label}
+    pos = xr.DataArray(np.arange(labels.size, dtype=float), dims="chain", coords={"chain": labels})
+    y, pooled_value, ratio = _ksd_values(ds)
+    points = _xy(pos, y, "ksd")
+    marks, _ = _marks(ds, level)
+    marks = xr.DataArray(marks, coords=pos.coords)
+    values = np.append(y.values, pooled_value)
+    if ratio:
+        limits = _log_limits(values)
+        text_y = y * 1.15
+    else:
+        limits = (0.0, 1.2 * float(np.nanmax(values)))
+        text_y = y + 0.03 * limits[1]
+    pooled = xr.Dataset({"ksd": xr.DataArray(pooled_value)})
+    text = {"size": 9, "vertical_align": "bottom"}
 
     pc = _collection(points, ax, figsize)
     pc.map(scatter_xy, "ksd", data=points, size=60, zorder=3)
-    if flag.any():
-        ring = {"size": 220, "facecolor": "none", "edgecolor": FLAG_COLOR, "width": 2}
-        pc.map(scatter_xy, "flagged", data=points.where(flag), ignore_aes="all", **ring)
+    ring = {"size": 220, "facecolor": "none", "width": 2}
+    for mark, color in _MARK_COLOR.items():
+        if (marks == mark).any():
+            label = "flagged" if mark == "fail" else f"flagged_{mark}"
+            data = points.where(marks == mark)
+            pc.map(scatter_xy, label, data=data, ignore_aes="all", edgecolor=color, **ring)
     pc.map(hline, "pooled", data=pooled, ignore_aes="all", color="B2", linestyle="--")
-    pvalues = xr.Dataset({"ksd": ds["pvalue"]})
-    for label, mask, color in (("pvalue_text", ~flag, "B1"), ("flagged_text", flag, FLAG_COLOR)):
+    if ratio:
+        one = xr.Dataset({"ksd": xr.DataArray(1.0)})
+        pc.map(hline, "exact", data=one, ignore_aes="all", color="B2", linestyle=":", width=1.2)
+    point_labels = _point_labels(ds)
+    for mark, color in ({"": "B1"} | _MARK_COLOR).items():
+        # the chain's position as data, NaN where another mark applies (skipped by map)
+        which = xr.Dataset({"ksd": pos.where(marks == mark)})
         pc.map(
             annotate_xy,
-            label,
-            data=pvalues.where(mask),
+            f"{mark or 'pvalue'}_text",
+            data=which,
             x=pos,
-            y=ds["ksd"] + 0.03 * top,
+            y=text_y,
             color=color,
+            text=lambda i: point_labels[int(i)],
             **text,
         )
     pc.map(
         annotate_xy,
         "pooled_text",
-        data=xr.Dataset({"ksd": ds["pvalue_pooled"]}),
+        data=pooled,
         x=labels.size - 0.55,
-        y=float(ds["ksd_pooled"]),
+        y=pooled_value,
         ignore_aes="all",
         color="B2",
         horizontal_align="right",
-        **(text | {"text": lambda p: f"pooled ({_pvalue_label(p)})"}),
+        text=_pooled_text(ds),
+        **text,
     )
     pc.map(
         set_xticks,
@@ -352,31 +510,44 @@ def _plot_ksd_pc(ds: xr.Dataset, ax: Axes | None, level: float, figsize: Any) ->
         values=pos.values,
         labels=[str(c) for c in labels],
     )
-    pc.map(set_ylim, "ylim", data=pooled, ignore_aes="all", store_artist=False, limits=(0, top))
+    if ratio:
+        pc.map(set_yscale, "yscale", data=pooled, ignore_aes="all", store_artist=False, scale="log")
+    pc.map(set_ylim, "ylim", data=pooled, ignore_aes="all", store_artist=False, limits=limits)
     xlim = (-0.5, labels.size - 0.5)
     pc.map(set_xlim, "xlim", data=pooled, ignore_aes="all", store_artist=False, limits=xlim)
-    _decorate(pc, pooled, "chain", "KSD", _title(ds, "Kernel Stein discrepancy per chain"))
+    ylabel = "KSD / median of bootstrap null\n(dotted at 1: exact draws)" if ratio else "KSD"
+    _decorate(pc, pooled, "chain", ylabel, _ksd_title(ds, ratio))
     return pc
 
 
-def _plot_trace_pc(ds: xr.Dataset, ax: Axes | None, level: float, figsize: Any) -> Any:
+def _plot_trace_pc(ds: xr.Dataset, ax: Axes | None, level: float | None, figsize: Any) -> Any:
+    from arviz_base.labels import BaseLabeller
     from arviz_plots.visuals import line, set_xscale, set_yscale
 
     curves = ds[["ksd_trace"]]
-    flag = np.zeros(ds.sizes["chain"], bool) if "pvalue" not in ds else _flagged(ds, level)
-    flag = xr.DataArray(flag, coords={"chain": ds["chain"]})
+    marks, names = _marks(ds, level)
+    chains = ds["chain"].values.tolist()
+    suffix = {c: f" ({names[m]})" for c, m in zip(chains, marks, strict=True) if m}
+
+    class _Marked(BaseLabeller):
+        """Legend entries "<chain> (fail)" / "<chain> (inconclusive)" for marked chains."""
+
+        def dim_coord_to_str(self, dim: Any, coord_val: Any, coord_idx: Any) -> str:
+            return f"{coord_val}{suffix.get(coord_val, '')}"
+
+    linestyle = [_MARK_LINESTYLE.get(str(m), "-") for m in marks]
     ref = xr.Dataset({"ksd_trace": (PREFIX, _reference(ds))}, coords={PREFIX: ds[PREFIX]})
-    pc = _collection(curves, ax, figsize)
-    pc.map(line, "ksd_trace", data=curves.where(~flag), xname=PREFIX)
-    if flag.any():
-        pc.map(line, "flagged", data=curves.where(flag), xname=PREFIX, linestyle="--")
-    pc.map(line, "reference", data=ref, xname=PREFIX, ignore_aes="all", color="B2", linestyle=":")
+    pc = _collection(curves, ax, figsize, linestyle=linestyle)
+    pc.map(line, "ksd_trace", data=curves, xname=PREFIX)
+    reference = {"color": "B2", "linestyle": _REFERENCE_LINESTYLE}
+    pc.map(line, "reference", data=ref, xname=PREFIX, ignore_aes="all", **reference)
     for func, label, scale in ((set_xscale, "xscale", "log"), (set_yscale, "yscale", "log")):
         pc.map(func, label, data=ref, ignore_aes="all", store_artist=False, scale=scale)
-    title = _title(ds, "KSD of the first m draws")
-    title += f"\n(dotted: reference m^(-1/2); dashed: p < {level:g})"
+    styles = ["dash-dot: m^(-1/2)"]
+    styles += [f"{_LINESTYLE_NAME[_MARK_LINESTYLE[m]]}: {names[m]}" for m in names]
+    title = _title(ds, "KSD of the first m draws") + f"\n({'; '.join(styles)})"
     _decorate(pc, ref, "first m draws", "KSD", title)
-    pc.add_legend("chain")
+    pc.add_legend("chain", labeller=_Marked())
     return pc
 
 

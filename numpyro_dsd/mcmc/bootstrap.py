@@ -10,8 +10,10 @@ autocorrelated, and i.i.d. signs then reject far too often, so the signs follow 
 *sign process* of Chwialkowski, Sejdinovic & Gretton (2014): :math:`W_1 = \\pm 1`, and
 :math:`W_t = -W_{t-1}` with probability :math:`a`, else :math:`W_t = W_{t-1}`. Its
 autocorrelation is :math:`(1 - 2a)^{|s-t|}`. The flip probability is chosen from the chain's
-integrated autocorrelation time :math:`\\tau = n / \\mathrm{ESS}` (smallest ESS over the
-coordinates of the draws and of the scores):
+integrated autocorrelation time :math:`\\tau = n / \\mathrm{ESS}` of the Stein row means
+:math:`h_i = n^{-1}\\sum_j k^0(x_i, x_j)`, the series whose mean is the statistic; the ESS is
+rank-normalised, split and taken within the halves, so a trend does not inflate it
+(:func:`flip_probability`):
 
 .. math:: a = \\min\\Big(\\tfrac12,\\ \\frac{1}{2\\kappa\\tau}\\Big),
 
@@ -32,8 +34,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.diagnostics import effective_sample_size
 
+from numpyro_dsd.mcmc.stationarity import within_ess
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import SteinKernel, local_devices, prepare, tile_size
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
@@ -46,6 +48,7 @@ __all__ = [
     "ksd_test",
     "flip_probability",
     "sign_process",
+    "stein_row_means",
     "wild_bootstrap",
 ]
 
@@ -77,39 +80,65 @@ class BootstrapResult(NamedTuple):
     rng_key: str | None = None
 
 
-def flip_probability(x: np.ndarray, scores: np.ndarray, kappa: float = DEFAULT_KAPPA) -> float:
+def flip_probability(series: np.ndarray, kappa: float = DEFAULT_KAPPA) -> float:
     """Sign-process flip probability :math:`a = \\min(1/2, 1/(2\\kappa\\tau))` of one chain.
 
     Parameters
     ----------
-    x, scores : (n, d)
-        One chain's draws and scores, in draw order.
+    series : (n,) or (n, k)
+        The chain's series the statistic is built from, in draw order: the Stein row means
+        :math:`h_i = n^{-1}\\sum_j k^0(x_i, x_j)` (:func:`stein_row_means`), or draws and scores.
     kappa : float
         Memory factor :math:`\\kappa \\ge 1`; larger is more conservative.
 
     Returns
     -------
-    float, with :math:`\\tau = n / \\min \\mathrm{ESS}` over the 2d coordinates (NumPyro's
-    :func:`~numpyro.diagnostics.effective_sample_size`), at least 1.
+    float, with :math:`\\tau = n / \\min \\mathrm{ESS}` over the k coordinates, at least 1. The
+    ESS is rank-normalised, split and taken within the halves
+    (:func:`numpyro_dsd.mcmc.stationarity.within_ess`): heavy tails, a trend or a kept burn-in
+    do not inflate :math:`\\tau` towards n, which would make every sign vector constant and
+    switch the test off (the stationarity test of the verdict deals with those).
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> x = rng.normal(size=(2000, 2))
-    >>> a = flip_probability(x, -x, kappa=1.0)  # independent draws: tau near 1
+    >>> a = flip_probability(rng.normal(size=(2000, 2)), kappa=1.0)  # independent: tau near 1
     >>> 0.2 < a <= 0.5
     True
     """
     if kappa < 1:
         raise ValueError(f"kappa must be >= 1; got {kappa}.")
-    series = np.concatenate([np.asarray(x), np.asarray(scores)], axis=-1)
+    series = np.asarray(series, dtype=np.float64)
+    series = series.reshape(series.shape[0], -1)
     n = series.shape[0]
-    if n < 4:
-        raise ValueError(f"the autocorrelation time needs at least 4 draws per chain; got {n}.")
-    ess = effective_sample_size(series[None].astype(np.float64))
-    ess = ess[np.isfinite(ess)]  # a constant coordinate has no ESS
+    if n < 8:
+        raise ValueError(f"the autocorrelation time needs at least 8 draws per chain; got {n}.")
+    ess = within_ess(series[None])
+    ess = ess[np.isfinite(ess) & (ess > 0)]  # a constant coordinate has no ESS
     tau = max(1.0, n / float(np.min(ess))) if ess.size else 1.0
     return float(min(0.5, 1.0 / (2.0 * kappa * tau)))
+
+
+def stein_row_means(
+    sk: SteinKernel, *, block_size: int | None = None, devices: Sequence[jax.Device] | None = None
+) -> jax.Array:
+    """:math:`h_i = n^{-1}\\sum_j k^0(x_i, x_j)`, (n,), in one blocked pass: the series whose
+    memory the sign process reproduces (the V-statistic is their mean).
+
+    Examples
+    --------
+    >>> from numpyro_dsd.stein.engine import prepare
+    >>> x = jax.random.normal(jax.random.key(0), (50, 2))
+    >>> sk = prepare(x, -x)
+    >>> bool(jnp.allclose(stein_row_means(sk), sk.matrix().mean(axis=1), atol=1e-5))
+    True
+    """
+    ones = jnp.ones((sk.n, 1), sk.diag.dtype)
+    block, devs = tile_size(sk, block_size), local_devices(devices)
+    return (
+        pair_matvec(sk.tile_fn, sk.feats, sk.consts, sk.diag, ones, block=block, devices=devs)[:, 0]
+        / sk.n
+    )
 
 
 @renamed_arguments(key="rng_key", n="num_draws", n_boot="num_bootstrap")
@@ -184,24 +213,24 @@ def wild_bootstrap(
 
 def chain_signs(
     rng_key: jax.Array,
-    x: np.ndarray,
-    scores: np.ndarray,
+    series: np.ndarray,
     num_bootstrap: int,
     flip_prob: float | str,
     kappa: float,
 ) -> tuple[jax.Array, tuple[float, ...]]:
-    """Independent sign processes for chains (C, n, d), stacked to (C n, num_bootstrap), and the
-    flip probability of each chain (``"auto"``: :func:`flip_probability`); one sub-key of
-    ``rng_key`` per chain."""
+    """Independent sign processes for chains whose series (C, n) or (C, n, k) are given, stacked
+    to (C n, num_bootstrap), and the flip probability of each chain (``"auto"``:
+    :func:`flip_probability` of the chain's series); one sub-key of ``rng_key`` per chain."""
     if isinstance(flip_prob, str) and flip_prob != "auto":
         raise ValueError(f"flip_prob must be 'auto' or a number in (0, 0.5]; got {flip_prob!r}.")
+    series = np.asarray(series)
     if flip_prob == "auto":
-        probs = tuple(flip_probability(xc, sc, kappa) for xc, sc in zip(x, scores, strict=True))
+        probs = tuple(flip_probability(chain, kappa) for chain in series)
     else:
-        probs = (float(flip_prob),) * x.shape[0]
-    keys = jax.random.split(rng_key, x.shape[0])
+        probs = (float(flip_prob),) * series.shape[0]
+    keys = jax.random.split(rng_key, series.shape[0])
     signs = [
-        sign_process(k, x.shape[1], num_bootstrap, a) for k, a in zip(keys, probs, strict=True)
+        sign_process(k, series.shape[1], num_bootstrap, a) for k, a in zip(keys, probs, strict=True)
     ]
     return jnp.concatenate(signs, axis=0), probs
 
@@ -263,7 +292,8 @@ def ksd_test(
     if num_bootstrap < 1:
         raise ValueError(f"num_bootstrap must be a positive integer; got {num_bootstrap}.")
     key, record = rng_key_or_default(rng_key)
-    signs, probs = chain_signs(key, x, scores, num_bootstrap, flip_prob, kappa)
     flat = (x.reshape(-1, x.shape[-1]), scores.reshape(-1, x.shape[-1]))
     sk = prepare(*flat, kernel=kernel, diffusion=diffusion)
+    series = np.asarray(stein_row_means(sk)).reshape(x.shape[:2]) if flip_prob == "auto" else x
+    signs, probs = chain_signs(key, series, num_bootstrap, flip_prob, kappa)
     return wild_bootstrap(sk, signs)._replace(flip_prob=probs, rng_key=record)

@@ -25,11 +25,23 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from numpyro_dsd.mcmc.bootstrap import DEFAULT_KAPPA, chain_signs, wild_bootstrap
+from numpyro_dsd.mcmc.bootstrap import (
+    DEFAULT_KAPPA,
+    chain_signs,
+    stein_row_means,
+    wild_bootstrap,
+)
 from numpyro_dsd.mcmc.inputs import Draws, canonical_diffusion, resolve_diffusion, resolve_draws
 from numpyro_dsd.mcmc.prefix import prefix_ksd_squared, prefix_points
+from numpyro_dsd.mcmc.stationarity import Stationarity, stationarity
+from numpyro_dsd.mcmc.verdict import DEFAULT_ALPHA, DEFAULT_MIN_ESS, Verdict, verdicts
 from numpyro_dsd.stein.diffusion import Diffusion
-from numpyro_dsd.stein.engine import checked_features, from_features, take_features
+from numpyro_dsd.stein.engine import (
+    SteinKernel,
+    checked_features,
+    from_features,
+    take_features,
+)
 from numpyro_dsd.stein.kernels import IMQ, Gaussian, default_kernel
 from numpyro_dsd.vocabulary import CHAIN, PREFIX, renamed_arguments, rng_key_or_default
 
@@ -55,6 +67,8 @@ def ksd_diagnostic(
     num_bootstrap: int = 1000,
     flip_prob: float | str = "auto",
     kappa: float = DEFAULT_KAPPA,
+    alpha: float = DEFAULT_ALPHA,
+    min_ess: float = DEFAULT_MIN_ESS,
     num_prefixes: int = 20,
     flow_kwargs: Mapping[str, Any] | None = None,
     block_size: int | None = None,
@@ -96,8 +110,13 @@ def ksd_diagnostic(
         Bootstrap replicates (p-values resolve to :math:`1/(1 + N_{boot})`); ``n_boot`` is its
         deprecated name.
     flip_prob, kappa
-        Sign-process flip probability, ``"auto"`` (from each chain's ESS, memory factor
-        ``kappa``) or a number (0.5: i.i.d. signs, for independent draws).
+        Sign-process flip probability, ``"auto"`` (from the ESS of each chain's Stein row means,
+        memory factor ``kappa``) or a number (0.5: i.i.d. signs, for independent draws).
+    alpha : float
+        The level of every verdict (default 0.05; stored in the ``alpha`` attribute).
+    min_ess : float
+        Bulk-ESS floor per chain (the pooled draws need ``min_ess`` times the number of
+        chains) below which a verdict cannot be "pass".
     num_prefixes : int
         Number of log-spaced prefix lengths of ``ksd_trace``; ``trace_points`` is its
         deprecated name.
@@ -109,10 +128,22 @@ def ksd_diagnostic(
     Returns
     -------
     xarray.Dataset
-        ``ksd``, ``pvalue``, ``n``, ``flip_prob`` (dim ``chain``), ``ksd_pooled``,
-        ``pvalue_pooled`` (scalars), ``ksd_trace`` (dims ``chain``, ``prefix``; the ``prefix``
-        coordinate is the prefix length m), and the settings as attributes (kernel, bandwidth,
-        diffusion, test, ``num_bootstrap``, ``rng_key`` ...). Store it with
+        Over ``chain``, and as ``*_pooled`` scalars for all draws together:
+
+        - ``verdict``: ``"pass"``, ``"fail"`` or ``"inconclusive"`` at level ``alpha``, and
+          ``reason``, e.g. ``"KSD test p=0.003"``, ``"not stationary: split-R̂ 1.090"``,
+          ``"ESS 4 < 100"`` (the rule: :mod:`numpyro_dsd.mcmc.verdict`, docs/math.md §2.9;
+          Holm over the chains);
+        - ``ksd`` and ``pvalue`` (the KSD test); ``ksd_ratio``, the statistic over the median
+          of its bootstrap null: about 1 for a good run, far above 1 for a bad one, and
+          comparable between chains and pooled;
+        - ``rhat``, ``ess``, ``pvalue_stationarity``: rank-normalised split-R̂, bulk ESS
+          and the stationarity test (:mod:`numpyro_dsd.mcmc.stationarity`);
+        - ``n``, ``flip_prob`` (per chain), ``ksd_trace`` (dims ``chain``, ``prefix``; the
+          ``prefix`` coordinate is the prefix length m);
+
+        and the settings as attributes (kernel, bandwidth, diffusion, ``alpha``, ``min_ess``,
+        ``num_bootstrap``, ``rng_key`` ...). Store it with
         :func:`numpyro_dsd.arviz.convert.add_diagnostics` (group ``stein_diagnostics``).
 
     Examples
@@ -122,14 +153,12 @@ def ksd_diagnostic(
     ...     numpyro.sample("mu", dist.Normal(0.0, 1.0))
     >>> draws = {"mu": np.random.default_rng(0).normal(size=(2, 500))}  # exact draws
     >>> ds = ksd_diagnostic(draws, model, num_bootstrap=200)
-    >>> sorted(ds.data_vars)
-    ['flip_prob', 'ksd', 'ksd_pooled', 'ksd_trace', 'n', 'pvalue', 'pvalue_pooled']
+    >>> str(ds.verdict_pooled.values), ds.attrs["alpha"]
+    ('pass', 0.05)
     >>> ds.ksd_trace.dims
     ('chain', 'prefix')
     >>> ds.attrs["rng_key"]
     'jax.random.key(0) (default: rng_key=None); split into (flow fit, bootstrap signs)'
-    >>> bool(ds.pvalue_pooled > 0.01)
-    True
     """
     diffusion = canonical_diffusion(diffusion, stacklevel=5)
     draws = resolve_draws(data, model, model_args, model_kwargs)
@@ -145,6 +174,8 @@ def ksd_diagnostic(
         num_bootstrap=num_bootstrap,
         flip_prob=flip_prob,
         kappa=kappa,
+        alpha=alpha,
+        min_ess=min_ess,
         num_prefixes=num_prefixes,
         block_size=block_size,
         devices=devices,
@@ -165,6 +196,8 @@ def diagnose_draws(
     num_bootstrap: int = 1000,
     flip_prob: float | str = "auto",
     kappa: float = DEFAULT_KAPPA,
+    alpha: float = DEFAULT_ALPHA,
+    min_ess: float = DEFAULT_MIN_ESS,
     num_prefixes: int = 20,
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
@@ -177,34 +210,63 @@ def diagnose_draws(
         raise ValueError(f"num_bootstrap must be a positive integer; got {num_bootstrap}.")
     kernel = default_kernel() if kernel is None else kernel
     x, s = draws.x, draws.scores
-    d, n = x.shape[-1], draws.num_draws
+    d, n, num_chains = x.shape[-1], draws.num_draws, draws.num_chains
     feats = checked_features(diffusion, x.reshape(-1, d), s.reshape(-1, d))  # once per draw
     frozen = kernel.frozen(feats.x)
     settings = diffusion.settings()
     opts = {"block_size": block_size, "devices": devices}
-    ms = prefix_points(draws.num_draws, num_prefixes)
+    chains = [
+        from_features(take_features(feats, slice(c * n, (c + 1) * n)), frozen, settings)
+        for c in range(num_chains)
+    ]
+    pooled = from_features(feats, frozen, settings)
     key, record = rng_key_or_default(rng_key)
+    curves = [prefix_ksd_squared(sk, **opts) for sk in chains]
     if test:
-        signs, probs = chain_signs(
-            key, np.asarray(x), np.asarray(s), num_bootstrap, flip_prob, kappa
-        )
-        signs = signs.reshape(draws.num_chains, draws.num_draws, num_bootstrap)
-    per_chain = []
-    for c in range(draws.num_chains):
-        sk = from_features(take_features(feats, slice(c * n, (c + 1) * n)), frozen, settings)
-        v = prefix_ksd_squared(sk, **opts)
-        p = wild_bootstrap(sk, signs[c], **opts).pvalue if test else jnp.nan
-        per_chain.append((v[-1], v[ms - 1], p))
-    sk = from_features(feats, frozen, settings)
-    if test:
-        res = wild_bootstrap(sk, signs.reshape(-1, num_bootstrap), **opts)
-        v_pooled, p_pooled = res.statistic / sk.n, res.pvalue
+        tests = _tests(chains, pooled, key, num_bootstrap, flip_prob, kappa, opts)
     else:
-        v_pooled = prefix_ksd_squared(sk, **opts)[-1]
-        p_pooled, probs = jnp.nan, (np.nan,) * draws.num_chains
+        nan = (jnp.nan, jnp.nan, jnp.nan)
+        tests = ([nan] * num_chains, nan, (np.nan,) * num_chains)
+    v_pooled = tests[1][0] / pooled.n if test else prefix_ksd_squared(pooled, **opts)[-1]
+    xs = np.asarray(x)
+    stats = (
+        [stationarity(xs[c : c + 1]) for c in range(num_chains)],
+        stationarity(xs),
+    )
     attrs = _attrs(kernel, diffusion, diffusion_name, test, num_bootstrap, kappa, flip_prob)
-    attrs["rng_key"] = record
-    return _dataset(per_chain, v_pooled, p_pooled, probs, draws, ms, attrs)
+    attrs.update(rng_key=record, alpha=float(alpha), min_ess=float(min_ess))
+    ms = prefix_points(n, num_prefixes)
+    return _dataset(curves, v_pooled, tests, stats, draws, ms, attrs)
+
+
+def _tests(
+    chains: list[SteinKernel],
+    pooled: SteinKernel,
+    key: jax.Array,
+    num_bootstrap: int,
+    flip_prob: float | str,
+    kappa: float,
+    opts: dict[str, Any],
+) -> tuple[list[tuple], tuple, tuple[float, ...]]:
+    """The wild-bootstrap test of every chain and of the pooled draws, with the same signs:
+    ((statistic, pvalue, ratio) per chain, the same pooled, flip probabilities)."""
+    series = (
+        np.stack([np.asarray(stein_row_means(sk, **opts)) for sk in chains])
+        if flip_prob == "auto"
+        else np.zeros((len(chains), chains[0].n))
+    )
+    signs, probs = chain_signs(key, series, num_bootstrap, flip_prob, kappa)
+    signs = signs.reshape(len(chains), chains[0].n, num_bootstrap)
+    per_chain = [
+        _summary(wild_bootstrap(sk, w, **opts)) for sk, w in zip(chains, signs, strict=True)
+    ]
+    res = wild_bootstrap(pooled, signs.reshape(-1, num_bootstrap), **opts)
+    return per_chain, _summary(res), probs
+
+
+def _summary(res: Any) -> tuple[Any, Any, Any]:
+    """(statistic, p-value, statistic over the median replicate) of a bootstrap result."""
+    return res.statistic, res.pvalue, res.statistic / jnp.median(res.replicates)
 
 
 def _sqrt(v: Any) -> np.ndarray:
@@ -212,27 +274,54 @@ def _sqrt(v: Any) -> np.ndarray:
 
 
 def _dataset(
-    per_chain: list[tuple[Any, Any, Any]],
+    curves: list[Any],
     v_pooled: Any,
-    p_pooled: Any,
-    probs: Sequence[float],
+    tests: tuple[list[tuple], tuple, tuple[float, ...]],
+    stats: tuple[list[Stationarity], Stationarity],
     draws: Draws,
     ms: np.ndarray,
     attrs: dict[str, Any],
 ) -> xr.Dataset:
-    v, trace, p = (np.stack([np.asarray(t[k], dtype=float) for t in per_chain]) for k in range(3))
-    chain = np.arange(draws.num_chains)
+    per_chain, pooled, probs = tests
+    v = np.array([float(c[-1]) for c in curves])
+    trace = np.stack([np.asarray(c[ms - 1], dtype=float) for c in curves])
+    p, ratio = (np.array([float(t[k]) for t in per_chain]) for k in (1, 2))
+    chain_stats, pooled_stat = stats
+    if attrs["test"] == "none":
+        none = Verdict("inconclusive", "no KSD test (test=False)", float("nan"))
+        chain_v, pooled_v = [none] * len(chain_stats), none
+    else:
+        chain_v, pooled_v = verdicts(
+            p,
+            chain_stats,
+            float(pooled[1]),
+            pooled_stat,
+            alpha=attrs["alpha"],
+            min_ess=attrs["min_ess"],
+        )
     return xr.Dataset(
         {
             "ksd": (CHAIN, _sqrt(v)),
             "pvalue": (CHAIN, p),
+            "ksd_ratio": (CHAIN, ratio),
+            "verdict": (CHAIN, np.array([c.verdict for c in chain_v], dtype=object)),
+            "reason": (CHAIN, np.array([c.reason for c in chain_v], dtype=object)),
+            "rhat": (CHAIN, np.array([st.rhat for st in chain_stats])),
+            "ess": (CHAIN, np.array([st.ess for st in chain_stats])),
+            "pvalue_stationarity": (CHAIN, np.array([st.pvalue for st in chain_stats])),
             "n": (CHAIN, np.full(draws.num_chains, draws.num_draws)),
             "flip_prob": (CHAIN, np.asarray(probs, dtype=float)),
             "ksd_pooled": ((), float(_sqrt(v_pooled))),
-            "pvalue_pooled": ((), float(p_pooled)),
+            "pvalue_pooled": ((), float(pooled[1])),
+            "ksd_ratio_pooled": ((), float(pooled[2])),
+            "verdict_pooled": ((), pooled_v.verdict),
+            "reason_pooled": ((), pooled_v.reason),
+            "rhat_pooled": ((), pooled_stat.rhat),
+            "ess_pooled": ((), pooled_stat.ess),
+            "pvalue_stationarity_pooled": ((), pooled_stat.pvalue),
             "ksd_trace": ((CHAIN, PREFIX), _sqrt(trace)),
         },
-        coords={CHAIN: chain, PREFIX: ms},
+        coords={CHAIN: np.arange(draws.num_chains), PREFIX: ms},
         attrs=attrs,
     )
 

@@ -14,14 +14,20 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from numpyro_dsd.mcmc.inputs import canonical_diffusion, resolve_diffusion, resolve_draws
+from numpyro_dsd.mcmc.diagnostic import diagnose_draws
+from numpyro_dsd.mcmc.inputs import Draws, canonical_diffusion, resolve_diffusion, resolve_draws
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import prepare
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
 from numpyro_dsd.stein.thinning import _check_num_points, _greedy, thinned_ksd
 from numpyro_dsd.vocabulary import renamed_arguments, rng_key_or_default
 
-__all__ = ["ThinningResult", "stein_thin"]
+__all__ = ["FailedDiagnosticWarning", "ThinningResult", "stein_thin"]
+
+
+class FailedDiagnosticWarning(UserWarning):
+    """The draws given to :func:`stein_thin` fail the KSD diagnostic: thinning reweights the
+    draws it has and cannot restore mass the sampler missed, so the thinned set keeps the bias."""
 
 
 class ThinningResult(NamedTuple):
@@ -94,6 +100,7 @@ def stein_thin(
     diffusion: str | Diffusion = "identity",
     rng_key: jax.Array | None = None,
     flow_kwargs: Mapping[str, Any] | None = None,
+    check: bool = True,
 ) -> ThinningResult:
     """Stein-thin MCMC output to m = ``num_points`` draws (Riabiz et al. 2022;
     docs/math.md §2.8).
@@ -134,12 +141,20 @@ def stein_thin(
         (:mod:`numpyro_dsd.vocabulary`'s key rule), recorded in ``settings["rng_key"]``.
     flow_kwargs : dict, optional
         Passed to the flow fitting with ``diffusion="flow"``.
+    check : bool
+        First run :func:`~numpyro_dsd.mcmc.diagnostic.diagnose_draws` on the draws (same kernel
+        and diffusion, 200 bootstrap replicates, :math:`O(n^2)`) and warn with
+        :class:`FailedDiagnosticWarning` when its pooled verdict is "fail": Stein thinning picks
+        a subset that matches the target *as well as these draws allow*; it reweights, it
+        cannot put back mass the sampler never visited, and on biased draws it can make the
+        bias worse (docs/diagnostic.md). ``False`` skips the check (very long runs).
 
     Returns
     -------
     ThinningResult
         ``indices``, ``chain``, ``draw``, ``samples``, ``x``, ``ksd`` and ``settings`` (kernel,
-        bandwidth, diffusion, ``num_points``, ``num_draws``, ``rng_key``).
+        bandwidth, diffusion, ``num_points``, ``num_draws``, ``rng_key``, and ``verdict`` /
+        ``reason`` of the check, or ``"not checked"``).
 
     Examples
     --------
@@ -165,6 +180,7 @@ def stein_thin(
     diff = resolve_diffusion(diffusion, draws, rng_key=key, flow_kwargs=flow_kwargs)
     x = jnp.reshape(draws.x, (chains * n_draws, d))
     s = jnp.reshape(draws.scores, (chains * n_draws, d))
+    verdict = _check(draws, diff, kernel, key) if check else ("not checked", "check=False")
     sk = prepare(x, s, kernel=kernel, diffusion=diff)
     idx, gains = _greedy(sk, int(num_points))
     samples = None
@@ -185,5 +201,24 @@ def stein_thin(
             "num_points": int(num_points),
             "num_draws": chains * n_draws,
             "rng_key": record,
+            "verdict": verdict[0],
+            "reason": verdict[1],
         },
     )
+
+
+def _check(draws: Draws, diffusion: Diffusion, kernel: IMQ | Gaussian | None, key: jax.Array):
+    """(verdict, reason) of the pooled draws; warns when it is "fail"."""
+    ds = diagnose_draws(
+        draws, diffusion, kernel=kernel, rng_key=key, num_bootstrap=200, num_prefixes=2
+    )
+    verdict, reason = str(ds.verdict_pooled.values), str(ds.reason_pooled.values)
+    if verdict == "fail":
+        warnings.warn(
+            f"the draws fail the KSD diagnostic ({reason}). Stein thinning reweights the draws "
+            "it is given and cannot restore mass the sampler missed: the thinned set keeps the "
+            "bias. Fix the sampler first (reparametrise, longer warm-up), or pass check=False.",
+            FailedDiagnosticWarning,
+            stacklevel=5,
+        )
+    return verdict, reason

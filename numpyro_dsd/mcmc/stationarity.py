@@ -1,0 +1,228 @@
+"""Rank-normalised split R-hat and ESS, and a calibrated test of stationarity (docs/math.md §2.9).
+
+Vehtari, Gelman, Simpson, Carpenter & Bürkner (2021): each coordinate of the draws
+:math:`x^{(c)}_t` (chains c = 1..C, draws t = 1..n) is replaced by its normal score
+:math:`z = \\Phi^{-1}((r - 3/8)/(Cn + 1/4))`, r its rank among all Cn draws, and every chain is
+split into halves, giving m = 2C sequences of N = n // 2 draws. Then
+
+- the **bulk ESS** is NumPyro's multi-chain :func:`~numpyro.diagnostics.effective_sample_size`
+  of the m halves of z;
+- the **split-R̂** is the larger of NumPyro's :func:`~numpyro.diagnostics.gelman_rubin` of the
+  halves of z and of the *folded* draws :math:`|x - \\mathrm{median}\\, x|` (rank-normalised
+  the same way), so location and scale differences between halves both show.
+
+R̂ has no level: a stationary run's R̂ exceeds 1.01 often when the ESS is a few hundred. So the
+verdict uses a **test** built from the same pieces. With :math:`\\bar z_j` the half means,
+:math:`s^2` their sample variance, W the mean within-half variance and :math:`\\hat e` the
+within-half ESS (the ESS of the halves after each is centred at its own mean, divided by m),
+a stationary run has :math:`\\mathrm{Var}\\,\\bar z_j \\approx W / \\hat e`, hence
+
+.. math::
+    T = (m - 1)\\,\\hat e\\, s^2 / W
+      = (m - 1)\\,\\hat e\\,\\big(\\hat R^2 - (N - 1)/N\\big) \\;\\approx\\; \\chi^2_{m-1},
+
+one statistic per coordinate and per fold (the within variance being estimated too, T/(m - 1) is
+referred to an F distribution with :math:`m(\\hat e - 1)` denominator degrees of freedom). A chain
+that drifts has halves whose means differ by many standard errors.
+
+Ranks forget how far out a point is, and a short transient (a kept burn-in that started far
+away) shifts a half only a little in rank. So a second family is Geweke's (1992) comparison of the
+start of each chain with its end: with A the first 10% and B the last 50% of a chain, the means
+of the raw draws,
+
+.. math::
+    Z = \\frac{\\bar y_A - \\bar y_B}{\\sqrt{s_B^2\\, \\tau_B\\,(1/|A| + 1/|B|)}},
+
+:math:`s_B^2` and :math:`\\tau_B = |B| / \\mathrm{ESS}_B` taken from the end alone, so the transient
+cannot inflate its own yardstick (for a stationary chain Z is about Student-t with
+:math:`|A| / \\tau_B - 1` degrees of freedom), and the spreads: the ratio of the mean squared
+deviations from the median of B, :math:`F = \\overline{(y - m_B)^2}_A / \\overline{(y - m_B)^2}_B`,
+about :math:`F(|A|/\\tau', |B|/\\tau')` with :math:`\\tau'` the squared series' own autocorrelation
+time in B (both tails). The p-value of
+the whole test is Bonferroni's over every statistic of both families.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpyro.diagnostics import effective_sample_size, gelman_rubin
+from scipy.special import ndtr, ndtri
+from scipy.stats import f as f_dist
+from scipy.stats import rankdata
+from scipy.stats import t as t_dist
+
+__all__ = [
+    "Stationarity",
+    "rank_normalise",
+    "split_halves",
+    "bulk_ess",
+    "within_ess",
+    "stationarity",
+]
+
+
+class Stationarity(NamedTuple):
+    """Rank-normalised split diagnostics of a set of chains (:func:`stationarity`).
+
+    Attributes
+    ----------
+    rhat : float
+        Largest split-R̂ over the coordinates (bulk and folded).
+    ess : float
+        Smallest bulk ESS over the coordinates.
+    pvalue : float
+        Bonferroni p-value of the stationarity test (module docstring).
+    """
+
+    rhat: float
+    ess: float
+    pvalue: float
+
+
+def rank_normalise(x: np.ndarray) -> np.ndarray:
+    """Normal scores :math:`\\Phi^{-1}((r - 3/8)/(S + 1/4))` of draws (C, n, k), ranks r over all
+    S = Cn draws of each coordinate (average ranks for ties).
+
+    Examples
+    --------
+    >>> z = rank_normalise(np.arange(6.0).reshape(1, 6, 1) ** 3)
+    >>> bool(np.allclose(z[0, :, 0], -z[0, ::-1, 0]))  # symmetric whatever the spacing
+    True
+    """
+    c, n, k = x.shape
+    r = rankdata(x.reshape(c * n, k), axis=0)
+    return ndtri((r - 0.375) / (c * n + 0.25)).reshape(c, n, k)
+
+
+def split_halves(x: np.ndarray) -> np.ndarray:
+    """Chains (C, n, k) as 2C half-chains (2C, n // 2, k); the middle draw of an odd n is dropped.
+
+    Examples
+    --------
+    >>> split_halves(np.arange(5.0).reshape(1, 5, 1))[:, :, 0]
+    array([[0., 1.],
+           [3., 4.]])
+    """
+    half = x.shape[1] // 2
+    return np.concatenate([x[:, :half], x[:, x.shape[1] - half :]], axis=0)
+
+
+def bulk_ess(x: np.ndarray) -> np.ndarray:
+    """Rank-normalised split bulk ESS of each coordinate of draws (C, n, k), shape (k,).
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(size=(4, 500, 2))
+    >>> bool(np.all(bulk_ess(x) > 1500))  # 2000 independent draws
+    True
+    """
+    return effective_sample_size(split_halves(rank_normalise(x)))
+
+
+def within_ess(x: np.ndarray) -> np.ndarray:
+    """Rank-normalised split ESS of draws (C, n, k) with each half centred at its own mean, (k,).
+
+    What is left is the autocorrelation *within* the halves: a trend or a shift between the
+    halves, which :func:`bulk_ess` counts against the ESS, does not shrink it. This is the
+    memory the wild bootstrap's sign process must reproduce
+    (:func:`numpyro_dsd.mcmc.bootstrap.flip_probability`).
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(size=(1, 1000, 1))
+    >>> drift = x + np.linspace(0.0, 1.0, 1000)[None, :, None]
+    >>> bool(bulk_ess(drift)[0] < 300 < within_ess(drift)[0])
+    True
+    """
+    halves = split_halves(rank_normalise(np.asarray(x, dtype=np.float64)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return effective_sample_size(halves - halves.mean(axis=1, keepdims=True))
+
+
+def _folded(x: np.ndarray) -> np.ndarray:
+    return np.abs(x - np.median(x.reshape(-1, x.shape[-1]), axis=0))
+
+
+def _start_vs_end(x: np.ndarray) -> np.ndarray:
+    """Two-sided p-values of Geweke's start-versus-end comparisons (module docstring), one per
+    coordinate and family (means, spreads), the chains' signed z-scores combined by Stouffer's
+    sum (chains that share a transient add up); empty for chains under 20 draws."""
+    n = x.shape[1]
+    if n < 20:
+        return np.zeros(0)
+    a, b = x[:, : n // 10], x[:, n // 2 :]
+    sq_a, sq_b = ((y - np.median(b, axis=1, keepdims=True)) ** 2 for y in (a, b))
+    size_a, size_b = a.shape[1], b.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau, tau_sq = (np.maximum(1.0, size_b / _chain_ess(y)) for y in (b, sq_b))
+        var = b.var(axis=1, ddof=1) * tau * (1 / size_a + 1 / size_b)
+        z = (a.mean(axis=1) - b.mean(axis=1)) / np.sqrt(var)
+        ratio = sq_a.mean(axis=1) / sq_b.mean(axis=1)
+    dof = np.maximum(1.0, size_a / np.nan_to_num(tau, nan=1.0) - 1.0)
+    z_mean = _normal_score(t_dist(dof), np.nan_to_num(z, nan=0.0))
+    dof_a, dof_b = (
+        np.maximum(1.0, size / (2 * np.nan_to_num(tau_sq, nan=1.0))) for size in (size_a, size_b)
+    )
+    z_spread = _normal_score(f_dist(dof_a, dof_b), np.nan_to_num(ratio, nan=1.0))
+    stouffer = np.concatenate([z_mean, z_spread], axis=-1).sum(axis=0) / np.sqrt(x.shape[0])
+    return 2 * ndtr(-np.abs(stouffer))
+
+
+def _normal_score(law: Any, value: np.ndarray) -> np.ndarray:
+    """The standard normal quantile of ``law.cdf(value)``, from whichever tail is accurate."""
+    upper = -ndtri(law.sf(value))
+    return np.clip(np.where(upper > 0, upper, ndtri(law.cdf(value))), -30.0, 30.0)
+
+
+def _chain_ess(y: np.ndarray) -> np.ndarray:
+    """Single-chain ESS of each chain of y (C, n, k), shape (C, k)."""
+    return np.stack([effective_sample_size(chain[None]) for chain in y])
+
+
+def stationarity(x: np.ndarray) -> Stationarity:
+    """Split-R̂, bulk ESS and the stationarity test of draws (C, n, d), C >= 1, n >= 8.
+
+    Parameters
+    ----------
+    x : (C, n, d)
+        Draws of C chains in sampling order (one chain: its two halves are compared).
+
+    Returns
+    -------
+    Stationarity
+        ``rhat`` (max over coordinates, bulk and folded), ``ess`` (min bulk ESS) and ``pvalue``
+        (Bonferroni over the split-half and start-versus-end statistics, module docstring).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> good = rng.normal(size=(4, 500, 3))
+    >>> bool(stationarity(good).pvalue > 0.05)
+    True
+    >>> drift = good + np.linspace(0.0, 2.0, 500)[None, :, None]  # a trend along every chain
+    >>> res = stationarity(drift)
+    >>> bool(res.pvalue < 1e-6), bool(res.rhat > 1.1)
+    (True, True)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 3 or x.shape[1] < 8:
+        raise ValueError(f"stationarity needs draws (chains, n >= 8, d); got shape {x.shape}.")
+    z = np.concatenate([rank_normalise(x), rank_normalise(_folded(x))], axis=-1)
+    halves = split_halves(z)
+    m, big_n = halves.shape[:2]
+    constant = np.all(np.ptp(x.reshape(-1, x.shape[-1]), axis=0) == 0)  # nothing to rank
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rhat = gelman_rubin(halves)
+        ess = effective_sample_size(halves[..., : x.shape[-1]])
+        e_half = effective_sample_size(halves - halves.mean(axis=1, keepdims=True)) / m
+        t = (m - 1) * e_half * (rhat**2 - (big_n - 1) / big_n)
+    dof = np.maximum(m * (e_half - 1.0), 1.0)  # the within variance is estimated too
+    p_each = f_dist.sf(np.nan_to_num(t, nan=0.0) / (m - 1), m - 1, np.nan_to_num(dof, nan=1.0))
+    p_each = np.concatenate([p_each.ravel(), _start_vs_end(x)])
+    pvalue = 1.0 if constant else float(min(1.0, p_each.size * p_each.min()))
+    ess = ess[np.isfinite(ess)]  # a constant coordinate has no ESS
+    return Stationarity(
+        float(np.nanmax(rhat, initial=1.0)), float(ess.min() if ess.size else 0.0), pvalue
+    )

@@ -118,6 +118,7 @@ def diagnose(p: Any, draws: dict[str, Any], flow: Any) -> dict[str, float]:
         )  # fmt: skip
         row[f"ksd_{label}"] = float(ds.ksd_pooled)
         row[f"p_{label}"] = float(ds.pvalue_pooled)
+        row[f"verdict_{label}"] = str(ds.verdict_pooled.values)
     return row
 
 
@@ -362,8 +363,10 @@ DIAG_COLS = [
     ("ess", "min ESS"),
     ("ksd_identity", "KSD identity"),
     ("p_identity", "p identity"),
+    ("verdict_identity", "verdict identity"),
     ("ksd_flow", "KSD flow"),
     ("p_flow", "p flow"),
+    ("verdict_flow", "verdict flow"),
 ]
 SVGD_COLS = [
     ("case", "method"),
@@ -379,9 +382,9 @@ SVGD_COLS = [
 
 
 def summary(results: dict[str, dict[str, Any]]) -> str:
-    lines = ["| posterior | reference p (identity / flow) | perturbations rejected at 0.01"
+    lines = ["| posterior | reference verdict (identity / flow) | perturbations failed"
              " (identity / flow) | largest perturbed p (identity / flow) |"
-             " NUTS p (identity / flow) | flow + linear SVGD | flow SVGD |",
+             " NUTS verdict (identity / flow) | flow + linear SVGD | flow SVGD |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, res in results.items():
         diag = res.get("diagnostic", [])
@@ -390,23 +393,34 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         nuts = res.get("nuts")
         svgd = {r["case"]: r for r in res.get("svgd", [])}
         cells = [name]
-        cells.append("–" if ref is None else f"{_fmt(ref['p_identity'])} / {_fmt(ref['p_flow'])}")
+        cells.append("–" if ref is None else _verdicts(ref))
         if pert:
-            n_id = sum(r["p_identity"] < 0.01 for r in pert)
-            n_fl = sum(r["p_flow"] < 0.01 for r in pert)
+            n_id = sum(_failed(r, "identity") for r in pert)
+            n_fl = sum(_failed(r, "flow") for r in pert)
             cells.append(f"{n_id}/{len(pert)} / {n_fl}/{len(pert)}")
             worst = (max(r[k] for r in pert) for k in ("p_identity", "p_flow"))
             cells.append(" / ".join(_fmt(v) for v in worst))
         else:
             cells += ["–", "–"]
-        cells.append(
-            "–" if nuts is None else f"{_fmt(nuts['p_identity'])} / {_fmt(nuts['p_flow'])}"
-        )
+        cells.append("–" if nuts is None else _verdicts(nuts))
         for label in ("ours, flow + linear", "ours, flow"):
             r = svgd.get(label)
             cells.append("–" if r is None else _pass_cell(r))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _failed(r: dict[str, Any], label: str) -> bool:
+    """The row's pooled verdict is "fail" (rows from before the verdict: p < 0.01)."""
+    return r.get(f"verdict_{label}", "fail" if r[f"p_{label}"] < 0.01 else "") == "fail"
+
+
+def _verdicts(r: dict[str, Any]) -> str:
+    """ "verdict (p)" for the identity and the flow diffusion."""
+    cells = [
+        f"{r.get(f'verdict_{k}', '?')} ({_fmt(r[f'p_{k}'])})" for k in ("identity", "flow")
+    ]
+    return " / ".join(cells)
 
 
 def _pass_cell(r: dict[str, Any]) -> str:

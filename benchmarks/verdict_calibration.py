@@ -6,7 +6,7 @@ level 0.05, ESS floor 50 per chain) on draws whose target is N(0, I) (scores -x)
 counts the verdicts:
 
 - null (H0 true, "fail" should be at the level): i.i.d. draws; stationary AR(1) chains
-  x_t = rho x_{t-1} + sqrt(1 - rho^2) e_t, rho in {0.5, 0.9, 0.95}, n chosen so each chain
+  x_t = rho x_{t-1} + sqrt(1 - rho^2) e_t, rho in {0.5, 0.9, 0.95, 0.99}, n chosen so each chain
   has ESS >= 100; random-walk Metropolis on N(0, [[1, .8], [.8, 1]]) (scores of that target);
 - power: AR(1) rho = 0.9, n = 1000 (about 50 effective draws), 20% too wide, d = 1, 2, 5;
 - burn-in: 4 AR(1) rho = 0.9 chains started 10 sd away with the transient kept;
@@ -69,6 +69,7 @@ def case(name: str) -> tuple[str, Callable[[np.random.Generator], tuple[np.ndarr
         "ar09_1": ("pass", lambda r: gauss(ar1(r, 1, 4000, 2, 0.9))),
         "ar09_4": ("pass", lambda r: gauss(ar1(r, 4, 2000, 2, 0.9))),
         "ar095_1": ("pass", lambda r: gauss(ar1(r, 1, 8000, 2, 0.95))),
+        "ar099_1": ("pass", lambda r: gauss(ar1(r, 1, 20000, 2, 0.99))),
         "rwm_1": ("pass", lambda r: _rwm_scores(rwm(r, 1, 2000))),
         "rwm_4": ("pass", lambda r: _rwm_scores(rwm(r, 4, 1000))),
         "wide_d1": ("fail", lambda r: gauss(1.2 * ar1(r, 1, 1000, 1, 0.9))),
@@ -98,7 +99,7 @@ CASES = (
 def run_case(name: str, reps: int, num_bootstrap: int) -> dict:
     must, draw = case(name)
     counts = {"fail": 0, "inconclusive": 0, "pass": 0, "any_chain_fail": 0}
-    ess, t0 = [], time.perf_counter()
+    ess, t0, inconclusive_given_ess = [], time.perf_counter(), []
     for r in range(reps):
         x, s = draw(np.random.default_rng(10_000 + r))
         draws = Draws(jax.numpy.asarray(x), jax.numpy.asarray(s), None, ())
@@ -108,7 +109,11 @@ def run_case(name: str, reps: int, num_bootstrap: int) -> dict:
         counts[str(ds.verdict_pooled.values)] += 1
         counts["any_chain_fail"] += bool(np.any(ds.verdict.values == "fail"))
         ess.append(float(ds.ess.values.min()))
+        if ess[-1] >= ds.attrs["min_ess"]:
+            inconclusive_given_ess.append(str(ds.verdict_pooled.values) == "inconclusive")
     rates = {k: v / reps for k, v in counts.items()}
+    given = inconclusive_given_ess
+    rates["inconclusive_given_ess"] = (np.mean(given), len(given)) if given else (np.nan, 0)
     return {
         "case": name,
         "must": must,
@@ -132,15 +137,17 @@ def main() -> None:
     print(f"# {' '.join(sys.argv)}  ({datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC)")
     print(
         "| case | must | chains x n x d | median min chain ESS | pooled fail | pooled "
-        "inconclusive | pooled pass | any chain fail | s |"
+        "inconclusive | pooled pass | any chain fail | inconclusive if every chain ESS >= 100 "
+        "(runs) | s |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.only:
         row = run_case(name, args.reps, args.num_bootstrap)
         rates = [fmt(row[k], args.reps) for k in ("fail", "inconclusive", "pass", "any_chain_fail")]
         print(
             f"| {name} | {row['must']} | {row['shape']} | {row['median min chain ESS']:.0f} | "
             + " | ".join(rates)
+            + " | {:.3f} ({})".format(*row["inconclusive_given_ess"])
             + f" | {row['seconds']:.0f} |",
             flush=True,
         )

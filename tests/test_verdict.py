@@ -148,7 +148,7 @@ def test_stuck_chains_never_pass():
 def test_burn_in_is_not_passed():
     ds = diagnose(ar1(7, 4, 1000, 2, 0.5, start=10.0))
     assert str(ds.verdict_pooled.values) == "fail", ds.reason_pooled.values
-    assert "not stationary" in str(ds.reason_pooled.values)
+    assert "not stationary (start vs end)" in str(ds.reason_pooled.values)
 
 
 def test_without_a_test_the_verdict_is_inconclusive():

@@ -131,9 +131,10 @@ def ksd_diagnostic(
         Over ``chain``, and as ``*_pooled`` scalars for all draws together:
 
         - ``verdict``: ``"pass"``, ``"fail"`` or ``"inconclusive"`` at level ``alpha``, and
-          ``reason``, e.g. ``"KSD test p=0.003"``, ``"not stationary: split-R̂ 1.090"``,
-          ``"ESS 4 < 100"`` (the rule: :mod:`numpyro_dsd.mcmc.verdict`, docs/math.md §2.9;
-          Holm over the chains);
+          ``reason``, e.g. ``"KSD test p=0.003 (...)"``,
+          ``"not stationary (start vs end): split-R̂ 1.002 (...)"``, ``"ESS 4 < 100"``
+          (the rule: :mod:`numpyro_dsd.mcmc.verdict`, docs/math.md §2.9; Holm over the
+          chains);
         - ``ksd`` and ``pvalue`` (the KSD test); ``ksd_ratio``, the statistic over the median
           of its bootstrap null: about 1 for a good run, far above 1 for a bad one, and
           comparable between chains and pooled;

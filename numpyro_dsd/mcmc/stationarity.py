@@ -74,11 +74,14 @@ class Stationarity(NamedTuple):
         Smallest bulk ESS over the coordinates.
     pvalue : float
         Bonferroni p-value of the stationarity test (module docstring).
+    source : str
+        Which family gave the smallest p-value: ``"split halves"`` or ``"start vs end"``.
     """
 
     rhat: float
     ess: float
     pvalue: float
+    source: str = "split halves"
 
 
 def rank_normalise(x: np.ndarray) -> np.ndarray:
@@ -217,12 +220,14 @@ def stationarity(x: np.ndarray) -> Stationarity:
         rhat = gelman_rubin(halves)
         ess = effective_sample_size(halves[..., : x.shape[-1]])
         e_half = effective_sample_size(halves - halves.mean(axis=1, keepdims=True)) / m
+        e_half = np.minimum(e_half, big_n)  # antithetic chains: no credit beyond independence
         t = (m - 1) * e_half * (rhat**2 - (big_n - 1) / big_n)
     dof = np.maximum(m * (e_half - 1.0), 1.0)  # the within variance is estimated too
     p_each = f_dist.sf(np.nan_to_num(t, nan=0.0) / (m - 1), m - 1, np.nan_to_num(dof, nan=1.0))
-    p_each = np.concatenate([p_each.ravel(), _start_vs_end(x)])
-    pvalue = 1.0 if constant else float(min(1.0, p_each.size * p_each.min()))
+    p_start = _start_vs_end(x)
+    p_all = np.concatenate([p_each.ravel(), p_start])
+    pvalue = 1.0 if constant else float(min(1.0, p_all.size * p_all.min()))
+    source = "start vs end" if p_start.size and p_start.min() < p_each.min() else "split halves"
     ess = ess[np.isfinite(ess)]  # a constant coordinate has no ESS
-    return Stationarity(
-        float(np.nanmax(rhat, initial=1.0)), float(ess.min() if ess.size else 0.0), pvalue
-    )
+    rhat_max = float(np.nanmax(rhat, initial=1.0))
+    return Stationarity(rhat_max, float(ess.min() if ess.size else 0.0), pvalue, source)

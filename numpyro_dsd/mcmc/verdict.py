@@ -80,7 +80,8 @@ def _one(
     if p <= alpha and source == "ksd":
         return Verdict("fail", f"KSD test p={p_ksd:.2g} {level}", p)
     if p <= alpha:
-        return Verdict("fail", f"not stationary: split-R\u0302 {stat.rhat:.3f} {level}", p)
+        why = f"not stationary ({stat.source}): split-R\u0302 {stat.rhat:.3f} {level}"
+        return Verdict("fail", why, p)
     if stat.ess < floor and stat.pvalue < 0.01:  # say what the untrusted test saw
         reason = (
             f"ESS {stat.ess:.0f} < {floor:.0f}; stationarity test p={stat.pvalue:.2g} (untrusted)"

@@ -150,27 +150,34 @@ def _folded(x: np.ndarray) -> np.ndarray:
 
 def _start_vs_end(x: np.ndarray) -> np.ndarray:
     """Two-sided p-values of Geweke's start-versus-end comparisons (module docstring), one per
-    coordinate and family (means, spreads), the chains' signed z-scores combined by Stouffer's
-    sum (chains that share a transient add up); empty for chains under 20 draws."""
+    coordinate and family (locations of the normal scores, spreads on a log scale), the chains'
+    signed z-scores combined by Stouffer's sum (chains that share a transient add up); empty for
+    chains under 20 draws."""
     n = x.shape[1]
     if n < 20:
         return np.zeros(0)
-    a, b = x[:, : n // 10], x[:, n // 2 :]
-    sq_a, sq_b = ((y - np.median(b, axis=1, keepdims=True)) ** 2 for y in (a, b))
-    size_a, size_b = a.shape[1], b.shape[1]
+    end = x[:, n // 2 :]
+    centre = np.median(end, axis=1, keepdims=True)
+    scale = 1.4826 * np.median(np.abs(end - centre), axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        tau, tau_sq = (np.maximum(1.0, size_b / _chain_ess(y)) for y in (b, sq_b))
-        var = b.var(axis=1, ddof=1) * tau * (1 / size_a + 1 / size_b)
-        z = (a.mean(axis=1) - b.mean(axis=1)) / np.sqrt(var)
-        ratio = sq_a.mean(axis=1) / sq_b.mean(axis=1)
-    dof = np.maximum(1.0, size_a / np.nan_to_num(tau, nan=1.0) - 1.0)
-    z_mean = _normal_score(t_dist(dof), np.nan_to_num(z, nan=0.0))
-    dof_a, dof_b = (
-        np.maximum(1.0, size / (2 * np.nan_to_num(tau_sq, nan=1.0))) for size in (size_a, size_b)
-    )
-    z_spread = _normal_score(f_dist(dof_a, dof_b), np.nan_to_num(ratio, nan=1.0))
-    stouffer = np.concatenate([z_mean, z_spread], axis=-1).sum(axis=0) / np.sqrt(x.shape[0])
-    return 2 * ndtr(-np.abs(stouffer))
+        spread = np.log1p(((x - centre) / scale) ** 2)  # heavy tails tamed, far points not
+    ranks = rank_normalise(x)
+    starts = sorted({max(10, n // 100), n // 10})  # a short transient hides in a long window
+    z = np.concatenate([_geweke(y, m) for y in (ranks, spread) for m in starts], axis=-1)
+    return 2 * ndtr(-np.abs(z.sum(axis=0) / np.sqrt(x.shape[0])))
+
+
+def _geweke(y: np.ndarray, start: int) -> np.ndarray:
+    """Normal scores of Geweke's Z of each chain and coordinate of y (C, n, k), (C, k): the mean
+    of the first ``start`` draws against the last 50%, with variance and autocorrelation from the
+    end only."""
+    n = y.shape[1]
+    a, b = y[:, :start], y[:, n // 2 :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = np.nan_to_num(np.maximum(1.0, b.shape[1] / _chain_ess(b)), nan=1.0)
+        var = b.var(axis=1, ddof=1) * tau * (1 / a.shape[1] + 1 / b.shape[1])
+        z = np.nan_to_num((a.mean(axis=1) - b.mean(axis=1)) / np.sqrt(var), nan=0.0)
+    return _normal_score(t_dist(np.maximum(1.0, a.shape[1] / tau - 1.0)), z)
 
 
 def _normal_score(law: Any, value: np.ndarray) -> np.ndarray:

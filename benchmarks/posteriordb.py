@@ -417,7 +417,9 @@ def _failed(r: dict[str, Any], label: str) -> bool:
 
 def _verdicts(r: dict[str, Any]) -> str:
     """ "verdict (p)" for the identity and the flow diffusion."""
-    cells = [f"{r.get(f'verdict_{k}', '?')} ({_fmt(r[f'p_{k}'])})" for k in ("identity", "flow")]
+    cells = [
+        f"{r.get(f'verdict_{k}', 'p only')} ({_fmt(r[f'p_{k}'])})" for k in ("identity", "flow")
+    ]
     return " / ".join(cells)
 
 

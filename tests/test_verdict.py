@@ -83,6 +83,19 @@ def test_stationarity_sees_a_kept_burn_in(rho, start):
     assert np.sum(np.array(p) <= 0.01) >= 9, p
 
 
+def test_heavy_tails_do_not_look_like_a_transient():
+    """Exact draws of a funnel-like scale mixture x = e^(v/2) eps, v ~ N(0, 3^2) (kurtosis in the
+    thousands): raw means and squares of the start made every such run "not stationary"
+    (p ~ 1e-20 on an exact NUTS funnel); normal scores and log spreads hold the level."""
+    p = []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        v = 3.0 * rng.normal(size=(4, 1000, 1))
+        x = np.exp(v / 2) * rng.normal(size=(4, 1000, 4))
+        p.append(stationarity(np.concatenate([v, x], axis=-1)).pvalue)
+    assert np.mean(np.array(p) <= 0.01) <= 0.01 + 3 * np.sqrt(0.01 * 0.99 / 40), p
+
+
 def test_stationarity_sees_a_drift_and_constant_draws_are_harmless():
     drift = ar1(3, 4, 1000, 2, 0.5) + np.linspace(0.0, 1.0, 1000)[None, :, None]
     res = stationarity(drift)

@@ -234,10 +234,29 @@ def diagnose_draws(
         [stationarity(xs[c : c + 1]) for c in range(num_chains)],
         stationarity(xs),
     )
+    judged = _judge(tests, stats, alpha, min_ess) if test else _untested(num_chains)
     attrs = _attrs(kernel, diffusion, diffusion_name, test, num_bootstrap, kappa, flip_prob)
     attrs.update(rng_key=record, alpha=float(alpha), min_ess=float(min_ess))
     ms = prefix_points(n, num_prefixes)
-    return _dataset(curves, v_pooled, tests, stats, draws, ms, attrs)
+    return _dataset(curves, v_pooled, tests, stats, judged, draws, ms, attrs)
+
+
+def _judge(
+    tests: tuple[list[tuple], tuple, tuple[float, ...]],
+    stats: tuple[list[Stationarity], Stationarity],
+    alpha: float,
+    min_ess: float,
+) -> tuple[list[Verdict], Verdict]:
+    """The verdicts (:func:`numpyro_dsd.mcmc.verdict.verdicts`) from the KSD tests' p-values."""
+    per_chain, pooled, _ = tests
+    p = np.array([float(t[1]) for t in per_chain])
+    return verdicts(p, stats[0], float(pooled[1]), stats[1], alpha=alpha, min_ess=min_ess)
+
+
+def _untested(num_chains: int) -> tuple[list[Verdict], Verdict]:
+    """``test=False``: no KSD test, so no verdict can be reached."""
+    none = Verdict("inconclusive", "no KSD test (test=False)", float("nan"))
+    return [none] * num_chains, none
 
 
 def _tests(
@@ -279,6 +298,7 @@ def _dataset(
     v_pooled: Any,
     tests: tuple[list[tuple], tuple, tuple[float, ...]],
     stats: tuple[list[Stationarity], Stationarity],
+    judged: tuple[list[Verdict], Verdict],
     draws: Draws,
     ms: np.ndarray,
     attrs: dict[str, Any],
@@ -288,18 +308,7 @@ def _dataset(
     trace = np.stack([np.asarray(c[ms - 1], dtype=float) for c in curves])
     p, ratio = (np.array([float(t[k]) for t in per_chain]) for k in (1, 2))
     chain_stats, pooled_stat = stats
-    if attrs["test"] == "none":
-        none = Verdict("inconclusive", "no KSD test (test=False)", float("nan"))
-        chain_v, pooled_v = [none] * len(chain_stats), none
-    else:
-        chain_v, pooled_v = verdicts(
-            p,
-            chain_stats,
-            float(pooled[1]),
-            pooled_stat,
-            alpha=attrs["alpha"],
-            min_ess=attrs["min_ess"],
-        )
+    chain_v, pooled_v = judged
     return xr.Dataset(
         {
             "ksd": (CHAIN, _sqrt(v)),

@@ -141,7 +141,11 @@ def within_ess(x: np.ndarray) -> np.ndarray:
     >>> bool(bulk_ess(drift)[0] < 300 < within_ess(drift)[0])
     True
     """
-    halves = split_halves(rank_normalise(np.asarray(x, dtype=np.float64)))
+    return _centred_ess(split_halves(rank_normalise(np.asarray(x, dtype=np.float64))))
+
+
+def _centred_ess(halves: np.ndarray) -> np.ndarray:
+    """Multi-chain ESS of sequences (m, N, k) each centred at its own mean, (k,)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return effective_sample_size(halves - halves.mean(axis=1, keepdims=True))
 
@@ -228,7 +232,7 @@ def stationarity(x: np.ndarray) -> Stationarity:
     with np.errstate(invalid="ignore", divide="ignore"):
         rhat = gelman_rubin(halves)
         ess = effective_sample_size(halves[..., : x.shape[-1]])
-        e_half = effective_sample_size(halves - halves.mean(axis=1, keepdims=True)) / m
+        e_half = _centred_ess(halves) / m
         e_half = np.minimum(e_half, big_n)  # antithetic chains: no credit beyond independence
         t = (m - 1) * e_half * (rhat**2 - (big_n - 1) / big_n)
     dof = np.maximum(m * (e_half - 1.0), 1.0)  # the within variance is estimated too

@@ -45,7 +45,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from numpyro_dsd.mcmc.bootstrap import chain_signs, ksd_test, wild_bootstrap
+from numpyro_dsd.mcmc.bootstrap import chain_signs, ksd_test, memory_series, wild_bootstrap
 from numpyro_dsd.stein.engine import prepare
 from numpyro_dsd.stein.kernels import IMQ
 
@@ -179,12 +179,13 @@ def test_all_settings(
 
     Setting i uses ``rng_key = jax.random.fold_in(key, i)``, as ``ksd_test`` would.
     """
+    sk = prepare(x.reshape(-1, x.shape[-1]), s.reshape(-1, x.shape[-1]), kernel=KERNEL)
+    series = memory_series(sk, x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], -1)
     signs, probs = [], []
     for i, (_, flip_prob, kappa) in enumerate(settings):
-        w, a = chain_signs(jax.random.fold_in(key, i), x, s, n_boot, flip_prob, kappa)
+        w, a = chain_signs(jax.random.fold_in(key, i), series, n_boot, flip_prob, kappa)
         signs.append(w)
         probs.append(np.mean(a))
-    sk = prepare(x.reshape(-1, x.shape[-1]), s.reshape(-1, x.shape[-1]), kernel=KERNEL)
     res = wild_bootstrap(sk, jax.numpy.concatenate(signs, axis=1))
     reps = np.asarray(res.replicates).reshape(len(settings), n_boot)
     pvals = (1.0 + np.sum(reps >= float(res.statistic), axis=1)) / (1.0 + n_boot)

@@ -13,6 +13,7 @@ from numpyro_dsd.mcmc.bootstrap import (
     chain_signs,
     flip_probability,
     ksd_test,
+    memory_series,
     sign_process,
     stein_row_means,
     wild_bootstrap,
@@ -110,7 +111,8 @@ def test_ksd_test_is_prepare_signs_bootstrap():
     key = jax.random.key(5)
     res = ksd_test(x, -x, kernel=KERNEL, num_bootstrap=N_BOOT, rng_key=key)
     sk = prepare(x.reshape(-1, 2), -x.reshape(-1, 2), kernel=KERNEL)
-    series = np.asarray(stein_row_means(sk)).reshape(4, -1)  # the pooled Stein row means
+    # the pooled Stein row means beside the draws
+    series = memory_series(sk, x.reshape(-1, 2)).reshape(4, N // 4, 3)
     signs, probs = chain_signs(key, series, N_BOOT, "auto", DEFAULT_KAPPA)
     ref = wild_bootstrap(sk, signs)
     assert res.flip_prob == probs and len(probs) == 4

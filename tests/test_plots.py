@@ -182,7 +182,7 @@ def test_plot_ksd_all_fail_on_wrong_scale() -> None:
     np.testing.assert_array_equal(_rings(ax, FLAG_COLOR)[:, 0], [0, 1])
     assert len(_rings(ax, INCONCLUSIVE_COLOR)) == 0
     assert np.all(bad["ksd_ratio"].values > 3)
-    assert "pooled: fail (KSD test" in ax.get_title()
+    assert "pooled: fail (Stein moment test: spread ratio 2.2" in ax.get_title()
 
 
 def test_plot_ksd_without_ratio_plots_raw_ksd(real) -> None:

@@ -12,7 +12,7 @@ from scipy.signal import lfilter
 from numpyro_dsd.mcmc.diagnostic import diagnose_draws
 from numpyro_dsd.mcmc.inputs import Draws
 from numpyro_dsd.mcmc.stationarity import bulk_ess, rank_normalise, stationarity, within_ess
-from numpyro_dsd.mcmc.verdict import DEFAULT_MIN_ESS, KSD_WEIGHT, holm, verdicts
+from numpyro_dsd.mcmc.verdict import DEFAULT_MIN_ESS, WEIGHTS, Evidence, holm, verdicts
 from numpyro_dsd.stein.diffusion import Identity
 
 
@@ -118,21 +118,29 @@ def test_holm_against_its_definition():
 
 
 def test_rule_weights_and_floor():
+    from numpyro_dsd.mcmc.moments import MomentTest
     from numpyro_dsd.mcmc.stationarity import Stationarity
 
     good = Stationarity(1.001, 1000.0, 0.9)
-    _, v = verdicts(np.array([0.5]), [good], 0.04, good)
-    assert v.verdict == "fail" and v.pvalue == pytest.approx(0.04 / KSD_WEIGHT)
-    _, v = verdicts(np.array([0.5]), [good], 0.045, good)
-    assert v.verdict == "pass"  # 0.045 / 0.8 > 0.05
+    one = lambda p, st=good, m=None: verdicts([Evidence(0.5, st, m)], Evidence(p, st, m))[1]  # noqa: E731
+    v = one(0.029)
+    assert v.verdict == "fail" and v.pvalue == pytest.approx(0.029 / WEIGHTS["ksd"])
+    assert v.reason.startswith("KSD test p=0.029")
+    assert one(0.031).verdict == "pass"  # 0.031 / 0.6 > 0.05
+    wide = MomentTest(0.009, 1.44, "coordinate 0")  # 0.009 / 0.2 = 0.045 <= 0.05
+    v = one(0.5, m=wide)
+    assert v.verdict == "fail" and v.reason.startswith("Stein moment test: spread ratio 1.44")
+    assert one(0.5, m=wide._replace(pvalue=0.011)).verdict == "pass"
     drifting = Stationarity(1.2, 1000.0, 0.005)
-    _, v = verdicts(np.array([0.5]), [drifting], 0.5, drifting)
+    v = one(0.5, drifting)
     assert v.verdict == "fail" and v.reason.startswith("not stationary")
     few = drifting._replace(ess=DEFAULT_MIN_ESS - 1)  # the test is not trusted below the floor
-    _, v = verdicts(np.array([0.5]), [few], 0.5, few)
+    v = one(0.5, few)
     assert v.verdict == "inconclusive" and v.reason.startswith("ESS")
+    assert one(0.5, few, wide).verdict == "fail"  # the moment test counts below the floor
+    assert sum(WEIGHTS.values()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="alpha"):
-        verdicts(np.array([0.5]), [good], 0.5, good, alpha=1.5)
+        verdicts([Evidence(0.5, good)], Evidence(0.5, good), alpha=1.5)
 
 
 # --- the diagnostic's verdict ------------------------------------------------------------------
@@ -145,7 +153,10 @@ def test_diagnostic_verdicts_on_known_chains():
     assert 0.2 < float(ok.ksd_ratio_pooled) < 5.0
     wide = diagnose(1.5 * ar1(5, 4, 1000, 2, 0.3))
     assert str(wide.verdict_pooled.values) == "fail" and set(wide.verdict.values) == {"fail"}
-    assert str(wide.reason_pooled.values).startswith("KSD test")
+    # a spread 1.5 times too wide: a variance ratio of 2.25 in every coordinate, seen by the
+    # Stein moment test at p far below the KSD test's resolution
+    assert str(wide.reason_pooled.values).startswith("Stein moment test: spread ratio 2.2")
+    assert float(wide.pvalue_moments_pooled) < 1e-6 and float(ok.pvalue_moments_pooled) > 0.01
     assert float(wide.ksd_ratio_pooled) > 5 * float(ok.ksd_ratio_pooled)
 
 

@@ -10,10 +10,12 @@ autocorrelated, and i.i.d. signs then reject far too often, so the signs follow 
 *sign process* of Chwialkowski, Sejdinovic & Gretton (2014): :math:`W_1 = \\pm 1`, and
 :math:`W_t = -W_{t-1}` with probability :math:`a`, else :math:`W_t = W_{t-1}`. Its
 autocorrelation is :math:`(1 - 2a)^{|s-t|}`. The flip probability is chosen from the chain's
-integrated autocorrelation time :math:`\\tau = n / \\mathrm{ESS}` of the Stein row means
-:math:`h_i = n^{-1}\\sum_j k^0(x_i, x_j)`, the series whose mean is the statistic; the ESS is
+integrated autocorrelation time :math:`\\tau = n / \\mathrm{ESS}`, the largest over the Stein
+row means :math:`h_i = n^{-1}\\sum_j k^0(x_i, x_j)` (the series whose mean is the statistic) and
+the coordinates of the points (whose memory the kernel's other components inherit: on
+random-walk Metropolis chains the row means alone understate it, docs/benchmarks.md); the ESS is
 rank-normalised, split and taken within the halves, so a trend does not inflate it
-(:func:`flip_probability`):
+(:func:`memory_series`, :func:`flip_probability`):
 
 .. math:: a = \\min\\Big(\\tfrac12,\\ \\frac{1}{2\\kappa\\tau}\\Big),
 
@@ -48,6 +50,7 @@ __all__ = [
     "ksd_test",
     "flip_probability",
     "sign_process",
+    "memory_series",
     "stein_row_means",
     "wild_bootstrap",
 ]
@@ -87,7 +90,7 @@ def flip_probability(series: np.ndarray, kappa: float = DEFAULT_KAPPA) -> float:
     ----------
     series : (n,) or (n, k)
         The chain's series the statistic is built from, in draw order: the Stein row means
-        :math:`h_i = n^{-1}\\sum_j k^0(x_i, x_j)` (:func:`stein_row_means`), or draws and scores.
+        :math:`h_i = n^{-1}\\sum_j k^0(x_i, x_j)` and the points (:func:`memory_series`).
     kappa : float
         Memory factor :math:`\\kappa \\ge 1`; larger is more conservative.
 
@@ -139,6 +142,29 @@ def stein_row_means(
         pair_matvec(sk.tile_fn, sk.feats, sk.consts, sk.diag, ones, block=block, devices=devs)[:, 0]
         / sk.n
     )
+
+
+def memory_series(
+    sk: SteinKernel,
+    points: jax.Array,
+    *,
+    block_size: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
+) -> np.ndarray:
+    """The series whose memory the sign process reproduces, (n, 1 + d): the Stein row means
+    :func:`stein_row_means` beside the points (n, d), the draws or a one-to-one image of them
+    (the diagnostic passes the points the kernel is evaluated on: latent points for a flow);
+    :func:`flip_probability` takes :math:`\\tau` from the slowest of these series.
+
+    Examples
+    --------
+    >>> from numpyro_dsd.stein.engine import prepare
+    >>> x = jax.random.normal(jax.random.key(0), (50, 2))
+    >>> memory_series(prepare(x, -x), x).shape
+    (50, 3)
+    """
+    h = np.asarray(stein_row_means(sk, block_size=block_size, devices=devices))
+    return np.concatenate([h[:, None], np.asarray(points).reshape(h.shape[0], -1)], axis=1)
 
 
 @renamed_arguments(key="rng_key", n="num_draws", n_boot="num_bootstrap")
@@ -294,6 +320,6 @@ def ksd_test(
     key, record = rng_key_or_default(rng_key)
     flat = (x.reshape(-1, x.shape[-1]), scores.reshape(-1, x.shape[-1]))
     sk = prepare(*flat, kernel=kernel, diffusion=diffusion)
-    series = np.asarray(stein_row_means(sk)).reshape(x.shape[:2]) if flip_prob == "auto" else x
+    series = memory_series(sk, flat[0]).reshape(*x.shape[:2], -1) if flip_prob == "auto" else x
     signs, probs = chain_signs(key, series, num_bootstrap, flip_prob, kappa)
     return wild_bootstrap(sk, signs)._replace(flip_prob=probs, rng_key=record)

@@ -28,13 +28,14 @@ import xarray as xr
 from numpyro_dsd.mcmc.bootstrap import (
     DEFAULT_KAPPA,
     chain_signs,
-    stein_row_means,
+    memory_series,
     wild_bootstrap,
 )
 from numpyro_dsd.mcmc.inputs import Draws, canonical_diffusion, resolve_diffusion, resolve_draws
+from numpyro_dsd.mcmc.moments import MomentTest, moment_test
 from numpyro_dsd.mcmc.prefix import prefix_ksd_squared, prefix_points
 from numpyro_dsd.mcmc.stationarity import Stationarity, stationarity
-from numpyro_dsd.mcmc.verdict import DEFAULT_ALPHA, DEFAULT_MIN_ESS, Verdict, verdicts
+from numpyro_dsd.mcmc.verdict import DEFAULT_ALPHA, DEFAULT_MIN_ESS, Evidence, Verdict, verdicts
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import (
     SteinKernel,
@@ -132,6 +133,7 @@ def ksd_diagnostic(
 
         - ``verdict``: ``"pass"``, ``"fail"`` or ``"inconclusive"`` at level ``alpha``, and
           ``reason``, e.g. ``"KSD test p=0.003 (...)"``,
+          ``"Stein moment test: spread ratio 1.44 (coordinate 0) ..."``,
           ``"not stationary (start vs end): split-R̂ 1.002 (...)"``, ``"ESS 4 < 100"``
           (the rule: :mod:`numpyro_dsd.mcmc.verdict`, docs/math.md §2.9; Holm over the
           chains);
@@ -140,6 +142,8 @@ def ksd_diagnostic(
           comparable between chains and pooled;
         - ``rhat``, ``ess``, ``pvalue_stationarity``: rank-normalised split-R̂, bulk ESS
           and the stationarity test (:mod:`numpyro_dsd.mcmc.stationarity`);
+        - ``pvalue_moments``: the Stein moment test, which sees a spread too wide or too
+          narrow (:mod:`numpyro_dsd.mcmc.moments`);
         - ``n``, ``flip_prob`` (per chain), ``ksd_trace`` (dims ``chain``, ``prefix``; the
           ``prefix`` coordinate is the prefix length m);
 
@@ -224,7 +228,7 @@ def diagnose_draws(
     key, record = rng_key_or_default(rng_key)
     curves = [prefix_ksd_squared(sk, **opts) for sk in chains]
     if test:
-        tests = _tests(chains, pooled, key, num_bootstrap, flip_prob, kappa, opts)
+        tests = _tests(chains, pooled, feats.x, key, num_bootstrap, flip_prob, kappa, opts)
     else:
         nan = (jnp.nan, jnp.nan, jnp.nan)
         tests = ([nan] * num_chains, nan, (np.nan,) * num_chains)
@@ -234,23 +238,52 @@ def diagnose_draws(
         [stationarity(xs[c : c + 1]) for c in range(num_chains)],
         stationarity(xs),
     )
-    judged = _judge(tests, stats, alpha, min_ess) if test else _untested(num_chains)
+    moments = _moments(feats, num_chains) if test else None
+    judged = _judge(tests, stats, moments, alpha, min_ess) if test else _untested(num_chains)
     attrs = _attrs(kernel, diffusion, diffusion_name, test, num_bootstrap, kappa, flip_prob)
     attrs.update(rng_key=record, alpha=float(alpha), min_ess=float(min_ess))
     ms = prefix_points(n, num_prefixes)
-    return _dataset(curves, v_pooled, tests, stats, judged, draws, ms, attrs)
+    ds = _dataset(curves, v_pooled, tests, stats, judged, draws, ms, attrs)
+    nan = MomentTest(np.nan, np.nan, "")
+    chain_m, pooled_m = moments if test else ([nan] * num_chains, nan)
+    ds["pvalue_moments"] = (CHAIN, np.array([m.pvalue for m in chain_m]))
+    ds["pvalue_moments_pooled"] = ((), pooled_m.pvalue)
+    return ds
+
+
+def _moments(feats: Any, num_chains: int) -> tuple[list[MomentTest], MomentTest]:
+    """The Stein moment test (:mod:`numpyro_dsd.mcmc.moments`) of every chain and of all draws,
+    on the diffusion's points and effective scores (latent ones for a flow)."""
+    x = np.asarray(feats.x, dtype=np.float64).reshape(num_chains, -1, feats.x.shape[-1])
+    b = np.asarray(feats.b, dtype=np.float64).reshape(x.shape)
+    if feats.M is None:
+        m = np.ones(x.shape[-1])
+    elif feats.M.ndim == 2:
+        m = np.diagonal(np.asarray(feats.M, dtype=np.float64))
+    else:
+        m = np.diagonal(np.asarray(feats.M, dtype=np.float64), axis1=-2, axis2=-1).reshape(x.shape)
+    per_chain = [
+        moment_test(x[c : c + 1], b[c : c + 1], m if m.ndim == 1 else m[c : c + 1])
+        for c in range(num_chains)
+    ]
+    return per_chain, moment_test(x, b, m)
 
 
 def _judge(
     tests: tuple[list[tuple], tuple, tuple[float, ...]],
     stats: tuple[list[Stationarity], Stationarity],
+    moments: tuple[list[MomentTest], MomentTest],
     alpha: float,
     min_ess: float,
 ) -> tuple[list[Verdict], Verdict]:
-    """The verdicts (:func:`numpyro_dsd.mcmc.verdict.verdicts`) from the KSD tests' p-values."""
+    """The verdicts (:func:`numpyro_dsd.mcmc.verdict.verdicts`) from the three tests."""
     per_chain, pooled, _ = tests
-    p = np.array([float(t[1]) for t in per_chain])
-    return verdicts(p, stats[0], float(pooled[1]), stats[1], alpha=alpha, min_ess=min_ess)
+    chains = [
+        Evidence(float(t[1]), st, m)
+        for t, st, m in zip(per_chain, stats[0], moments[0], strict=True)
+    ]
+    pooled_ev = Evidence(float(pooled[1]), stats[1], moments[1])
+    return verdicts(chains, pooled_ev, alpha=alpha, min_ess=min_ess)
 
 
 def _untested(num_chains: int) -> tuple[list[Verdict], Verdict]:
@@ -262,6 +295,7 @@ def _untested(num_chains: int) -> tuple[list[Verdict], Verdict]:
 def _tests(
     chains: list[SteinKernel],
     pooled: SteinKernel,
+    points: jax.Array,
     key: jax.Array,
     num_bootstrap: int,
     flip_prob: float | str,
@@ -270,10 +304,13 @@ def _tests(
 ) -> tuple[list[tuple], tuple, tuple[float, ...]]:
     """The wild-bootstrap test of every chain and of the pooled draws, with the same signs:
     ((statistic, pvalue, ratio) per chain, the same pooled, flip probabilities)."""
+    n = chains[0].n
     series = (
-        np.stack([np.asarray(stein_row_means(sk, **opts)) for sk in chains])
+        np.stack(
+            [memory_series(sk, points[c * n : (c + 1) * n], **opts) for c, sk in enumerate(chains)]
+        )
         if flip_prob == "auto"
-        else np.zeros((len(chains), chains[0].n))
+        else np.zeros((len(chains), n))
     )
     signs, probs = chain_signs(key, series, num_bootstrap, flip_prob, kappa)
     signs = signs.reshape(len(chains), chains[0].n, num_bootstrap)

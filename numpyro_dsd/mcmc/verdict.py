@@ -1,18 +1,21 @@
 """One verdict per chain and for the pooled draws: "pass", "fail" or "inconclusive"
 (docs/math.md §2.9).
 
-Two tests feed it, each with a p-value under :math:`H_0`: *the draws are a stationary sample of
+Three tests feed it, each with a p-value under :math:`H_0`: *the draws are a stationary sample of
 the target*:
 
 - the KSD wild-bootstrap test, :math:`p_K` (:mod:`numpyro_dsd.mcmc.bootstrap`), which sees a
-  wrong target (bias, missed mass, a wrong scale) but, with few effective draws, little else;
+  wrong target (bias, missed mass, a wrong shape) but, with few effective draws, little of a
+  wrong scale;
+- the Stein moment test, :math:`p_M` (:mod:`numpyro_dsd.mcmc.moments`), which sees a wrong
+  scale (a chain too wide, too narrow or stuck) with few effective draws;
 - the stationarity test, :math:`p_S` (:mod:`numpyro_dsd.mcmc.stationarity`), which sees drift,
   kept burn-in and chains that disagree, and is trusted only from the effective-size floor up.
 
 They are combined by the weighted Bonferroni rule
-:math:`p = \\min\\big(1,\\ p_K / w,\\ p_S / (1 - w)\\big)` with ``KSD_WEIGHT`` w (the
-stationarity term is left out below the floor), valid at any dependence between them. For C
-chains the C combined p-values are adjusted by Holm's step-down rule, so the chance that any
+:math:`p = \\min\\big(1,\\ p_K / w_K,\\ p_M / w_M,\\ p_S / w_S\\big)` with the ``WEIGHTS``
+(the stationarity term is left out below the floor), valid at any dependence between them. For
+C chains the C combined p-values are adjusted by Holm's step-down rule, so the chance that any
 chain of a good run is called "fail" is at most the level :math:`\\alpha`. Then, with the
 adjusted p:
 
@@ -28,16 +31,44 @@ from typing import NamedTuple
 
 import numpy as np
 
+from numpyro_dsd.mcmc.moments import MomentTest
 from numpyro_dsd.mcmc.stationarity import Stationarity
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_MIN_ESS", "KSD_WEIGHT", "Verdict", "holm", "verdicts"]
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_MIN_ESS",
+    "WEIGHTS",
+    "Evidence",
+    "Verdict",
+    "holm",
+    "verdicts",
+]
 
 #: The one level of every verdict, table and plot.
 DEFAULT_ALPHA = 0.05
 #: Bulk-ESS floor per chain below which a run cannot "pass".
 DEFAULT_MIN_ESS = 100
-#: Share w of the level spent on the KSD test; the stationarity test gets 1 - w.
-KSD_WEIGHT = 0.8
+#: Share of the level spent on each test (they sum to 1): the KSD test, the Stein moment test,
+#: the stationarity test (set by ``benchmarks/verdict_calibration.py``, docs/benchmarks.md).
+WEIGHTS = {"ksd": 0.6, "moments": 0.2, "stationarity": 0.2}
+
+
+class Evidence(NamedTuple):
+    """What the verdict on one chain (or the pooled draws) rests on.
+
+    Attributes
+    ----------
+    p_ksd : float
+        KSD wild-bootstrap test p-value.
+    stationarity : Stationarity
+        R̂, bulk ESS and the stationarity test.
+    moments : MomentTest, optional
+        The Stein moment test (None: not run).
+    """
+
+    p_ksd: float
+    stationarity: Stationarity
+    moments: MomentTest | None = None
 
 
 class Verdict(NamedTuple):
@@ -65,20 +96,26 @@ def holm(pvalues: np.ndarray) -> np.ndarray:
     return adjusted
 
 
-def _combined(p_ksd: float, stat: Stationarity, floor: float) -> tuple[float, str]:
+def _combined(ev: Evidence, floor: float) -> tuple[float, str]:
     """The weighted-Bonferroni p-value and the name of the test that set it."""
-    p_k = p_ksd / KSD_WEIGHT
-    if stat.ess < floor or stat.pvalue / (1 - KSD_WEIGHT) >= p_k:
-        return min(1.0, p_k), "ksd"
-    return min(1.0, stat.pvalue / (1 - KSD_WEIGHT)), "stationarity"
+    scaled = {"ksd": ev.p_ksd / WEIGHTS["ksd"]}
+    if ev.moments is not None:
+        scaled["moments"] = ev.moments.pvalue / WEIGHTS["moments"]
+    if ev.stationarity.ess >= floor:
+        scaled["stationarity"] = ev.stationarity.pvalue / WEIGHTS["stationarity"]
+    source = min(scaled, key=scaled.get)
+    return min(1.0, scaled[source]), source
 
 
-def _one(
-    p: float, source: str, p_ksd: float, stat: Stationarity, floor: float, alpha: float
-) -> Verdict:
+def _one(p: float, source: str, ev: Evidence, floor: float, alpha: float) -> Verdict:
     level = f"(adjusted p={p:.2g} {'<=' if p <= alpha else '>'} {alpha:g})"
+    stat = ev.stationarity
     if p <= alpha and source == "ksd":
-        return Verdict("fail", f"KSD test p={p_ksd:.2g} {level}", p)
+        return Verdict("fail", f"KSD test p={ev.p_ksd:.2g} {level}", p)
+    if p <= alpha and source == "moments":
+        m = ev.moments
+        why = f"Stein moment test: spread ratio {m.ratio:.2f} ({m.which}) p={m.pvalue:.2g} {level}"
+        return Verdict("fail", why, p)
     if p <= alpha:
         why = f"not stationary ({stat.source}): split-R\u0302 {stat.rhat:.3f} {level}"
         return Verdict("fail", why, p)
@@ -89,14 +126,12 @@ def _one(
         return Verdict("inconclusive", reason, p)
     if stat.ess < floor:
         return Verdict("inconclusive", f"ESS {stat.ess:.0f} < {floor:.0f}", p)
-    return Verdict("pass", f"KSD test p={p_ksd:.2g} {level}, split-R\u0302 {stat.rhat:.3f}", p)
+    return Verdict("pass", f"KSD test p={ev.p_ksd:.2g} {level}, split-R\u0302 {stat.rhat:.3f}", p)
 
 
 def verdicts(
-    p_ksd: np.ndarray,
-    stats: list[Stationarity],
-    p_ksd_pooled: float,
-    stat_pooled: Stationarity,
+    chains: list[Evidence],
+    pooled: Evidence,
     *,
     alpha: float = DEFAULT_ALPHA,
     min_ess: float = DEFAULT_MIN_ESS,
@@ -105,12 +140,10 @@ def verdicts(
 
     Parameters
     ----------
-    p_ksd : (C,)
-        KSD test p-value of each chain.
-    stats : list of C :class:`~numpyro_dsd.mcmc.stationarity.Stationarity`
+    chains : list of C :class:`Evidence`
         Each chain on its own (its two halves compared).
-    p_ksd_pooled, stat_pooled
-        The same for all chains together.
+    pooled : Evidence
+        All chains together.
     alpha : float
         The level.
     min_ess : float
@@ -123,25 +156,29 @@ def verdicts(
     Examples
     --------
     >>> good = Stationarity(rhat=1.002, ess=800.0, pvalue=0.6)
-    >>> chains, pooled = verdicts(np.array([0.3, 0.001]), [good, good], 0.02, good)
+    >>> evidence = [Evidence(0.3, good), Evidence(0.001, good)]
+    >>> chains, pooled = verdicts(evidence, Evidence(0.02, good))
     >>> [v.verdict for v in chains], pooled.verdict
     (['pass', 'fail'], 'fail')
+    >>> wide = MomentTest(pvalue=1e-4, ratio=1.44, which="coordinate 0")
+    >>> verdicts([Evidence(0.4, good, wide)], Evidence(0.4, good, wide))[1].reason
+    'Stein moment test: spread ratio 1.44 (coordinate 0) p=0.0001 (adjusted p=0.0005 <= 0.05)'
     >>> few = Stationarity(rhat=1.3, ess=4.0, pvalue=1e-6)  # below the floor: not trusted
-    >>> verdicts(np.array([0.4]), [few], 0.4, few)[1].reason
+    >>> verdicts([Evidence(0.4, few)], Evidence(0.4, few))[1].reason
     'ESS 4 < 100; stationarity test p=1e-06 (untrusted)'
-    >>> verdicts(np.array([0.4]), [few], 0.4, few._replace(pvalue=0.3))[1]
-    Verdict(verdict='inconclusive', reason='ESS 4 < 100', pvalue=0.5)
+    >>> verdicts([Evidence(0.6, few)], Evidence(0.6, few._replace(pvalue=0.3)))[1]
+    Verdict(verdict='inconclusive', reason='ESS 4 < 100', pvalue=1.0)
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1); got {alpha}.")
     if min_ess < 0:
         raise ValueError(f"min_ess must be >= 0; got {min_ess}.")
-    pieces = [_combined(float(p), s, min_ess) for p, s in zip(p_ksd, stats, strict=True)]
+    pieces = [_combined(ev, min_ess) for ev in chains]
     adjusted = holm(np.array([p for p, _ in pieces]))
-    chains = [
-        _one(float(a), src, float(p), s, min_ess, alpha)
-        for a, (_, src), p, s in zip(adjusted, pieces, p_ksd, stats, strict=True)
+    judged = [
+        _one(float(a), src, ev, min_ess, alpha)
+        for a, (_, src), ev in zip(adjusted, pieces, chains, strict=True)
     ]
-    floor = min_ess * len(stats)
-    p, src = _combined(float(p_ksd_pooled), stat_pooled, floor)
-    return chains, _one(p, src, float(p_ksd_pooled), stat_pooled, floor, alpha)
+    floor = min_ess * len(chains)
+    p, src = _combined(pooled, floor)
+    return judged, _one(p, src, pooled, floor, alpha)

@@ -1,0 +1,88 @@
+"""The Stein moment test (numpyro_dsd.mcmc.moments): its identity, size, power and bad input."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.signal import lfilter
+
+from numpyro_dsd.mcmc.moments import moment_test
+from numpyro_dsd.stein.diffusion import Constant, PositionDependent
+
+
+def ar1(seed: int, c: int, n: int, d: int, rho: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    e = rng.normal(size=(c, n, d)) * np.sqrt(1 - rho**2)
+    e[:, 0] = rng.normal(size=(c, d))
+    return lfilter([1.0], [1.0, -rho], e, axis=1)
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _diag(m: jax.Array) -> np.ndarray:
+    return np.asarray(jnp.diagonal(m, axis1=-2, axis2=-1) if m.ndim == 3 else jnp.diagonal(m))
+
+
+def test_stein_identity_for_linear_test_functions(x64) -> None:
+    """E_p[b_k (x_k - c_k) + M_kk] = 0 for any constant c, with b = M^T s + div M: checked on
+    200,000 exact draws of a correlated Gaussian for a constant and a position-dependent M,
+    to 5 Monte Carlo standard errors."""
+    cov = np.array([[2.0, 0.6], [0.6, 0.5]])
+    prec = np.linalg.inv(cov)
+    x = jnp.asarray(np.random.default_rng(0).multivariate_normal([1.0, -2.0], cov, 200_000))
+    s = -(x - jnp.array([1.0, -2.0])) @ prec
+
+    def m_fn(y: jax.Array) -> jax.Array:
+        return jnp.array([[1.0 + 0.3 * jnp.tanh(y[0]), 0.2 * y[1]], [0.1, jnp.exp(0.2 * y[0])]])
+
+    for diffusion in (Constant(np.array([[1.5, 0.3], [-0.2, 0.7]])), PositionDependent(m_fn)):
+        f = diffusion.features(x, s)
+        terms = np.asarray(f.b) * (np.asarray(x) - np.array([0.3, 0.4])) + _diag(f.M)
+        se = terms.std(0) / np.sqrt(terms.shape[0])
+        assert np.all(np.abs(terms.mean(0)) < 5 * se), (diffusion, terms.mean(0), se)
+        res = moment_test(np.asarray(x)[None], np.asarray(f.b)[None], _diag(f.M)[None])
+        assert res.pvalue > 0.01 and abs(res.ratio - 1) < 0.02
+
+
+def test_level_on_exact_autocorrelated_chains() -> None:
+    """AR(1) chains (rho 0.5 and 0.9, 1 and 4 chains) with the exact N(0, I) scores: over 150
+    seeds the rejection rate at 0.05 stays within 3 standard errors of the level."""
+    for rho, chains, n in ((0.5, 1, 1000), (0.9, 4, 2000)):
+        p = np.array([moment_test(x := ar1(s, chains, n, 2, rho), -x).pvalue for s in range(150)])
+        rate, se = np.mean(p <= 0.05), np.sqrt(0.05 * 0.95 / p.size)
+        assert rate <= 0.05 + 3 * se, (rho, chains, rate)
+
+
+def test_power_on_a_chain_twenty_percent_too_wide() -> None:
+    """The issue's power case: AR(1) rho = 0.9, n = 1000 (about 50 effective draws), sd 20% too
+    wide, d = 1. At the level the verdict gives this test (0.2 x 0.05 = 0.01) it is rejected in
+    about 57% of runs (docs/benchmarks.md); 80 seeds, bound 3 standard errors below."""
+    p = np.array([moment_test(x := 1.2 * ar1(s, 1, 1000, 1, 0.9), -x).pvalue for s in range(80)])
+    assert np.mean(p <= 0.01) >= 0.57 - 3 * np.sqrt(0.57 * 0.43 / 80)
+    too_narrow = moment_test(x := 0.8 * ar1(0, 1, 1000, 1, 0.9), -x)
+    assert too_narrow.ratio < 0.8 and too_narrow.which == "coordinate 0"
+
+
+def test_trace_and_coordinates() -> None:
+    x = ar1(1, 1, 2000, 5, 0.3)
+    one_wide = x * np.array([1.0, 1.0, 1.0, 1.6, 1.0])
+    res = moment_test(one_wide, -one_wide)
+    assert res.which == "coordinate 3" and res.ratio == pytest.approx(2.56, rel=0.15)
+    all_wide = 1.15 * x
+    assert moment_test(all_wide, -all_wide).which == "trace"
+
+
+def test_stuck_chain_and_bad_input() -> None:
+    stuck = np.full((2, 100, 3), 0.7)
+    res = moment_test(stuck, -stuck)
+    assert res.pvalue < 1e-10 and abs(res.ratio) < 1e-10  # no spread at all
+    with pytest.raises(ValueError, match=r"shape \(chains, n, d\)"):
+        moment_test(np.zeros((100, 2)), np.zeros((100, 2)))
+    with pytest.raises(ValueError, match="shape"):
+        moment_test(np.zeros((1, 100, 2)), np.zeros((1, 100, 3)))

@@ -8,6 +8,8 @@ counts the verdicts:
 - null (H0 true, "fail" should be at the level): i.i.d. draws; stationary AR(1) chains
   x_t = rho x_{t-1} + sqrt(1 - rho^2) e_t, rho in {0.5, 0.9, 0.95, 0.99}, n chosen so each chain
   has ESS >= 100; random-walk Metropolis on N(0, [[1, .8], [.8, 1]]) (scores of that target);
+  NumPyro NUTS (defaults, 1,000 warm-up, 4 vectorised chains of 1,000) on the same target, the
+  4 chains and the first chain alone;
 - power: AR(1) rho = 0.9, n = 1000 (about 50 effective draws), 20% too wide, d = 1, 2, 5;
 - burn-in: 4 AR(1) rho = 0.9 chains started 10 sd away with the transient kept;
 - drift: 4 AR(1) rho = 0.99 chains whose mean moves by 1 sd along the run.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -72,6 +75,8 @@ def case(name: str) -> tuple[str, Callable[[np.random.Generator], tuple[np.ndarr
         "ar099_1": ("pass", lambda r: gauss(ar1(r, 1, 20000, 2, 0.99))),
         "rwm_1": ("pass", lambda r: _rwm_scores(rwm(r, 1, 2000))),
         "rwm_4": ("pass", lambda r: _rwm_scores(rwm(r, 4, 1000))),
+        "nuts_1": ("pass", lambda r: _rwm_scores(nuts(r)[:1])),
+        "nuts_4": ("pass", lambda r: _rwm_scores(nuts(r))),
         "wide_d1": ("fail", lambda r: gauss(1.2 * ar1(r, 1, 1000, 1, 0.9))),
         "wide_d2": ("fail", lambda r: gauss(1.2 * ar1(r, 1, 1000, 2, 0.9))),
         "wide_d5": ("fail", lambda r: gauss(1.2 * ar1(r, 1, 1000, 5, 0.9))),
@@ -79,6 +84,26 @@ def case(name: str) -> tuple[str, Callable[[np.random.Generator], tuple[np.ndarr
         "drift_4": ("not pass", lambda r: gauss(_drift(r))),
     }
     return table[name]
+
+
+@functools.cache
+def _nuts_sampler():  # one MCMC object: its compiled sampler is reused by every replicate
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import MCMC, NUTS
+
+    def model():
+        numpyro.sample("x", dist.MultivariateNormal(np.zeros(2), RWM_COV))
+
+    kw = {"num_chains": 4, "chain_method": "vectorized", "progress_bar": False}
+    return MCMC(NUTS(model), num_warmup=1000, num_samples=1000, **kw)
+
+
+def nuts(rng: np.random.Generator) -> np.ndarray:
+    """4 NUTS chains of 1,000 draws of N(0, RWM_COV), (4, 1000, 2)."""
+    mcmc = _nuts_sampler()
+    mcmc.run(jax.random.key(int(rng.integers(2**31))))
+    return np.asarray(mcmc.get_samples(group_by_chain=True)["x"], dtype=np.float64)
 
 
 def _rwm_scores(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -128,6 +128,8 @@ def diagnose(run: Run, seed: int, diffusion: str, verdicts: bool) -> dict[str, A
         "reason": [str(r) for r in ds["reason"].values],
         "reason_pooled": str(ds["reason_pooled"].values),
         "ksd_ratio_pooled": float(ds["ksd_ratio_pooled"]),
+        "pvalue_moments": ds["pvalue_moments"].values.tolist(),
+        "pvalue_moments_pooled": float(ds["pvalue_moments_pooled"]),
         "alpha": float(ds.attrs["alpha"]),
     }
 

@@ -143,6 +143,18 @@ def test_rule_weights_and_floor():
         verdicts([Evidence(0.5, good)], Evidence(0.5, good), alpha=1.5)
 
 
+def test_pooled_draws_do_not_pass_while_a_chain_fails():
+    from numpyro_dsd.mcmc.stationarity import Stationarity
+
+    good = Stationarity(1.001, 1000.0, 0.9)
+    chains = [Evidence(0.5, good), Evidence(0.4, good), Evidence(1e-4, good)]
+    judged, pooled = verdicts(chains, Evidence(0.3, good))
+    assert [v.verdict for v in judged] == ["pass", "pass", "fail"]
+    assert pooled.verdict == "inconclusive" and pooled.reason.startswith("chain 2 fail; pooled:")
+    assert verdicts(chains[:2], Evidence(0.3, good))[1].verdict == "pass"
+    assert verdicts(chains, Evidence(1e-4, good))[1].verdict == "fail"  # fail stays fail
+
+
 # --- the diagnostic's verdict ------------------------------------------------------------------
 
 

@@ -22,7 +22,8 @@ adjusted p:
 - ``"fail"`` if :math:`p \\le \\alpha`;
 - else ``"inconclusive"`` if the bulk ESS is below the floor (``min_ess`` per chain; the pooled
   draws need ``min_ess`` times the number of chains): too few effective draws to vouch for them;
-- else ``"pass"``.
+- else ``"pass"``, except that the pooled draws, which contain every chain, are
+  ``"inconclusive"`` rather than ``"pass"`` while any chain is ``"fail"``.
 """
 
 from __future__ import annotations
@@ -160,6 +161,8 @@ def verdicts(
     >>> chains, pooled = verdicts(evidence, Evidence(0.02, good))
     >>> [v.verdict for v in chains], pooled.verdict
     (['pass', 'fail'], 'fail')
+    >>> verdicts(evidence, Evidence(0.3, good))[1].reason  # a failing chain: no pooled "pass"
+    'chain 1 fail; pooled: KSD test p=0.3 (adjusted p=0.5 > 0.05), split-R̂ 1.002'
     >>> wide = MomentTest(pvalue=1e-4, ratio=1.44, which="coordinate 0")
     >>> verdicts([Evidence(0.4, good, wide)], Evidence(0.4, good, wide))[1].reason
     'Stein moment test: spread ratio 1.44 (coordinate 0) p=0.0001 (adjusted p=0.0005 <= 0.05)'
@@ -181,4 +184,13 @@ def verdicts(
     ]
     floor = min_ess * len(chains)
     p, src = _combined(pooled, floor)
-    return judged, _one(p, src, pooled, floor, alpha)
+    return judged, _vouched(_one(p, src, pooled, floor, alpha), judged)
+
+
+def _vouched(pooled: Verdict, chains: list[Verdict]) -> Verdict:
+    """The pooled draws contain every chain: they cannot "pass" while a chain fails."""
+    failed = [str(c) for c, v in enumerate(chains) if v.verdict == "fail"]
+    if pooled.verdict != "pass" or not failed:
+        return pooled
+    which = f"chain{'s' if len(failed) > 1 else ''} {', '.join(failed)}"
+    return pooled._replace(verdict="inconclusive", reason=f"{which} fail; pooled: {pooled.reason}")

@@ -100,13 +100,21 @@ def _nuts_sampler():  # one MCMC object: its compiled sampler is reused by every
 
 
 def nuts(rng: np.random.Generator) -> np.ndarray:
-    """4 NUTS chains of 1,000 draws of N(0, RWM_COV), (4, 1000, 2)."""
+    """4 NUTS chains of 1,000 draws of N(0, RWM_COV), (4, 1000, 2); the 1- and 4-chain cases
+    of one replicate share the run."""
+    return _nuts_run(int(rng.integers(2**31)))
+
+
+@functools.cache
+def _nuts_run(seed: int) -> np.ndarray:
     from zoo import free_executables  # NumPyro leaks an executable per run (benchmarks/zoo.py)
 
     mcmc = _nuts_sampler()
-    mcmc.run(jax.random.key(int(rng.integers(2**31))))
-    free_executables()
-    return np.asarray(mcmc.get_samples(group_by_chain=True)["x"], dtype=np.float64)
+    mcmc.run(jax.random.key(seed))
+    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"], dtype=np.float64)
+    if free_executables():  # the cached sampler's executables are gone: build a new one
+        _nuts_sampler.cache_clear()
+    return x
 
 
 def _rwm_scores(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

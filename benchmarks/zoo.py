@@ -233,9 +233,10 @@ def write_json(path: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> N
     print(f"\nwrote {path}")
 
 
-def free_executables(limit: int = 20_000) -> None:
+def free_executables(limit: int = 20_000) -> bool:
     """``jax.clear_caches()`` once the process holds over ``limit`` memory maps (always where
-    ``/proc/self/maps`` cannot be read): NumPyro's leaked executables (see the docstring)."""
+    ``/proc/self/maps`` cannot be read): NumPyro's leaked executables (see the docstring).
+    Returns whether it cleared them (an ``MCMC`` object must then be built anew)."""
     try:
         with open("/proc/self/maps") as maps:
             count = sum(1 for _ in maps)
@@ -243,6 +244,7 @@ def free_executables(limit: int = 20_000) -> None:
         count = limit + 1
     if count > limit:
         jax.clear_caches()
+    return count > limit
 
 
 def run_cases(args: argparse.Namespace) -> tuple[list[list[str]], list[dict[str, Any]]]:

@@ -104,8 +104,9 @@ def _demo(args: argparse.Namespace) -> int:
         print(table.round(3).to_string())
     print(
         f"\nRead (level {table.attrs['alpha']:g}): 'fail' says the draws do not represent the"
-        "\nposterior (the KSD test or the stationarity test rejects); 'inconclusive' says too few"
-        "\neffective draws to vouch for them; 'pass' says neither test found a problem."
+        "\nposterior (the KSD test, the Stein moment test or the stationarity test rejects);"
+        "\n'inconclusive' says too few effective draws to vouch for them (or, pooled, that a chain"
+        "\nfails); 'pass' says no test found a problem."
         "\nThe centred sampler misses the funnel's neck (v_sd below 3). R-hat and ESS see that only"
         "\nwhere the chains happen to disagree; the KSD compares the draws with the target"
         "\nitself. The flow diffusion (M = J^-1 of a NeuTra flow) flags it; the plain KSD"

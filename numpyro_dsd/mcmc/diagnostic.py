@@ -229,26 +229,22 @@ def diagnose_draws(
     curves = [prefix_ksd_squared(sk, **opts) for sk in chains]
     if test:
         tests = _tests(chains, pooled, feats.x, key, num_bootstrap, flip_prob, kappa, opts)
+        moments = _moments(feats, num_chains)
     else:
-        nan = (jnp.nan, jnp.nan, jnp.nan)
+        nan, no_moments = (jnp.nan, jnp.nan, jnp.nan), MomentTest(np.nan, np.nan, "")
         tests = ([nan] * num_chains, nan, (np.nan,) * num_chains)
+        moments = ([no_moments] * num_chains, no_moments)
     v_pooled = tests[1][0] / pooled.n if test else prefix_ksd_squared(pooled, **opts)[-1]
     xs = np.asarray(x)
     stats = (
         [stationarity(xs[c : c + 1]) for c in range(num_chains)],
         stationarity(xs),
     )
-    moments = _moments(feats, num_chains) if test else None
     judged = _judge(tests, stats, moments, alpha, min_ess) if test else _untested(num_chains)
     attrs = _attrs(kernel, diffusion, diffusion_name, test, num_bootstrap, kappa, flip_prob)
     attrs.update(rng_key=record, alpha=float(alpha), min_ess=float(min_ess))
     ms = prefix_points(n, num_prefixes)
-    ds = _dataset(curves, v_pooled, tests, stats, judged, draws, ms, attrs)
-    nan = MomentTest(np.nan, np.nan, "")
-    chain_m, pooled_m = moments if test else ([nan] * num_chains, nan)
-    ds["pvalue_moments"] = (CHAIN, np.array([m.pvalue for m in chain_m]))
-    ds["pvalue_moments_pooled"] = ((), pooled_m.pvalue)
-    return ds
+    return _dataset(curves, v_pooled, tests, stats, moments, judged, draws, ms, attrs)
 
 
 def _moments(feats: Any, num_chains: int) -> tuple[list[MomentTest], MomentTest]:
@@ -313,7 +309,7 @@ def _tests(
         else np.zeros((len(chains), n))
     )
     signs, probs = chain_signs(key, series, num_bootstrap, flip_prob, kappa)
-    signs = signs.reshape(len(chains), chains[0].n, num_bootstrap)
+    signs = signs.reshape(len(chains), n, num_bootstrap)
     per_chain = [
         _summary(wild_bootstrap(sk, w, **opts)) for sk, w in zip(chains, signs, strict=True)
     ]
@@ -335,6 +331,7 @@ def _dataset(
     v_pooled: Any,
     tests: tuple[list[tuple], tuple, tuple[float, ...]],
     stats: tuple[list[Stationarity], Stationarity],
+    moments: tuple[list[MomentTest], MomentTest],
     judged: tuple[list[Verdict], Verdict],
     draws: Draws,
     ms: np.ndarray,
@@ -345,6 +342,7 @@ def _dataset(
     trace = np.stack([np.asarray(c[ms - 1], dtype=float) for c in curves])
     p, ratio = (np.array([float(t[k]) for t in per_chain]) for k in (1, 2))
     chain_stats, pooled_stat = stats
+    chain_m, pooled_m = moments
     chain_v, pooled_v = judged
     return xr.Dataset(
         {
@@ -356,6 +354,7 @@ def _dataset(
             "rhat": (CHAIN, np.array([st.rhat for st in chain_stats])),
             "ess": (CHAIN, np.array([st.ess for st in chain_stats])),
             "pvalue_stationarity": (CHAIN, np.array([st.pvalue for st in chain_stats])),
+            "pvalue_moments": (CHAIN, np.array([m.pvalue for m in chain_m])),
             "n": (CHAIN, np.full(draws.num_chains, draws.num_draws)),
             "flip_prob": (CHAIN, np.asarray(probs, dtype=float)),
             "ksd_pooled": ((), float(_sqrt(v_pooled))),
@@ -366,6 +365,7 @@ def _dataset(
             "rhat_pooled": ((), pooled_stat.rhat),
             "ess_pooled": ((), pooled_stat.ess),
             "pvalue_stationarity_pooled": ((), pooled_stat.pvalue),
+            "pvalue_moments_pooled": ((), pooled_m.pvalue),
             "ksd_trace": ((CHAIN, PREFIX), _sqrt(trace)),
         },
         coords={CHAIN: np.arange(draws.num_chains), PREFIX: ms},

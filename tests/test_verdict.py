@@ -11,7 +11,13 @@ from scipy.signal import lfilter
 
 from numpyro_dsd.mcmc.diagnostic import diagnose_draws
 from numpyro_dsd.mcmc.inputs import Draws
-from numpyro_dsd.mcmc.stationarity import bulk_ess, rank_normalise, stationarity, within_ess
+from numpyro_dsd.mcmc.stationarity import (
+    _start_vs_end,
+    bulk_ess,
+    rank_normalise,
+    stationarity,
+    within_ess,
+)
 from numpyro_dsd.mcmc.verdict import DEFAULT_MIN_ESS, WEIGHTS, Evidence, holm, verdicts
 from numpyro_dsd.stein.diffusion import Identity
 
@@ -75,12 +81,25 @@ def test_stationarity_size(chains, rho, n):
     assert np.mean(p <= 0.01) <= 0.01 + 3 * np.sqrt(0.01 * 0.99 / p.size) + 0.01
 
 
-@pytest.mark.parametrize("rho, start", [(0.5, 10.0), (0.9, 10.0)])
-def test_stationarity_sees_a_kept_burn_in(rho, start):
-    """Chains started 10 sd away with the transient kept: rejected at 0.01 in >= 9 of 10 seeds,
-    although the rank-normalised R-hat barely moves."""
-    p = [stationarity(ar1(s, 4, 2000, 2, rho, start=start)).pvalue for s in range(10)]
-    assert np.sum(np.array(p) <= 0.01) >= 9, p
+@pytest.mark.slow
+def test_start_vs_end_spread_statistic_holds_its_tail():
+    """The per-chain thresholds of the verdict lie far in the tail (0.05 x 0.2 / 4 / 12 ~ 2e-4
+    per statistic for 4 chains). The 10% window's spread statistic of one AR(1) rho = 0.9 chain of
+    3000 draws: the mean of the log spreads was 3.4 times too often below 0.001 (skew); folded
+    normal scores with the chain's own memory in the degrees of freedom give 0.8 (6000 seeds).
+    Bound: 0.001 + 3 SE of 12,000 p-values."""
+    p = np.array([_start_vs_end(ar1(s, 1, 3000, 2, 0.9))[-2:] for s in range(6000)]).ravel()
+    assert np.mean(p <= 0.001) <= 0.001 + 3 * np.sqrt(0.001 / p.size), np.mean(p <= 0.001)
+
+
+@pytest.mark.parametrize("rho, level", [(0.5, 0.01), (0.9, 0.05)])
+def test_stationarity_sees_a_kept_burn_in(rho, level):
+    """4 chains of 2000 started 10 sd away with the transient kept: rejected in >= 9 of 10 seeds,
+    although the rank-normalised R-hat barely moves. With rho = 0.9 the transient lasts about one
+    autocorrelation time; since the spread statistics hold their tail (above) it is rejected at
+    0.05, not at 0.01 as before (median p 0.01, was 2e-4; docs/benchmarks.md)."""
+    p = [stationarity(ar1(s, 4, 2000, 2, rho, start=10.0)).pvalue for s in range(10)]
+    assert np.sum(np.array(p) <= level) >= 9, p
 
 
 def test_heavy_tails_do_not_look_like_a_transient():

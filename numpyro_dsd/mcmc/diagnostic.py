@@ -32,7 +32,7 @@ from numpyro_dsd.mcmc.bootstrap import (
     wild_bootstrap,
 )
 from numpyro_dsd.mcmc.inputs import Draws, canonical_diffusion, resolve_diffusion, resolve_draws
-from numpyro_dsd.mcmc.moments import MomentTest, moment_test
+from numpyro_dsd.mcmc.moments import MomentTest, moment_tests
 from numpyro_dsd.mcmc.prefix import prefix_ksd_squared, prefix_points
 from numpyro_dsd.mcmc.stationarity import Stationarity, stationarity
 from numpyro_dsd.mcmc.verdict import DEFAULT_ALPHA, DEFAULT_MIN_ESS, Evidence, Verdict, verdicts
@@ -248,8 +248,8 @@ def diagnose_draws(
 
 
 def _moments(feats: Any, num_chains: int) -> tuple[list[MomentTest], MomentTest]:
-    """The Stein moment test (:mod:`numpyro_dsd.mcmc.moments`) of every chain and of all draws,
-    on the diffusion's points and effective scores (latent ones for a flow)."""
+    """The Stein moment test (:mod:`numpyro_dsd.mcmc.moments`) of every chain (pooled yardstick)
+    and of all draws, on the diffusion's points and effective scores (latent ones for a flow)."""
     x = np.asarray(feats.x, dtype=np.float64).reshape(num_chains, -1, feats.x.shape[-1])
     b = np.asarray(feats.b, dtype=np.float64).reshape(x.shape)
     if feats.M is None:
@@ -258,11 +258,7 @@ def _moments(feats: Any, num_chains: int) -> tuple[list[MomentTest], MomentTest]
         m = np.diagonal(np.asarray(feats.M, dtype=np.float64))
     else:
         m = np.diagonal(np.asarray(feats.M, dtype=np.float64), axis1=-2, axis2=-1).reshape(x.shape)
-    per_chain = [
-        moment_test(x[c : c + 1], b[c : c + 1], m if m.ndim == 1 else m[c : c + 1])
-        for c in range(num_chains)
-    ]
-    return per_chain, moment_test(x, b, m)
+    return moment_tests(x, b, m)
 
 
 def _judge(

@@ -9,14 +9,20 @@ reference law:
 - ``log``: log r_k over the standard error of the linearised series, t with ESS - 1 d.o.f.;
 - ``log+bias``: as ``log``, with the centring bias Cov(mean s_k, mean x_k) subtracted and the
   se^2 / 2 bias of a log mean added;
-- ``package``: ``moment_test`` itself (``log+bias`` with ESS / 2 - 1 d.o.f.).
+- ``package``: ``moment_test`` itself (the cube root of r_k with the same two bias terms, t with
+  ESS / 2 - 1 d.o.f.).
+
+With ``--per-chain``: 4 chains per run, each chain tested at Holm's first per-chain threshold of
+the verdict (0.05 x 0.2 / 4 = 0.0025) and at 0.01, with its own yardstick (``moment_test`` of the
+chain alone) and with the yardstick pooled over the 4 chains (``moment_tests``, the package's
+per-chain test).
 
 Single chains of N(0, I) draws with the exact scores: rejection rates of the Bonferroni p-value at
 0.05 and 0.01 (the verdict spends 0.2 x 0.05 = 0.01 on this test), R replicates each, for stationary
 AR(1) chains (size) and AR(1) rho = 0.9, n = 1000 chains whose spread is 20% too wide or too
 narrow (power).
 
-Run: ``.venv/bin/python benchmarks/moment_test.py [--reps 300]``
+Run: ``.venv/bin/python benchmarks/moment_test.py [--reps 300] [--per-chain]``
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from numpyro.diagnostics import effective_sample_size
 from scipy.signal import lfilter
 from scipy.stats import t as t_dist
 
-from numpyro_dsd.mcmc.moments import moment_test
+from numpyro_dsd.mcmc.moments import moment_test, moment_tests
 
 CASES = {  # name: (n, d, rho, scale)
     "AR(1) rho 0.5, n 1000, d 2": (1000, 2, 0.5, 1.0),
@@ -42,10 +48,19 @@ CASES = {  # name: (n, d, rho, scale)
 }
 
 
-def ar1(rng: np.random.Generator, n: int, d: int, rho: float) -> np.ndarray:
-    e = rng.normal(size=(n, d)) * np.sqrt(1 - rho**2)
-    e[0] = rng.normal(size=d)
-    return lfilter([1.0], [1.0, -rho], e, axis=0)
+PER_CHAIN = {  # name: (n, d, rho), 4 chains
+    "4 x i.i.d., n 500, d 2": (500, 2, 0.0),
+    "4 x AR(1) rho 0.5, n 1000, d 2": (1000, 2, 0.5),
+    "4 x AR(1) rho 0.9, n 3000, d 2": (3000, 2, 0.9),
+}
+
+
+def ar1(rng: np.random.Generator, n: int, d: int, rho: float, chains: int = 0) -> np.ndarray:
+    """One chain (n, d), or ``chains`` chains (chains, n, d), of a stationary AR(1) on N(0, I)."""
+    shape = (chains, n, d) if chains else (n, d)
+    e = rng.normal(size=shape) * np.sqrt(1 - rho**2)
+    e[..., 0, :] = rng.normal(size=shape[:-2] + (d,))
+    return lfilter([1.0], [1.0, -rho], e, axis=-2)
 
 
 def variant(x: np.ndarray, s: np.ndarray, name: str) -> float:
@@ -70,10 +85,28 @@ def variant(x: np.ndarray, s: np.ndarray, name: str) -> float:
     return float(min(1.0, p.min() * p.size))
 
 
+def per_chain(reps: int) -> None:
+    """Per-chain rejection rates with the chain's own and the pooled yardstick (docstring)."""
+    levels = (0.0025, 0.01)
+    print("| 4 chains | own @0.0025 | own @0.01 | pooled @0.0025 | pooled @0.01 |")
+    print("|---|---:|---:|---:|---:|")
+    for case, (n, d, rho) in PER_CHAIN.items():
+        own, pooled = [], []
+        for r in range(reps):
+            x = ar1(np.random.default_rng(20_000 + r), n, d, rho, chains=4)
+            own += [moment_test(x[c : c + 1], -x[c : c + 1]).pvalue for c in range(4)]
+            pooled += [res.pvalue for res in moment_tests(x, -x)[0]]
+        cells = [f"{np.mean(np.array(p) <= a):.4f}" for p in (own, pooled) for a in levels]
+        print(f"| {case} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=300)
+    parser.add_argument("--per-chain", action="store_true")
     args = parser.parse_args()
+    if args.per_chain:
+        return per_chain(args.reps)
     names = ("linear", "log", "log+bias", "package")
     print("| case | " + " | ".join(f"{v} @0.05 | {v} @0.01" for v in names) + " |")
     print("|---|" + "---:|" * (2 * len(names)))

@@ -26,14 +26,16 @@ most powerful when all scales are off together), :math:`r_k^{1/3}` is referred t
   :math:`\\mathrm{corr}(b_k, x_k)\\,\\sqrt{\\mathrm{Var}\\,\\bar b_k\\,\\mathrm{Var}\\,\\bar x_k}`
   (exact when b is linear in x);
 - the relative variance v of r comes from the linearised series
-  :math:`u_t = a_t / \\bar a - m_t / \\bar m` (a the numerator terms, m the :math:`M_{kk}`)
-  and its effective sample size (NumPyro's
+  :math:`u_t = a_t / \\bar a - m_t / \\bar m = (a_t - r\\, m_t) / (r\\, \\bar m)` (a the
+  numerator terms, m the :math:`M_{kk}`) and its effective sample size (NumPyro's
   :func:`~numpyro.diagnostics.effective_sample_size`, per chain; chains are independent);
 - :math:`z = (r^{1/3} - 1 + v/9) / (\\sqrt v / 3)` is referred to a t with
-  :math:`\\mathrm{ESS}/2 - 1` degrees of freedom (:math:`r \\le 0`, no spread at all, is
-  rejected outright). The cube root (Wilson & Hilferty 1931) makes a ratio of mean squares
-  nearly symmetric, :math:`v/9` is the bias of the cube root of a mean, and halving the degrees
-  of freedom allows for the noise of the ESS estimate.
+  :math:`\\mathrm{ESS}/2 - 1` degrees of freedom. Where :math:`r \\le 0`, r - 1 itself is
+  tested against the same series' variance (a heavy-tailed series can have a negative mean by
+  chance; a stuck chain has r = 0 and no variance, hence p = 0). The cube root (Wilson &
+  Hilferty 1931) makes a ratio of mean squares nearly symmetric, :math:`v/9` is the bias of the
+  cube root of a mean, and halving the degrees of freedom allows for the noise of the ESS
+  estimate.
 
 **One chain among several** (:func:`moment_tests`) is tested with the *pooled* yardstick: the
 variance of u over the draws of every chain, at the chains' mean ESS. A chain's own yardstick is
@@ -102,7 +104,7 @@ class _Ratio(NamedTuple):
     """The ratio r of a set of chains and the linearised series of each chain."""
 
     ratio: np.ndarray  # (k,)
-    series: list[np.ndarray]  # C x (n, k)
+    series: list[np.ndarray]  # C x (n, k): (a - r m) / mean(m), whose mean's variance is r's
 
 
 def _ratio(x: np.ndarray, b: np.ndarray, m: np.ndarray) -> _Ratio:
@@ -112,18 +114,22 @@ def _ratio(x: np.ndarray, b: np.ndarray, m: np.ndarray) -> _Ratio:
     ms = [_with_trace(mc) for mc in m]
     bias = _with_trace(np.sum([_mean_cov(bc, xc) for bc, xc in zip(b, x, strict=True)], 0))
     a_bar = np.mean([ac.mean(0) for ac in a], 0) - bias / x.shape[0] ** 2
-    m_bar = np.mean([mc.mean(0) for mc in ms], 0)
-    safe_a, safe_m = np.where(a_bar > 0, a_bar, 1.0), np.where(m_bar > 0, m_bar, 1.0)
-    series = [ac / safe_a - mc / safe_m for ac, mc in zip(a, ms, strict=True)]
-    return _Ratio(a_bar / safe_m, series)
+    safe_m = np.mean([mc.mean(0) for mc in ms], 0)
+    safe_m = np.where(safe_m > 0, safe_m, 1.0)
+    ratio = a_bar / safe_m
+    return _Ratio(ratio, [(ac - ratio * mc) / safe_m for ac, mc in zip(a, ms, strict=True)])
 
 
-def _result(ratio: np.ndarray, var: np.ndarray, dof: np.ndarray) -> MomentTest:
-    """Bonferroni over the two-sided t-tests of :math:`r^{1/3} = 1` (module docstring)."""
-    stat = np.cbrt(np.maximum(ratio, 0.0)) - 1 + var / 9
+def _result(ratio: np.ndarray, var: np.ndarray, scale: np.ndarray, dof: np.ndarray) -> MomentTest:
+    """Bonferroni over two-sided t-tests of r = 1 (module docstring): of :math:`r^{1/3}` with
+    the relative variance ``var / scale**2``, or of r itself where r or ``scale`` (the ratio the
+    yardstick was taken at) is not positive, with the variance ``var`` of r."""
+    cube = (ratio > 0) & (scale > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(var > 0, np.abs(stat) / np.sqrt(var / 9), np.where(stat == 0, 0.0, np.inf))
-    z = np.where(ratio > 0, z, np.inf)  # no spread, or scores pointing away from the draws
+        v = var / np.where(cube, scale, 1.0) ** 2
+        stat = np.where(cube, np.cbrt(np.where(cube, ratio, 1.0)) - 1 + v / 9, ratio - 1)
+        sd = np.sqrt(np.where(cube, v / 9, var))
+        z = np.where(sd > 0, np.abs(stat) / sd, np.where(stat == 0, 0.0, np.inf))
     p = 2 * t_dist.sf(z, np.maximum(dof, 1.0))
     k = int(np.argmin(p))
     which = "trace" if k == ratio.size - 1 and ratio.size > 1 else f"coordinate {k}"
@@ -174,14 +180,13 @@ def moment_tests(
     ess = np.array([_ess(u) for u in pooled.series])  # (C, k)
     var = sum(u.var(0, ddof=1) / e for u, e in zip(pooled.series, ess, strict=True))
     dof = ess.sum(0) / 2 - 1
+    result = _result(pooled.ratio, var / x.shape[0] ** 2, pooled.ratio, dof)
     if x.shape[0] == 1:
-        return [_result(pooled.ratio, var, dof)] * 1, _result(pooled.ratio, var, dof)
+        return [result], result
     yardstick = np.concatenate(pooled.series).var(0, ddof=1) / ess.mean(0)  # per chain of n
-    per_chain = [
-        _result(_ratio(x[c : c + 1], b[c : c + 1], m[c : c + 1]).ratio, yardstick, dof)
-        for c in range(x.shape[0])
-    ]
-    return per_chain, _result(pooled.ratio, var / x.shape[0] ** 2, dof)
+    chains = [_ratio(x[c : c + 1], b[c : c + 1], m[c : c + 1]).ratio for c in range(x.shape[0])]
+    per_chain = [_result(r, yardstick, pooled.ratio, dof) for r in chains]
+    return per_chain, result
 
 
 def moment_test(x: np.ndarray, b: np.ndarray, m_diag: np.ndarray | float = 1.0) -> MomentTest:

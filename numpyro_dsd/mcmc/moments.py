@@ -150,7 +150,7 @@ def _checked(x: np.ndarray, b: np.ndarray, m_diag: np.ndarray | float) -> tuple[
 def moment_tests(
     x: np.ndarray, b: np.ndarray, m_diag: np.ndarray | float = 1.0
 ) -> tuple[list[MomentTest], MomentTest]:
-    """Stein moment test of every chain (with the pooled yardstick) and of all chains together:
+    """Stein moment test of every chain (with the pooled spread) and of all chains together:
     :math:`H_0: r_k = 1` for every coordinate and the trace (module docstring).
 
     Parameters
@@ -199,13 +199,9 @@ def moment_test(x: np.ndarray, b: np.ndarray, m_diag: np.ndarray | float = 1.0) 
 
     Parameters
     ----------
-    x : (C, n, d)
-        Draws in sampling order (latent points for a flow diffusion), C independent chains.
-    b : (C, n, d)
-        Effective scores :math:`M^\\top s_p + \\nabla\\cdot M` at them (the scores for the
-        identity diffusion).
-    m_diag : float, (d,) or (C, n, d)
-        The diagonal of :math:`M` (1 for the identity).
+    x, b, m_diag
+        Draws (C, n, d), effective scores (C, n, d) and the diagonal of M, as in
+        :func:`moment_tests`.
 
     Returns
     -------

@@ -47,7 +47,7 @@ the t's at the per-chain thresholds of the verdict (docs/math.md §2.9). So the 
 spreads by the normal scores of the folded draws :math:`|x - m_B|`, whose window means are
 symmetric; far points are the 1% window's business. The chains' signed normal scores are summed
 (Stouffer), so chains that share a transient add up. The p-value of the whole test is Bonferroni's
-over every statistic of both families. """
+over every statistic of both families."""
 
 from __future__ import annotations
 

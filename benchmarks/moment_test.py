@@ -12,7 +12,8 @@ reference law:
 - ``package``: ``moment_test`` itself (the cube root of r_k with the same two bias terms, t with
   ESS / 2 - 1 d.o.f.).
 
-With ``--per-chain``: 4 chains per run, each chain tested at Holm's first per-chain threshold of
+With ``--per-chain``: 4 chains per run (AR(1) on N(0, I), and exact draws of Neal's funnel in
+d = 5, whose x is heavy-tailed), each chain tested at Holm's first per-chain threshold of
 the verdict (0.05 x 0.2 / 4 = 0.0025) and at 0.01, with its own yardstick (``moment_test`` of the
 chain alone) and with the yardstick pooled over the 4 chains (``moment_tests``, the package's
 per-chain test).
@@ -48,10 +49,27 @@ CASES = {  # name: (n, d, rho, scale)
 }
 
 
-PER_CHAIN = {  # name: (n, d, rho), 4 chains
-    "4 x i.i.d., n 500, d 2": (500, 2, 0.0),
-    "4 x AR(1) rho 0.5, n 1000, d 2": (1000, 2, 0.5),
-    "4 x AR(1) rho 0.9, n 3000, d 2": (3000, 2, 0.9),
+def funnel(rng: np.random.Generator, chains: int, n: int, d: int = 5) -> tuple[np.ndarray, ...]:
+    """Exact draws (chains, n, d) of Neal's funnel, v ~ N(0, 9), x | v ~ N(0, e^v), and scores."""
+    v = 3 * rng.normal(size=(chains, n, 1))
+    x = np.exp(v / 2) * rng.normal(size=(chains, n, d - 1))
+    s_v = -v / 9 - (d - 1) / 2 + 0.5 * np.sum(x**2, -1, keepdims=True) * np.exp(-v)
+    return np.concatenate([v, x], -1), np.concatenate([s_v, -x * np.exp(-v)], -1)
+
+
+def _gaussian(n: int, d: int, rho: float):
+    def draws(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        x = ar1(rng, n, d, rho, chains=4)
+        return x, -x
+
+    return draws
+
+
+PER_CHAIN = {  # name: draws and scores of 4 chains from a seeded generator
+    "4 x i.i.d., n 500, d 2": _gaussian(500, 2, 0.0),
+    "4 x AR(1) rho 0.5, n 1000, d 2": _gaussian(1000, 2, 0.5),
+    "4 x AR(1) rho 0.9, n 3000, d 2": _gaussian(3000, 2, 0.9),
+    "4 x i.i.d. Neal's funnel, n 1000, d 5": lambda rng: funnel(rng, 4, 1000),
 }
 
 
@@ -90,12 +108,12 @@ def per_chain(reps: int) -> None:
     levels = (0.0025, 0.01)
     print("| 4 chains | own @0.0025 | own @0.01 | pooled @0.0025 | pooled @0.01 |")
     print("|---|---:|---:|---:|---:|")
-    for case, (n, d, rho) in PER_CHAIN.items():
+    for case, draws in PER_CHAIN.items():
         own, pooled = [], []
         for r in range(reps):
-            x = ar1(np.random.default_rng(20_000 + r), n, d, rho, chains=4)
-            own += [moment_test(x[c : c + 1], -x[c : c + 1]).pvalue for c in range(4)]
-            pooled += [res.pvalue for res in moment_tests(x, -x)[0]]
+            x, s = draws(np.random.default_rng(20_000 + r))
+            own += [moment_test(x[c : c + 1], s[c : c + 1]).pvalue for c in range(4)]
+            pooled += [res.pvalue for res in moment_tests(x, s)[0]]
         cells = [f"{np.mean(np.array(p) <= a):.4f}" for p in (own, pooled) for a in levels]
         print(f"| {case} | " + " | ".join(cells) + " |", flush=True)
 

@@ -74,6 +74,10 @@ def case(name: str) -> tuple[str, Callable[[np.random.Generator], tuple[np.ndarr
         "ar09_4": ("pass", lambda r: gauss(ar1(r, 4, 3000, 2, 0.9))),
         "ar095_1": ("pass", lambda r: gauss(ar1(r, 1, 8000, 2, 0.95))),
         "ar099_1": ("pass", lambda r: gauss(ar1(r, 1, 20000, 2, 0.99))),
+        # 4 slow chains, each with about 130 (rho 0.95) and 100 (rho 0.99) effective draws: the
+        # pooled kernel matrix has (4n)^2 entries, so these are run only with --only
+        "ar095_4": ("pass", lambda r: gauss(ar1(r, 4, 5000, 2, 0.95))),
+        "ar099_4": ("pass", lambda r: gauss(ar1(r, 4, 20000, 2, 0.99))),
         "rwm_1": ("pass", lambda r: _cov_scores(rwm(r, 1, 2000))),
         "rwm_4": ("pass", lambda r: _cov_scores(rwm(r, 4, 1000))),
         "nuts_1": ("pass", lambda r: _cov_scores(nuts(r)[:1])),

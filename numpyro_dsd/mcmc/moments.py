@@ -110,23 +110,29 @@ def _with_trace(v: np.ndarray) -> np.ndarray:
 
 
 class _Ratio(NamedTuple):
-    """The ratio r of a set of chains and the linearised series of each chain."""
+    """The ratio r of a set of chains, each chain's own r and each chain's linearised series."""
 
     ratio: np.ndarray  # (k,)
+    chains: np.ndarray  # (C, k): each chain's r about the same centre
     series: list[np.ndarray]  # C x (n, k): (a - r m) / mean(m), whose mean's variance is r's
 
 
-def _ratio(x: np.ndarray, b: np.ndarray, m: np.ndarray, centre: np.ndarray, among: int) -> _Ratio:
-    """r for chains (C, n, d) centred at ``centre``, the mean of ``among`` chains including
-    these, less the centring bias :math:`\\mathrm{Cov}(\\bar b, \\bar x_{\\mathrm{all}})`."""
+def _positive(m: np.ndarray) -> np.ndarray:
+    return np.where(m > 0, m, 1.0)
+
+
+def _ratio(x: np.ndarray, b: np.ndarray, m: np.ndarray) -> _Ratio:
+    """r for chains (C, n, d), every chain centred at their pooled mean, less the centring bias
+    :math:`\\mathrm{Cov}(\\bar b, \\bar x)` (for one chain's r: its share, 1/C of its own)."""
+    centre, num_chains = x.reshape(-1, x.shape[-1]).mean(0), x.shape[0]
     a = [_with_trace(-bc * (xc - centre)) for bc, xc in zip(b, x, strict=True)]
     ms = [_with_trace(mc) for mc in m]
-    bias = _with_trace(np.sum([_mean_cov(bc, xc) for bc, xc in zip(b, x, strict=True)], 0))
-    a_bar = np.mean([ac.mean(0) for ac in a], 0) - bias / (x.shape[0] * among)
-    safe_m = np.mean([mc.mean(0) for mc in ms], 0)
-    safe_m = np.where(safe_m > 0, safe_m, 1.0)
-    ratio = a_bar / safe_m
-    return _Ratio(ratio, [(ac - ratio * mc) / safe_m for ac, mc in zip(a, ms, strict=True)])
+    bias = np.array([_with_trace(_mean_cov(bc, xc)) for bc, xc in zip(b, x, strict=True)])
+    a_means, m_means = np.array([ac.mean(0) for ac in a]), np.array([mc.mean(0) for mc in ms])
+    chains = (a_means - bias / num_chains) / _positive(m_means)
+    safe_m = _positive(m_means.mean(0))
+    ratio = (a_means.mean(0) - bias.sum(0) / num_chains**2) / safe_m
+    return _Ratio(ratio, chains, [(ac - ratio * mc) / safe_m for ac, mc in zip(a, ms, strict=True)])
 
 
 def _result(ratio: np.ndarray, var: np.ndarray, scale: np.ndarray, dof: np.ndarray) -> MomentTest:
@@ -185,21 +191,17 @@ def moment_tests(
     ([False, False, True, False], 2.2)
     """
     x, b, m = _checked(x, b, m_diag)
-    centre, num_chains = x.reshape(-1, x.shape[-1]).mean(0), x.shape[0]
-    pooled = _ratio(x, b, m, centre, num_chains)
+    pooled = _ratio(x, b, m)
     ess = np.array([_ess(u) for u in pooled.series])  # (C, k)
     var = sum(u.var(0, ddof=1) / e for u, e in zip(pooled.series, ess, strict=True))
     dof = ess.sum(0) / 2 - 1
     result = _result(pooled.ratio, var / x.shape[0] ** 2, pooled.ratio, dof)
-    if num_chains == 1:
+    if x.shape[0] == 1:
         return [result], result
     spread = np.concatenate(pooled.series).var(0, ddof=1)  # the target's, from every chain
-    chains = [  # about the pooled centre, the one the spread's series u is taken about
-        _ratio(x[c : c + 1], b[c : c + 1], m[c : c + 1], centre, num_chains).ratio
-        for c in range(num_chains)
-    ]
     per_chain = [  # each chain's own memory: exact chains may mix at different speeds
-        _result(r, spread / e, pooled.ratio, e / 2 - 1) for r, e in zip(chains, ess, strict=True)
+        _result(r, spread / e, pooled.ratio, e / 2 - 1)
+        for r, e in zip(pooled.chains, ess, strict=True)
     ]
     return per_chain, result
 

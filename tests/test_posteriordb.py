@@ -52,6 +52,7 @@ def test_draws_inside_support():
     assert np.all(load("kidiq-kidscore_momiq").draws["sigma"] > 0)
     assert np.all(load("arK-arK").draws["sigma"] > 0)
     assert np.all(load("sblrc-blr").draws["sigma"] > 0)
+    assert np.all(load("earnings-earn_height").draws["sigma"] > 0)
     g = load("garch-garch11").draws
     assert np.all(g["alpha0"] > 0)
     assert np.all((g["alpha1"] > 0) & (g["alpha1"] < 1))
@@ -153,12 +154,18 @@ def _blr(kw, beta, sigma):
     )
 
 
+def _earn_height(kw, beta, sigma):
+    y, h = np.asarray(kw["earn"], float), np.asarray(kw["height"], float)
+    return _normal_logpdf(y, beta[0] + beta[1] * h, sigma).sum()  # flat priors
+
+
 HAND = {
     "eight_schools-eight_schools_noncentered": _eight_schools,
     "kidiq-kidscore_momiq": _kidiq,
     "arK-arK": _ark,
     "garch-garch11": _garch11,
     "sblrc-blr": _blr,
+    "earnings-earn_height": _earn_height,
 }
 
 

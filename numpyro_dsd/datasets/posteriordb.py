@@ -1,8 +1,8 @@
-"""Five posteriors from posteriordb as NumPyro models, with their data and reference draws.
+"""Six posteriors from posteriordb as NumPyro models, with their data and reference draws.
 
 posteriordb (Magnusson et al., github.com/stan-dev/posteriordb, BSD 3-clause) publishes Stan
 models, data and reference draws from long Stan runs (10 chains x 1,000 thinned draws, ESS about
-10,000). This module ports five of them to NumPyro and reads the copies shipped in
+10,000). This module ports six of them to NumPyro and reads the copies shipped in
 ``numpyro_dsd/data/posteriordb`` (with the licence), so anyone can check a diagnostic or a sampler
 against answers nobody here produced:
 
@@ -14,6 +14,8 @@ name                                      model (the Stan program's ``model`` bl
 ``arK-arK``                               :func:`arK`, AR(5)                             7
 ``garch-garch11``                         :func:`garch11`, flat priors on the simplex    4
 ``sblrc-blr``                             :func:`blr`, Bayesian linear regression        6
+``earnings-earn_height``                  :func:`earn_height`, earnings (dollars) on         3
+                                          height (inches): scales 10^4 apart
 ========================================  ==========================================  ====
 
 A port is right when the reference draws pass the KSD diagnostic (the density must match Stan's up
@@ -62,6 +64,7 @@ __all__ = [
     "arK",
     "garch11",
     "blr",
+    "earn_height",
 ]
 
 #: The posteriors shipped, by their posteriordb names.
@@ -71,6 +74,7 @@ NAMES = (
     "arK-arK",
     "garch-garch11",
     "sblrc-blr",
+    "earnings-earn_height",
 )
 
 #: The perturbations of :func:`perturb`.
@@ -240,12 +244,37 @@ def blr(N: int, D: int, X: Any, y: Any) -> None:
     numpyro.sample("y", dist.Normal(jnp.asarray(X) @ beta, sigma).to_event(1), obs=y)
 
 
+def earn_height(N: int, earn: Any, height: Any) -> None:
+    """Earnings on height (posteriordb ``earn_height.stan``, Gelman & Hill 2006, ch. 4).
+
+    .. math::
+        p(\\beta) \\propto 1,\\ p(\\sigma) \\propto 1 \\text{ on } (0, \\infty),\\
+        \\mathrm{earn}_i \\sim \\mathcal N(\\beta_1 + \\beta_2\\,\\mathrm{height}_i, \\sigma).
+
+    Sites ``beta`` (2,) and ``sigma``, all with Stan's improper flat priors. Earnings are in
+    dollars and heights in inches: the posterior sds are about 9700 (intercept), 140 (slope) and
+    390 (sigma), with an intercept-slope correlation of -0.998, the badly scaled case a flow
+    diffusion must handle (docs/validation.md).
+
+    Examples
+    --------
+    >>> p = load("earnings-earn_height")
+    >>> p.model_kwargs["earn"].shape, p.draws["beta"].shape
+    ((1192,), (10, 1000, 2))
+    """
+    beta = numpyro.sample("beta", dist.ImproperUniform(constraints.real_vector, (), (2,)))
+    sigma = numpyro.sample("sigma", dist.ImproperUniform(constraints.positive, (), ()))
+    mean = beta[0] + beta[1] * jnp.asarray(height)
+    numpyro.sample("earn", dist.Normal(mean, sigma).to_event(1), obs=earn)
+
+
 _MODELS = {
     "eight_schools-eight_schools_noncentered": eight_schools_noncentered,
     "kidiq-kidscore_momiq": kidscore_momiq,
     "arK-arK": arK,
     "garch-garch11": garch11,
     "sblrc-blr": blr,
+    "earnings-earn_height": earn_height,
 }
 
 

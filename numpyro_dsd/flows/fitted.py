@@ -7,11 +7,12 @@ without the model; fitting lives in :mod:`numpyro_dsd.flows.fitting`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 from jax.example_libraries import stax
 from jax.typing import ArrayLike
@@ -105,11 +106,12 @@ class FittedFlow(NamedTuple):
             parts.append(PermuteTransform(jnp.asarray(self.spec.order)))
         return ComposeTransform(parts)
 
-    def diffusion(self) -> FlowDiffusion:
-        """The :class:`~numpyro_dsd.FlowDiffusion` of this flow, through its cheap direction."""
+    def diffusion(self, record: Mapping[str, Any] | None = None) -> FlowDiffusion:
+        """The :class:`~numpyro_dsd.FlowDiffusion` of this flow, through its cheap direction;
+        ``record`` (how the flow was fitted) goes to its ``settings()``."""
         if self.spec.direction == "normalizer":
-            return FlowDiffusion(self.transform())
-        return FlowDiffusion.from_generator(self.generator())
+            return FlowDiffusion(self.transform(), record=record)
+        return FlowDiffusion.from_generator(self.generator(), record=record)
 
     def log_prob(self, x: ArrayLike) -> jax.Array:
         """Flow log density :math:`\\log\\mathcal N(T(x); 0, I) + \\log|\\det J(x)|`, x (..., d)."""
@@ -131,12 +133,53 @@ class FlowFit(NamedTuple):
         (:func:`fit_flow_to_samples`).
     params : dict
         All SVI parameters (for :func:`fit_flow`, the model's own ``numpyro.param`` sites too).
+    khat : float
+        Pareto :math:`\\hat k` of the flow as an importance proposal for the posterior
+        (:func:`numpyro_dsd.flows.quality.flow_khat`; :func:`fit_flow` only, NaN otherwise):
+        below 0.5 good, above 0.7 the flow misses mass the posterior has.
+    num_nonfinite : int
+        Steps whose loss was not finite (skipped: the parameters stayed where they were).
+    step_scale : float
+        The factor on the default step size the fit ended with (1, or less after a back-off
+        from a diverging run; 1 with a user's ``optim``).
     """
 
     flow: FittedFlow
     state: SVIState
     losses: jax.Array
     params: dict[str, Any]
+    khat: float = float("nan")
+    num_nonfinite: int = 0
+    step_scale: float = 1.0
+
+    def summary(self) -> dict[str, float]:
+        """The fit's health in numbers: steps, non-finite steps, the median loss over the first
+        and the last tenth of the steps, :math:`\\hat k` and the step-size factor.
+
+        Examples
+        --------
+        >>> import jax
+        >>> from numpyro_dsd.flows.fitting import fit_flow_to_samples
+        >>> x = jax.random.normal(jax.random.key(0), (200, 2))
+        >>> fit = fit_flow_to_samples(x, num_steps=50, progress_bar=False)
+        >>> sorted(fit.summary())  # doctest: +NORMALIZE_WHITESPACE
+        ['khat', 'loss_first', 'loss_last', 'num_nonfinite', 'num_steps', 'step_scale']
+        """
+        losses = np.asarray(self.losses, dtype=np.float64)
+        tenth = max(1, losses.size // 10)
+        return {
+            "num_steps": int(losses.size),
+            "num_nonfinite": int(self.num_nonfinite),
+            "loss_first": _finite_median(losses[:tenth]),
+            "loss_last": _finite_median(losses[-tenth:]),
+            "khat": float(self.khat),
+            "step_scale": float(self.step_scale),
+        }
+
+
+def _finite_median(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else float("nan")
 
 
 def _affine(loc: jax.Array, scale: jax.Array) -> Transform:

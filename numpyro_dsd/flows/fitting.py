@@ -19,7 +19,9 @@ model: ``FittedFlow.diffusion()`` is the :class:`~numpyro_dsd.FlowDiffusion` for
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -47,10 +49,19 @@ from numpyro_dsd.flows.fitted import (
     _spec,
     _TransformedNormal,
 )
+from numpyro_dsd.flows.quality import (
+    KHAT_WARN,
+    FlowFitError,
+    FlowQualityWarning,
+    flow_khat,
+    loss_problem,
+)
 from numpyro_dsd.model.layout import ModelLayout
 from numpyro_dsd.vocabulary import rng_key_or_default
 
 __all__ = [
+    "BACKOFF",
+    "FlowFitError",
     "default_optim",
     "fit_flow",
     "fit_flow_to_samples",
@@ -59,16 +70,50 @@ __all__ = [
 ]
 
 
-def default_optim() -> optax.GradientTransformation:
-    """Adam with the step size decaying exponentially from 1e-2 to 1e-4 over 2000 steps, then
-    constant.
+def default_optim(dim: int | None = None, *, scale: float = 1.0) -> optax.GradientTransformation:
+    """Adam with a step size that warms up, decays, and shrinks with the dimension.
 
-    A constant step size leaves the last iterate of a noisy ELBO far from the optimum: on a 2-d
-    banana and a 5-d funnel, Adam(5e-3) for 2000 steps ended at KL 2.2 and 0.22, this schedule at
-    0.04 and 0.03 (``docs/benchmarks.md``). The schedule depends on the step count only, so a run
-    continued with ``init_state`` follows it exactly.
+    Peak step :math:`\\eta = 10^{-2}\\,\\min(1, 8/d)\\cdot` ``scale``, reached linearly from
+    :math:`\\eta/100` over the first 100 steps, then decaying exponentially to :math:`\\eta/100`
+    2000 steps later and constant after that.
+
+    - The decay: a constant step size leaves the last iterate of a noisy ELBO far from the
+      optimum (2-d banana and 5-d funnel, 2000 steps: KL 2.2 and 0.22 with Adam(5e-3), 0.04 and
+      0.03 with the decay; docs/benchmarks.md).
+    - :math:`\\min(1, 8/d)`: Adam moves every weight by about :math:`\\eta` per step, so a
+      layer of width :math:`2d` moves its outputs by about :math:`2d\\eta`; with
+      :math:`\\eta = 10^{-2}` at any d, the horseshoe regression (d = 66) and the stochastic
+      volatility model (d = 302) diverged to NaN within a few steps (docs/validation.md).
+    - The warm-up: the first Adam steps use a poor estimate of the gradients' scale.
+
+    The schedule depends on the step count only, so a run continued with ``init_state`` follows
+    it exactly.
+
+    Parameters
+    ----------
+    dim : int, optional
+        The flow's dimension d (None: as d <= 8).
+    scale : float
+        Factor on the step size (:func:`fit_flow` backs off by 10 after a divergence).
+
+    Examples
+    --------
+    >>> opt = default_optim(66)
+    >>> state = opt.init(jnp.zeros(3))
+    >>> step = opt.update(jnp.ones(3), state)[0]  # the warm-up's first: 1e-2 * (8 / 66) / 100
+    >>> bool(jnp.all(jnp.abs(step) < 1e-4))
+    True
     """
-    return optax.adam(optax.exponential_decay(1e-2, 2000, 1e-2, end_value=1e-4))
+    peak = 1e-2 * scale * (1.0 if dim is None else min(1.0, 8.0 / dim))
+    warm = optax.linear_schedule(peak / 100, peak, _WARMUP)
+    decay = optax.exponential_decay(peak, 2000, 1e-2, end_value=peak / 100)
+    return optax.adam(optax.join_schedules([warm, decay], [_WARMUP]))
+
+
+_WARMUP = 100
+#: Step-size factors tried in turn by :func:`fit_flow` when a fit with the default optimiser
+#: diverges.
+BACKOFF = (1.0, 0.1, 0.01)
 
 
 def fit_flow(
@@ -84,7 +129,9 @@ def fit_flow(
     rng_key: jax.Array | None = None,
     progress_bar: bool = True,
     init_state: SVIState | None = None,
-    standardize: bool = False,
+    start: str | tuple[ArrayLike, ArrayLike] = "mean_field",
+    standardize: bool | None = None,
+    num_khat_draws: int = 1000,
     **model_kwargs: Any,
 ) -> FlowFit:
     """NeuTra: fit an inverse autoregressive flow to a NumPyro model's posterior by SVI.
@@ -95,14 +142,22 @@ def fit_flow(
     flattened in sorted order, as :func:`numpyro_dsd.model.targets.model_draws` does). The flow
     diffusion then uses :math:`T = G^{-1}`.
 
-    With ``standardize=True``, :math:`(m, L)` is first found by :func:`standardization`
-    (a mean-field Gaussian fitted by deterministic ADVI with L-BFGS, and Laplace marginal
-    scales), so the layers start at the posterior's location and scales; without it
-    :math:`m = 0, L = I` (the default) and the
-    layers must travel there by SVI: slow or stuck for posteriors far from the origin or
-    with scales far from 1 (a regression with an uncentred predictor: posteriordb's kidiq and blr,
-    docs/validation.md). Standardising hurts heavy-tailed hierarchical shapes: on a 5-d funnel
-    (1000 steps) the final loss is 3.2 against 0.28 without it, hence the default.
+    The default is built to converge on real models without tuning (docs/validation.md, "Flow
+    fits on real models"):
+
+    - the start :math:`(m, L)` (``start``): by default the mean-field Gaussian of
+      :func:`gaussian_start` (deterministic ADVI), and the layers start at the identity (their
+      output layers zeroed), so the first guide is that Gaussian, not a random network;
+    - the step size shrinks with the dimension and warms up (:func:`default_optim`);
+    - steps whose loss or update is not finite are skipped (NumPyro's ``stable_update``);
+    - a run that diverges anyway (:func:`numpyro_dsd.flows.quality.loss_problem`) is restarted
+      with the step size divided by 10, twice at most, and then raises
+      :class:`~numpyro_dsd.flows.quality.FlowFitError`, as does a fit whose loss is not finite
+      at the start (the model's density is NaN where the guide puts its mass). With a user's
+      ``optim`` or ``init_state`` there is no restart: a divergence raises.
+
+    Every fit reports its Pareto :math:`\\hat k` (``fit.khat``,
+    :func:`~numpyro_dsd.flows.quality.flow_khat`) and warns above 0.7.
 
     Parameters
     ----------
@@ -116,8 +171,7 @@ def fit_flow(
     num_steps : int
         SVI steps (default 2000).
     optim : numpyro.optim optimizer or optax ``GradientTransformation``
-        Default :func:`default_optim` (Adam, step size decaying from 1e-2 to 1e-4
-        over 2000 steps).
+        Default :func:`default_optim` for the model's dimension.
     num_particles : int
         ELBO particles per step.
     rng_key : jax.random key, optional
@@ -125,14 +179,28 @@ def fit_flow(
     progress_bar : bool
         NumPyro's progress bar.
     init_state : SVIState, optional
-        ``fit.state`` of an earlier fit (same model and architecture) to continue it exactly.
-    standardize : bool
-        Fit :math:`(m, L)` first (default False). Deterministic: the same model gives the same
-        :math:`(m, L)`, so a resumed fit continues exactly.
+        ``fit.state`` of an earlier fit (same model, architecture and ``start``) to continue it
+        exactly.
+    start : {"mean_field", "laplace", "none"} or (loc, scale)
+        The affine :math:`(m, L)` the layers act through: ``"mean_field"`` (default),
+        :func:`standardization`'s Laplace marginal scales at the mean-field mean
+        (``"laplace"``: right for near-Gaussian posteriors, poor where the mode is degenerate:
+        eight schools, funnels, horseshoe), ``"none"`` (:math:`m = 0, L = I`), or two (d,)
+        arrays in the model's flat sorted layout (e.g. the mean and sd of MCMC draws).
+    standardize : bool, optional
+        Deprecated: ``True`` is ``start="laplace"``, ``False`` is ``start="none"``.
+    num_khat_draws : int
+        Draws of the flow for :math:`\\hat k` (0 skips it: ``khat`` is NaN).
 
     Returns
     -------
     FlowFit
+
+    Raises
+    ------
+    FlowFitError
+        The fit diverged (with the default optimiser: at every step size tried) or its loss is
+        not finite at the start.
 
     Examples
     --------
@@ -141,19 +209,32 @@ def fit_flow(
     ...     numpyro.sample("a", dist.Normal(0, 1))
     ...     numpyro.sample("b", dist.Normal(0, 2))
     >>> fit = fit_flow(model, num_steps=10, progress_bar=False)
-    >>> fit.losses.shape, fit.flow.spec.dim
-    ((10,), 2)
+    >>> fit.losses.shape, fit.flow.spec.dim, bool(fit.khat < 0.7)
+    ((10,), 2, True)
     """
     layout = ModelLayout(model, model_args, model_kwargs)
     d, order = layout.dim, layout.declared_permutation()
-    loc, scale = standardization(layout.log_prob, d) if standardize else (jnp.zeros(d), jnp.ones(d))
+    loc, scale = _start(_start_name(start, standardize), layout)
     inv = np.argsort(order)  # the guide's affine acts in the guide's (declaration) order
     guide_kwargs = dict(num_flows=num_flows, skip_connections=skip_connections)
-    optim = default_optim() if optim is None else optim
-    svi, guide = _model_svi(
-        model, guide_kwargs, hidden_dims, nonlinearity, optim, num_particles, (loc[inv], scale[inv])
-    )
-    result = _run(svi, rng_key, num_steps, model_args, model_kwargs, progress_bar, init_state)
+    factors = BACKOFF if optim is None and init_state is None else (1.0,)
+    for factor in factors:
+        opt = default_optim(d, scale=factor) if optim is None else optim
+        svi, guide = _model_svi(
+            model,
+            guide_kwargs,
+            hidden_dims,
+            nonlinearity,
+            opt,
+            num_particles,
+            (loc[inv], scale[inv]),
+        )
+        result = _run(
+            svi, rng_key, num_steps, model_args, model_kwargs, progress_bar, init_state, True
+        )
+        problem = loss_problem(result.losses)
+        if problem is None or problem.endswith("at the start"):
+            break
     spec = _spec(
         guide.latent_dim, num_flows, guide._hidden_dims, skip_connections, nonlinearity, "generator"
     )
@@ -161,7 +242,95 @@ def fit_flow(
     spec = spec._replace(order=None if identity else tuple(int(i) for i in order))
     arn_params = {k: v for k, v in result.params.items() if k.startswith(f"{_PREFIX}_arn__")}
     flow = FittedFlow(spec, arn_params, loc[inv], scale[inv])
-    return FlowFit(flow, result.state, result.losses, result.params)
+    nonfinite = int(np.sum(~np.isfinite(np.asarray(result.losses))))
+    fit = FlowFit(flow, result.state, result.losses, result.params, float("nan"), nonfinite, factor)
+    if problem is not None:
+        raise FlowFitError(_fit_message(problem, optim is None and init_state is None), fit)
+    if num_khat_draws:
+        key, _ = rng_key_or_default(rng_key)
+        khat = flow_khat(
+            flow.generator(),
+            layout.log_prob,
+            d,
+            num_draws=num_khat_draws,
+            rng_key=jax.random.fold_in(key, 1),
+        )
+        fit = fit._replace(khat=khat)
+        if khat > KHAT_WARN:
+            warnings.warn(
+                f"The fitted flow's Pareto k-hat is {khat:.2f} (> {KHAT_WARN}): it misses "
+                "posterior mass, so its diffusion is a rough preconditioner (the KSD test stays "
+                "valid). More steps (num_steps), more layers (num_flows) or a reparameterised "
+                "model help.",
+                FlowQualityWarning,
+                stacklevel=2,
+            )
+    return fit
+
+
+def _start_name(start: Any, standardize: bool | None) -> Any:
+    if standardize is None:
+        return start
+    warnings.warn(
+        "fit_flow(standardize=...) is deprecated: use start='laplace' (True) or start='none' "
+        "(False); the default start='mean_field' converges on more models.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return "laplace" if standardize else "none"
+
+
+def _start(start: Any, layout: ModelLayout) -> tuple[jax.Array, jax.Array]:
+    """(m, L) in the model's flat sorted layout."""
+    d = layout.dim
+    if isinstance(start, str):
+        if start == "mean_field":
+            return gaussian_start(layout.log_prob, d)
+        if start == "laplace":
+            return standardization(layout.log_prob, d)
+        if start == "none":
+            return jnp.zeros(d), jnp.ones(d)
+        raise ValueError(
+            f"start must be 'mean_field', 'laplace', 'none' or (loc, scale); got {start!r}."
+        )
+    try:
+        loc, scale = (jnp.asarray(v, dtype=jnp.result_type(float)) for v in start)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"start must be 'mean_field', 'laplace', 'none' or (loc, scale); got {start!r}."
+        ) from None
+    if loc.shape != (d,) or scale.shape != (d,):
+        raise ValueError(
+            f"start=(loc, scale) must be two arrays of shape ({d},), the model's flat latent "
+            f"dimension; got {loc.shape} and {scale.shape}."
+        )
+    if not bool(jnp.all(jnp.isfinite(loc)) & jnp.all(jnp.isfinite(scale)) & jnp.all(scale > 0)):
+        raise ValueError(
+            "start=(loc, scale) must be finite with every scale > 0 (a constant coordinate of the "
+            "draws has sd 0: drop it or pass start='mean_field')."
+        )
+    return loc, scale
+
+
+def _fit_message(problem: str, backed_off: bool) -> str:
+    if problem.endswith("at the start"):
+        return (
+            f"The flow fit failed: {problem}. The model's log density is not finite where the "
+            "start Gaussian puts its mass: check the model (NaN or inf in its data, a likelihood "
+            "that overflows, a site whose support the guide cannot reach), or give a start near "
+            "the posterior, start=(loc, scale) from draws."
+        )
+    tried = ", ".join(f"{f:g}" for f in BACKOFF)
+    how = (
+        f"at every step size tried (default times {tried})"
+        if backed_off
+        else "with the optimiser given"
+    )
+    return (
+        f"The flow fit diverged {how}: {problem}. Pass a smaller step size (optim=optax.adam(1e-4) "
+        "or default_optim(d, scale=1e-3)), more steps, or start=(loc, scale) from draws; "
+        "fit.losses of the error's .fit show where it went wrong."
+    )
 
 
 def standardization(
@@ -294,15 +463,43 @@ def _run(
     kwargs: dict[str, Any],
     progress_bar: bool,
     init_state: SVIState | None,
+    identity_layers: bool = False,
 ) -> Any:
-    """``svi.run``, resumable on a new ``SVI`` object: NumPyro's ``run(init_state=...)`` only
-    works on the object that made the state, so set this one up (a trace, no steps) first."""
+    """``svi.run`` with NumPyro's ``stable_update`` (non-finite steps skipped), resumable on a
+    new ``SVI`` object: NumPyro's ``run(init_state=...)`` only works on the object that made the
+    state, so set this one up (a trace, no steps) first. ``identity_layers``: a fresh run starts
+    every autoregressive layer at the identity (output layer zeroed)."""
     key, _ = rng_key_or_default(rng_key)
+    init_params = None
     if init_state is not None:
         svi.init(key, *args, **kwargs)
+    elif identity_layers:
+        params = svi.get_params(svi.init(key, *args, **kwargs))
+        init_params = {
+            k: _zero_output_layer(v) if k.startswith(f"{_PREFIX}_arn__") else v
+            for k, v in params.items()
+        }
     return svi.run(
-        key, num_steps, *args, progress_bar=progress_bar, init_state=init_state, **kwargs
+        key,
+        num_steps,
+        *args,
+        progress_bar=progress_bar,
+        init_state=init_state,
+        init_params=init_params,
+        stable_update=True,
+        **kwargs,
     )
+
+
+def _zero_output_layer(params: list) -> list:
+    """An ``AutoregressiveNN``'s parameters with its output zeroed: the IAF layer it drives is
+    the identity (mean 0, log-scale 0) until the fit moves it. ``stax.serial`` lists
+    ``[(W, b), (), ..., (W, b)]``; with skip connections ``[(), (main, W_skip), ()]``."""
+    zero = partial(jax.tree_util.tree_map, jnp.zeros_like)
+    if params and params[-1] == ():  # skip connections
+        main, skip = params[1]
+        return [params[0], ([*main[:-1], zero(main[-1])], zero(skip)), params[2]]
+    return [*params[:-1], zero(params[-1])]
 
 
 def _model_svi(

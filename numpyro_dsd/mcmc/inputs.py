@@ -26,6 +26,7 @@ from numpyro.infer import MCMC
 
 from numpyro_dsd import arviz as arviz_io
 from numpyro_dsd.flows.diffusion import FlowDiffusion
+from numpyro_dsd.flows.fitted import FittedFlow, FlowFit
 from numpyro_dsd.model.layout import ModelLayout, is_autoguide
 from numpyro_dsd.model.targets import latent_sites, model_draws
 from numpyro_dsd.stein.diffusion import Constant, Diffusion, Identity
@@ -262,9 +263,12 @@ def resolve_diffusion(
       :math:`LL^\\top = \\hat\\Sigma` the pooled sample covariance (the Langevin KSD of whitened
       draws, docs/math.md §2.4, §3.7).
     - ``"flow"``: :math:`M = J^{-1}` of a flow (docs/math.md §3): fitted to the model by NeuTra
-      (:func:`numpyro_dsd.fit_flow`) when the model is known, otherwise to the pooled draws
-      (:func:`numpyro_dsd.fit_flow_to_samples`). ``flow_kwargs`` go to the fitting function,
+      (:func:`numpyro_dsd.fit_flow`, started at the draws' mean and sd) when the model is
+      known, otherwise to the pooled draws (:func:`numpyro_dsd.fit_flow_to_samples`); the
+      fit's summary (:meth:`~numpyro_dsd.flows.FlowFit.summary`) is in the settings. ``flow_kwargs`` go to the fitting function,
       ``rng_key`` (None: ``jax.random.key(0)``, :mod:`numpyro_dsd.vocabulary`) to the fit.
+    - a :class:`~numpyro_dsd.flows.FlowFit` or :class:`~numpyro_dsd.flows.FittedFlow` (from
+      :func:`numpyro_dsd.fit_flow`): its flow diffusion, no refit;
     - ``(guide, params)``: a fitted NumPyro autoguide with a transform (``AutoIAFNormal``), its
       generator permuted into the model's layout
       (:meth:`~numpyro_dsd.model.ModelLayout.autoguide_generator`; needs the model).
@@ -278,6 +282,8 @@ def resolve_diffusion(
     """
     if is_autoguide(diffusion):
         return _autoguide_diffusion(draws, *diffusion)
+    if isinstance(diffusion, FlowFit | FittedFlow):
+        return _given_flow(diffusion, draws.x.shape[-1])
     if not isinstance(diffusion, str):
         if not hasattr(diffusion, "features"):
             raise ValueError(
@@ -325,13 +331,42 @@ def _covariance_factor(x: jax.Array) -> jax.Array:
 def _fit_flow(
     draws: Draws, pooled: jax.Array, rng_key: jax.Array | None, kwargs: dict[str, Any]
 ) -> Diffusion:
+    """Fit the flow of ``diffusion="flow"``: NeuTra on the model when it is known, started at
+    the draws' mean and sd (``flow_kwargs`` may override ``start``); otherwise maximum
+    likelihood on the draws under test. The fit's summary goes to the diffusion's settings."""
     from numpyro_dsd.flows.fitting import fit_flow, fit_flow_to_samples
 
     key, _ = rng_key_or_default(rng_key)
     kwargs.setdefault("progress_bar", False)
     if draws.model is not None:
         model_kwargs = dict(draws.model_kwargs or {})
+        kwargs.setdefault("start", _draws_start(pooled))
         fit = fit_flow(draws.model, *draws.model_args, rng_key=key, **kwargs, **model_kwargs)
+        how = "fit_flow(model), started at the draws' mean and sd"
+        if isinstance(kwargs["start"], str):
+            how = f"fit_flow(model, start={kwargs['start']!r})"
     else:
         fit = fit_flow_to_samples(pooled, rng_key=key, **kwargs)
-    return fit.flow.diffusion()
+        how = "fit_flow_to_samples(the draws under test): no model given"
+    return fit.flow.diffusion(record={"fitted": how, **fit.summary()})
+
+
+def _draws_start(pooled: jax.Array) -> tuple[jax.Array, jax.Array] | str:
+    """The draws' mean and sd as a flow's start, or ``"mean_field"`` when a coordinate is
+    constant (stuck chains)."""
+    loc, scale = jnp.mean(pooled, axis=0), jnp.std(pooled, axis=0)
+    ok = bool(jnp.all(jnp.isfinite(loc)) & jnp.all(jnp.isfinite(scale)) & jnp.all(scale > 0))
+    return (loc, scale) if ok else "mean_field"
+
+
+def _given_flow(flow: FlowFit | FittedFlow, dim: int) -> Diffusion:
+    """The diffusion of a flow fitted earlier (a ``FlowFit`` or its ``FittedFlow``)."""
+    record = {"fitted": "given", **flow.summary()} if isinstance(flow, FlowFit) else {}
+    fitted = flow.flow if isinstance(flow, FlowFit) else flow
+    if fitted.spec.dim != dim:
+        raise ValueError(
+            f"The flow given acts on {fitted.spec.dim} dimensions but the draws' flat "
+            f"unconstrained latent has {dim}: fit it to this model (fit_flow(model, ...)) or "
+            "pass diffusion='flow'."
+        )
+    return fitted.diffusion(record=record or {"fitted": "given"})

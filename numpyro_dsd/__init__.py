@@ -17,7 +17,7 @@ The top level exposes the public API; the subpackages show the architecture
 - :mod:`numpyro_dsd.arviz`: InferenceData/DataTree conversion, :func:`stein_summary`,
   :func:`plot_ksd`, :func:`plot_ksd_trace`, :func:`plot_svgd_trace` (ArviZ and matplotlib are
   imported on first use, not by ``import numpyro_dsd``);
-- :mod:`numpyro_dsd.datasets`: five posteriordb posteriors with reference draws.
+- :mod:`numpyro_dsd.datasets`: six posteriordb posteriors with reference draws.
 """
 
 from numpyro_dsd.arviz.plots import plot_ksd, plot_ksd_trace, plot_svgd_trace

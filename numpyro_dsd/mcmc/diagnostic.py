@@ -143,7 +143,9 @@ def ksd_diagnostic(
         - ``rhat``, ``ess``, ``pvalue_stationarity``: rank-normalised split-R̂, bulk ESS
           and the stationarity test (:mod:`numpyro_dsd.mcmc.stationarity`);
         - ``pvalue_moments``: the Stein moment test, which sees a spread too wide or too
-          narrow (:mod:`numpyro_dsd.mcmc.moments`);
+          narrow (:mod:`numpyro_dsd.mcmc.moments`); the attribute ``moments_untested`` names
+          the coordinates it leaves out because their Stein products are too heavy-tailed
+          (Pareto :math:`\\hat k > 0.7`, e.g. the centred eight schools);
         - ``n``, ``flip_prob`` (per chain), ``ksd_trace`` (dims ``chain``, ``prefix``; the
           ``prefix`` coordinate is the prefix length m);
 
@@ -243,6 +245,7 @@ def diagnose_draws(
     judged = _judge(tests, stats, moments, alpha, min_ess) if test else _untested(num_chains)
     attrs = _attrs(kernel, diffusion, diffusion_name, test, num_bootstrap, kappa, flip_prob)
     attrs.update(rng_key=record, alpha=float(alpha), min_ess=float(min_ess))
+    attrs["moments_untested"] = moments[1].untested  # heavy tails: left out of the moment test
     ms = prefix_points(n, num_prefixes)
     return _dataset(curves, v_pooled, tests, stats, moments, judged, draws, ms, attrs)
 

@@ -65,7 +65,12 @@ import numpy as np
 from numpyro.diagnostics import effective_sample_size
 from scipy.stats import t as t_dist
 
-__all__ = ["MomentTest", "moment_test", "moment_tests"]
+from numpyro_dsd.flows.quality import pareto_khat
+
+__all__ = ["MomentTest", "moment_test", "moment_tests", "KHAT_LIMIT"]
+
+#: Pareto :math:`\hat k` of a ratio's series above which the ratio is not tested.
+KHAT_LIMIT = 0.7
 
 
 class MomentTest(NamedTuple):
@@ -78,12 +83,17 @@ class MomentTest(NamedTuple):
     ratio : float
         The ratio :math:`r` that set the p-value (1 for draws of the target).
     which : str
-        Which ratio: ``"coordinate k"`` or ``"trace"``.
+        Which ratio: ``"coordinate k"`` or ``"trace"`` (``"none"`` when none could be tested).
+    untested : str
+        The ratios left out because their series is too heavy-tailed for a t reference
+        (Pareto :math:`\\hat k` above :data:`KHAT_LIMIT`), e.g. ``"coordinates 0, 2 and the
+        trace"``; empty when all were tested.
     """
 
     pvalue: float
     ratio: float
     which: str
+    untested: str = ""
 
 
 def _ess(series: np.ndarray) -> np.ndarray:
@@ -135,20 +145,58 @@ def _ratio(x: np.ndarray, b: np.ndarray, m: np.ndarray) -> _Ratio:
     return _Ratio(ratio, chains, [(ac - ratio * mc) / safe_m for ac, mc in zip(a, ms, strict=True)])
 
 
-def _result(ratio: np.ndarray, var: np.ndarray, scale: np.ndarray, dof: np.ndarray) -> MomentTest:
-    """Bonferroni over two-sided t-tests of r = 1 (module docstring): of :math:`r^{1/3}` with
-    the relative variance ``var / scale**2``, or of r itself where r or ``scale`` (the ratio the
-    yardstick was taken at) is not positive, with the variance ``var`` of r."""
+def _result(
+    ratio: np.ndarray, var: np.ndarray, scale: np.ndarray, dof: np.ndarray, tested: np.ndarray
+) -> MomentTest:
+    """Bonferroni over two-sided t-tests of r = 1 (module docstring) for the ``tested`` ratios:
+    of :math:`r^{1/3}` with the relative variance ``var / scale**2``, or of r itself where r or
+    ``scale`` (the ratio the yardstick was taken at) is not positive, with the variance ``var``
+    of r. p = 1 when nothing is tested."""
+    untested = _names(~tested)
+    if not np.any(tested):
+        return MomentTest(1.0, float("nan"), "none", untested)
     cube = (ratio > 0) & (scale > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         v = var / np.where(cube, scale, 1.0) ** 2
         stat = np.where(cube, np.cbrt(np.where(cube, ratio, 1.0)) - 1 + v / 9, ratio - 1)
         sd = np.sqrt(np.where(cube, v / 9, var))
         z = np.where(sd > 0, np.abs(stat) / sd, np.where(stat == 0, 0.0, np.inf))
-    p = 2 * t_dist.sf(z, np.maximum(dof, 1.0))
+    p = np.where(tested, 2 * t_dist.sf(z, np.maximum(dof, 1.0)), np.inf)
     k = int(np.argmin(p))
     which = "trace" if k == ratio.size - 1 and ratio.size > 1 else f"coordinate {k}"
-    return MomentTest(float(min(1.0, p[k] * p.size)), float(ratio[k]), which)
+    return MomentTest(float(min(1.0, p[k] * np.sum(tested))), float(ratio[k]), which, untested)
+
+
+def _names(mask: np.ndarray) -> str:
+    """``"coordinates 0, 3 and the trace"`` for the flagged ratios (the trace is last when
+    there is more than one coordinate)."""
+    idx = [int(i) for i in np.flatnonzero(mask)]
+    if not idx:
+        return ""
+    trace = mask.size > 1 and idx[-1] == mask.size - 1
+    coords = idx[:-1] if trace else idx
+    parts = [("coordinate " if len(coords) == 1 else "coordinates ") + ", ".join(map(str, coords))]
+    parts = parts if coords else []
+    return " and ".join(parts + (["the trace"] if trace else []))
+
+
+def _heavy(series: np.ndarray) -> np.ndarray:
+    """Ratios whose series (N, k), the second halves of the chains pooled (the tail is the
+    target's: a kept burn-in's transient must not hide the test that sees it), has a Pareto
+    :math:`\\hat k` of
+    :math:`|u - \\mathrm{med}\\,u|` above :data:`KHAT_LIMIT`: its variance is infinite or
+    nearly so, and a t reference for its mean is wrong (a finite, non-degenerate estimate only;
+    a constant series is kept)."""
+    khat = np.array([_tail_khat(col) for col in series.T])
+    return np.isfinite(khat) & (khat > KHAT_LIMIT)
+
+
+def _tail_khat(u: np.ndarray) -> float:
+    dev = np.abs(u - np.median(u))
+    if np.count_nonzero(dev > 0) < 20:  # degenerate (a stuck chain): nothing to estimate
+        return float("nan")
+    with np.errstate(divide="ignore"):
+        return pareto_khat(np.log(dev))
 
 
 def _checked(x: np.ndarray, b: np.ndarray, m_diag: np.ndarray | float) -> tuple[np.ndarray, ...]:
@@ -195,12 +243,13 @@ def moment_tests(
     ess = np.array([_ess(u) for u in pooled.series])  # (C, k)
     var = sum(u.var(0, ddof=1) / e for u, e in zip(pooled.series, ess, strict=True))
     dof = ess.sum(0) / 2 - 1
-    result = _result(pooled.ratio, var / x.shape[0] ** 2, pooled.ratio, dof)
+    tested = ~_heavy(np.concatenate([u[u.shape[0] // 2 :] for u in pooled.series]))
+    result = _result(pooled.ratio, var / x.shape[0] ** 2, pooled.ratio, dof, tested)
     if x.shape[0] == 1:
         return [result], result
     spread = np.concatenate(pooled.series).var(0, ddof=1)  # the target's, from every chain
     per_chain = [  # each chain's own memory: exact chains may mix at different speeds
-        _result(r, spread / e, pooled.ratio, e / 2 - 1)
+        _result(r, spread / e, pooled.ratio, e / 2 - 1, tested)
         for r, e in zip(pooled.chains, ess, strict=True)
     ]
     return per_chain, result

@@ -17,7 +17,7 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import MCMC, NUTS
 
-from numpyro_dsd import IMQ, Identity, ksd, ksd_diagnostic
+from numpyro_dsd import IMQ, Identity, fit_flow, ksd, ksd_diagnostic
 from numpyro_dsd.arviz.convert import (
     add_stein_inputs,
     get_group,
@@ -195,6 +195,32 @@ def test_other_diffusions(posterior, diffusion):
     assert float(good.pvalue_pooled) > 0.01
     assert float(bad.pvalue_pooled) < 0.01
     assert diffusion in good.attrs["diffusion"]
+
+
+def test_a_fitted_flow_is_reused(posterior):
+    """``diffusion=fit`` (a FlowFit) or ``fit.flow`` is used as it is: the same statistic as the
+    flow's own diffusion object, the fit's record in the attributes, and no refit (the flow's
+    arrays are the fit's)."""
+    fit = fit_flow(regression, posterior["X"], posterior["y"], num_steps=300, progress_bar=False)
+    draws = exact(posterior, 0, n=300)
+    by_fit = diag(posterior, draws, diffusion=fit)
+    by_flow = diag(posterior, draws, diffusion=fit.flow)
+    by_object = diag(posterior, draws, diffusion=fit.flow.diffusion())
+    np.testing.assert_allclose(by_fit.ksd, by_object.ksd, rtol=1e-6)
+    np.testing.assert_allclose(by_flow.ksd, by_object.ksd, rtol=1e-6)
+    assert by_fit.attrs["flow_fitted"] == "given" and by_fit.attrs["flow_khat"] == fit.khat
+    assert by_fit.attrs["flow_num_steps"] == 300
+    fitted = diag(posterior, draws, diffusion="flow", flow_kwargs={"num_steps": 300})
+    assert fitted.attrs["flow_fitted"] == "fit_flow(model)" and fitted.attrs["flow_khat"] < 0.7
+
+
+def test_a_flow_of_another_dimension(posterior):
+    def other():
+        numpyro.sample("z", dist.Normal(0.0, 1.0).expand([D + 1]).to_event(1))
+
+    fit = fit_flow(other, num_steps=5, progress_bar=False, num_khat_draws=0)
+    with pytest.raises(ValueError, match=r"acts on 4 dimensions but .* has 3"):
+        diag(posterior, exact(posterior, 0, n=50), diffusion=fit)
 
 
 def test_no_test(posterior):

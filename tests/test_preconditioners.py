@@ -51,6 +51,10 @@ def test_flow_preconditioner_with_given_flow():
     bij = svgd.preconditioner.bijection()
     pulled = jax.vmap(lambda z: bij.inverse_and_log_det(z)[0])(result.state.particles)
     np.testing.assert_allclose(result.particles, pulled, rtol=1e-6)
+    # fit_flow's result itself is accepted, and is the same preconditioner as its flow
+    by_fit = SVGD(hierarchical, optax.adagrad(0.2), num_particles=10, preconditioner=fit)
+    again = by_fit.run(jax.random.key(0), 20, progress_bar=False)
+    np.testing.assert_allclose(again.particles, result.particles, rtol=1e-6)
 
 
 @pytest.mark.slow

@@ -111,7 +111,8 @@ class SVGD:
         Hessian, re-estimated every 100 steps). ``"flow"``: a NeuTra flow fitted by
         :func:`~numpyro_dsd.fit_flow` in :meth:`init`: its arrays live in the state
         (``state.precond_params``), its record in ``SVGDRunResult.flow_fit``. A flow object
-        (``FittedFlow``, NumPyro ``Transform`` data-to-latent, ``(guide, params)``) is wrapped in
+        (``FlowFit`` or ``FittedFlow`` from ``fit_flow``, NumPyro ``Transform`` data-to-latent,
+        ``(guide, params)``) is wrapped in
         :class:`~numpyro_dsd.svgd.preconditioners.FlowPreconditioner`.
     bandwidth_every : int
         Steps between bandwidth updates (a median of at most 256 particles' distances).
@@ -492,6 +493,8 @@ class SVGD:
 
 
 def _resolve(preconditioner: Any) -> Preconditioner | None:
+    if isinstance(preconditioner, FlowFit):  # fit_flow's result: its flow
+        preconditioner = preconditioner.flow
     if preconditioner is None or isinstance(preconditioner, Preconditioner):
         return preconditioner
     if hasattr(preconditioner, "estimate") and hasattr(preconditioner, "bijection"):

@@ -24,7 +24,8 @@ Models and draws:
 - ``stochastic_volatility`` (``stochastic_volatility.py`` on 300 synthetic returns, d = 302):
   NUTS 4 x 1000;
 - posteriordb ``earnings-earn_height``, ``kidiq-kidscore_momiq``, ``sblrc-blr``: reference draws
-  (10 x 1000).
+  (10 x 1000); ``kidiq_exact``: kidiq with i.i.d. draws of its closed-form posterior (the
+  reference draws are 2.3 standard errors off, docs/validation.md).
 
 Run: ``.venv/bin/python benchmarks/flow_models.py [--only NAME ...]`` (about 25 minutes on 2
 cores, most of it NUTS on the two large models); prints a markdown table.
@@ -127,6 +128,26 @@ def posteriordb(name: str) -> Callable[[], tuple[Posterior, str]]:
     return lambda: (load(name), "posteriordb reference")
 
 
+def kidiq_exact() -> tuple[Posterior, str]:
+    """kidiq's posterior in closed form (flat prior on beta: sigma from its marginal on a fine
+    grid, then beta | sigma Gaussian), 10 x 1000 i.i.d. draws: posteriordb's reference draws
+    sit 2.3 standard errors off along the narrowest direction (docs/validation.md)."""
+    p = load("kidiq-kidscore_momiq")
+    y = np.asarray(p.model_kwargs["kid_score"], np.float64)
+    X = np.stack([np.ones_like(y), np.asarray(p.model_kwargs["mom_iq"], np.float64)], axis=1)
+    bhat = np.linalg.lstsq(X, y, rcond=None)[0]
+    rss, n = np.sum((y - X @ bhat) ** 2), len(y)
+    grid = np.linspace(14.0, 23.0, 200001)
+    log_marginal = -np.log1p((grid / 2.5) ** 2) - (n - 2) * np.log(grid) - rss / (2 * grid**2)
+    cdf = np.cumsum(np.exp(log_marginal - log_marginal.max()))
+    rng = np.random.default_rng(1)
+    sigma = np.interp(rng.uniform(size=10000), cdf / cdf[-1], grid)
+    L = np.linalg.cholesky(np.linalg.inv(X.T @ X))
+    beta = bhat + sigma[:, None] * (rng.normal(size=(10000, 2)) @ L.T)
+    draws = {"beta": beta.reshape(10, -1, 2), "sigma": sigma.reshape(10, -1)}
+    return Posterior(p.name, p.model, p.model_kwargs, draws), "exact (closed form), 10 x 1000"
+
+
 CASES = {
     "eight_schools": eight_schools,
     "funnel": funnel,
@@ -135,6 +156,7 @@ CASES = {
     "stochastic_volatility": stochastic_volatility,
     "earnings-earn_height": posteriordb("earnings-earn_height"),
     "kidiq-kidscore_momiq": posteriordb("kidiq-kidscore_momiq"),
+    "kidiq_exact": kidiq_exact,
     "sblrc-blr": posteriordb("sblrc-blr"),
 }
 

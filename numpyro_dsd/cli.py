@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-samples", type=int, default=1000, help="draws per chain")
     demo.add_argument("--num-chains", type=int, default=4, help="chains")
     demo.add_argument("--num-bootstrap", type=int, default=500, help="bootstrap replicates")
-    demo.add_argument("--num-flow-steps", type=int, default=1000, help="NeuTra flow fitting steps")
+    demo.add_argument("--num-flow-steps", type=int, default=2000, help="NeuTra flow fitting steps")
     demo.add_argument("--seed", type=int, default=0, help="every key is split from this seed")
     for old, new in (
         ("--chains", "--num-chains"),

@@ -91,13 +91,14 @@ def run_demo(
     num_samples: int = 1000,
     num_chains: int = 4,
     num_bootstrap: int = 500,
-    num_flow_steps: int = 1000,
+    num_flow_steps: int = 2000,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Run the demo; returns the table it prints and writes ``out_dir``/{demo.png, *.nc}.
 
     ``num_samples`` draws per chain, ``num_chains`` chains, ``num_bootstrap`` bootstrap
-    replicates, ``num_flow_steps`` NeuTra fitting steps; every key is split from
+    replicates, ``num_flow_steps`` NeuTra fitting steps (``fit_flow``'s default 2000, the length
+    its step-size schedule is made for); every key is split from
     ``jax.random.key(seed)`` (``chains``, ``n_boot`` and ``flow_steps`` are deprecated names).
 
     Examples

@@ -1,9 +1,11 @@
 """Marks the tests that touch ArviZ (marker ``arviz``).
 
 ``pytest -m arviz`` runs only what reads, writes, summarises or plots ArviZ data, runs the
-diagnostic, the command or the SVGD class (with its conversion): CI runs the whole suite under
-ArviZ 0.23 and these under ArviZ 1.x, which keeps it under 25 minutes. The rest (kernels, flows,
-score matching, the SVGD core) never imports ArviZ.
+diagnostic, the command or the SVGD class (with its conversion), or estimates a Pareto k-hat
+(ArviZ's PSIS: the flow fit's quality, the moment test's heavy-tail rule): CI runs the whole suite
+under ArviZ 0.23 and these under ArviZ 1.x, which keeps it under 25 minutes. The rest (kernels,
+score matching, the SVGD core) never imports ArviZ; the flow fits reach it only through
+``numpyro_dsd/flows/quality.py``, whose doctests run under both.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ ARVIZ_TESTS = {
     "test_bootstrap.py",
     "test_verdict.py",
     "test_svgd_infer.py",
+    "test_moments.py",
 }
 ARVIZ_MODULES = (
     "numpyro_dsd/arviz/",
@@ -29,6 +32,7 @@ ARVIZ_MODULES = (
     "numpyro_dsd/svgd/infer.py",
     "numpyro_dsd/cli.py",
     "numpyro_dsd/demo.py",
+    "numpyro_dsd/flows/quality.py",
 )
 
 

@@ -73,7 +73,14 @@ def _parser() -> argparse.ArgumentParser:
         )
     diag = sub.add_parser("diagnose", help="diagnose a saved netCDF with a stein_inputs group")
     diag.add_argument("file", type=Path)
-    diag.add_argument("--diffusion", type=_diffusion, choices=DIFFUSIONS, default="identity")
+    diag.add_argument(
+        "--diffusion",
+        type=_diffusion,
+        choices=DIFFUSIONS,
+        default="identity",
+        help="flow: reuse the flow stored in the file's stein_diagnostics group (the demo's files "
+        "have one, fitted to the model); without one, fit a flow to the draws under test",
+    )
     diag.add_argument("--num-bootstrap", type=int, default=1000, help="bootstrap replicates")
     diag.add_argument(
         "--n-boot",
@@ -131,9 +138,13 @@ def _diagnose(args: argparse.Namespace) -> int:
             f"numpyro-dsd: {args.file} has no 'stein_inputs' group (draws and scores). Write "
             "one with numpyro_dsd.arviz.convert.add_stein_inputs(idata, x, scores) and save it."
         )
+    diffusion = args.diffusion
+    stored = arviz_io.get_group(data, "stein_diagnostics")
+    if diffusion == "flow" and stored is not None and "flow_spec_dim" in stored.attrs:
+        diffusion = data  # the flow an earlier diagnostic fitted (to the model) and saved
     ds = ksd_diagnostic(
         data,
-        diffusion=args.diffusion,
+        diffusion=diffusion,
         num_bootstrap=args.num_bootstrap,
         rng_key=jax.random.key(args.seed),
     )
@@ -142,6 +153,9 @@ def _diagnose(args: argparse.Namespace) -> int:
     verdict = f"{ds.verdict_pooled.values} ({ds.reason_pooled.values})"
     print(f"\npooled verdict at level {ds.attrs['alpha']:g}: {verdict}")
     print(f"{ds.attrs['kernel']} kernel, {ds.attrs['diffusion']} diffusion, {ds.attrs['test']}")
+    if "flow_fitted" in ds.attrs:
+        khat, steps = ds.attrs.get("flow_khat", float("nan")), ds.attrs.get("flow_num_steps", "?")
+        print(f"flow: {ds.attrs['flow_fitted']}; Pareto k-hat {khat:.2f}, {steps} steps")
     if args.save:
         arviz_io.save(arviz_io.add_diagnostics(data, ds), args.save)
     if args.plot:

@@ -28,6 +28,15 @@ def test_demo_writes_table_figure_and_files(demo_dir, capsys):
         assert np.all(np.isfinite(scores))
 
 
+def test_diagnose_reuses_the_stored_flow(demo_dir, capsys):
+    """The demo's files keep the flow it fitted to the model; ``--diffusion flow`` reuses it
+    (no refit to the draws under test) and says which flow it used."""
+    argv = ["diagnose", str(demo_dir / "centred.nc"), "--num-bootstrap", "100"]
+    assert main([*argv, "--diffusion", "flow"]) == 0
+    out = capsys.readouterr().out
+    assert "flow: stored with an earlier diagnostic (fit_flow(model)); Pareto k-hat" in out
+
+
 def test_diagnose_a_saved_file_without_the_model(demo_dir, tmp_path, capsys):
     saved, fig = tmp_path / "out.nc", tmp_path / "trace.png"
     argv = ["diagnose", str(demo_dir / "noncentred.nc"), "--num-bootstrap", "100"]

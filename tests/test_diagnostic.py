@@ -19,7 +19,9 @@ from numpyro.infer import MCMC, NUTS
 
 from numpyro_dsd import IMQ, Identity, fit_flow, ksd, ksd_diagnostic
 from numpyro_dsd.arviz.convert import (
+    add_diagnostics,
     add_stein_inputs,
+    from_stein_inputs,
     get_group,
     load,
     posterior_dict,
@@ -212,6 +214,23 @@ def test_a_fitted_flow_is_reused(posterior):
     assert by_fit.attrs["flow_num_steps"] == 300
     fitted = diag(posterior, draws, diffusion="flow", flow_kwargs={"num_steps": 300})
     assert fitted.attrs["flow_fitted"] == "fit_flow(model)" and fitted.attrs["flow_khat"] < 0.7
+
+
+def test_the_flow_is_kept_with_the_result(posterior, tmp_path):
+    """A diagnostic with a flow stores the flow's arrays in its result; ``diffusion=<that
+    result>`` (also read back from netCDF) reuses the flow, so the statistic is the same."""
+    draws = exact(posterior, 0, n=300)
+    first = diag(posterior, draws, diffusion="flow", flow_kwargs={"num_steps": 200})
+    assert "flow_loc" in first and first.attrs["flow_spec_dim"] == "3"
+    again = diag(posterior, draws, diffusion=first)
+    np.testing.assert_allclose(again.ksd, first.ksd, rtol=1e-6)
+    assert again.attrs["flow_fitted"].startswith("stored with an earlier diagnostic")
+    mcmc_like = from_stein_inputs(*closed_form(posterior, draws)[:2])
+    save(add_diagnostics(mcmc_like, first), tmp_path / "with_flow.nc")
+    stored = diag(posterior, draws, diffusion=load(tmp_path / "with_flow.nc"))
+    np.testing.assert_allclose(stored.ksd, first.ksd, rtol=1e-6)
+    with pytest.raises(ValueError, match="holds no flow"):
+        diag(posterior, draws, diffusion=diag(posterior, draws, test=False))
 
 
 def test_a_flow_of_another_dimension(posterior):

@@ -7,6 +7,7 @@ without the model; fitting lives in :mod:`numpyro_dsd.flows.fitting`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+import xarray as xr
 from jax.example_libraries import stax
 from jax.typing import ArrayLike
 from numpyro.distributions.flows import InverseAutoregressiveTransform
@@ -110,8 +112,68 @@ class FittedFlow(NamedTuple):
         """The :class:`~numpyro_dsd.FlowDiffusion` of this flow, through its cheap direction;
         ``record`` (how the flow was fitted) goes to its ``settings()``."""
         if self.spec.direction == "normalizer":
-            return FlowDiffusion(self.transform(), record=record)
-        return FlowDiffusion.from_generator(self.generator(), record=record)
+            diffusion = FlowDiffusion(self.transform(), record=record)
+        else:
+            diffusion = FlowDiffusion.from_generator(self.generator(), record=record)
+        diffusion.fitted = self  # the diagnostic stores it with its result (to_dataset)
+        return diffusion
+
+    def to_dataset(self, prefix: str = "flow_") -> xr.Dataset:
+        """The flow as an xarray Dataset of plain arrays and attributes (netCDF-safe, no
+        pickle): ``{prefix}loc``, ``{prefix}scale`` (dim ``{prefix}dim``), one variable
+        ``{prefix}param_{i}`` per parameter array (in :func:`jax.tree_util.tree_leaves` order of
+        ``params``, sorted by layer name) and the :class:`FlowSpec` as attributes
+        ``{prefix}spec_*``. :meth:`from_dataset` rebuilds it; the diagnostic stores it with its
+        result so a later call, or a saved file, reuses the flow.
+
+        Examples
+        --------
+        >>> import jax
+        >>> from numpyro_dsd.flows.fitting import fit_flow_to_samples
+        >>> x = jax.random.normal(jax.random.key(0), (100, 2))
+        >>> flow = fit_flow_to_samples(x, num_steps=5, progress_bar=False).flow
+        >>> again = FittedFlow.from_dataset(flow.to_dataset())
+        >>> bool(jnp.allclose(again.transform()(x), flow.transform()(x)))
+        True
+        """
+        leaves = jax.tree_util.tree_leaves(_sorted(self.params))
+        data = {f"{prefix}loc": (f"{prefix}dim", np.asarray(self.loc))}
+        data[f"{prefix}scale"] = (f"{prefix}dim", np.asarray(self.scale))
+        for i, leaf in enumerate(leaves):
+            leaf = np.asarray(leaf)
+            data[f"{prefix}param_{i}"] = (
+                [f"{prefix}param_{i}_{j}" for j in range(leaf.ndim)],
+                leaf,
+            )
+        spec = self.spec._asdict()
+        attrs = {f"{prefix}spec_{k}": json.dumps(v) for k, v in spec.items()}
+        attrs[f"{prefix}num_params"] = len(leaves)
+        return xr.Dataset(data, attrs=attrs)
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset, prefix: str = "flow_") -> FittedFlow:
+        """The flow stored by :meth:`to_dataset` (e.g. in a diagnostic's result, or its
+        ``stein_diagnostics`` group read back from netCDF)."""
+        if f"{prefix}spec_dim" not in ds.attrs:
+            raise ValueError(
+                "This dataset holds no flow (no flow_spec_* attributes): pass a diagnostic result "
+                "computed with a flow diffusion, or fit one with fit_flow(model, ...)."
+            )
+        fields = {k: json.loads(ds.attrs[f"{prefix}spec_{k}"]) for k in FlowSpec._fields}
+        fields["hidden_dims"] = tuple(fields["hidden_dims"])
+        fields["order"] = None if fields["order"] is None else tuple(fields["order"])
+        spec = FlowSpec(**fields)
+        template = _sorted(
+            {
+                _arn_name(i): _arn(spec)[0](jax.random.key(0), (spec.dim,))[1]
+                for i in range(spec.num_flows)
+            }
+        )
+        count = int(ds.attrs[f"{prefix}num_params"])
+        leaves = [jnp.asarray(ds[f"{prefix}param_{i}"].values) for i in range(count)]
+        params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
+        loc, scale = (jnp.asarray(ds[f"{prefix}{k}"].values) for k in ("loc", "scale"))
+        return cls(spec, dict(params), loc, scale)
 
     def log_prob(self, x: ArrayLike) -> jax.Array:
         """Flow log density :math:`\\log\\mathcal N(T(x); 0, I) + \\log|\\det J(x)|`, x (..., d)."""
@@ -175,6 +237,10 @@ class FlowFit(NamedTuple):
             "khat": float(self.khat),
             "step_scale": float(self.step_scale),
         }
+
+
+def _sorted(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: params[k] for k in sorted(params)}
 
 
 def _finite_median(values: np.ndarray) -> float:

@@ -247,7 +247,19 @@ def diagnose_draws(
     attrs.update(rng_key=record, alpha=float(alpha), min_ess=float(min_ess))
     attrs["moments_untested"] = moments[1].untested  # heavy tails: left out of the moment test
     ms = prefix_points(n, num_prefixes)
-    return _dataset(curves, v_pooled, tests, stats, moments, judged, draws, ms, attrs)
+    ds = _dataset(curves, v_pooled, tests, stats, moments, judged, draws, ms, attrs)
+    return _with_flow(ds, getattr(diffusion, "fitted", None))
+
+
+def _with_flow(ds: xr.Dataset, fitted: Any) -> xr.Dataset:
+    """Keep a fitted flow's arrays with the result (``FittedFlow.to_dataset``): a later
+    diagnostic with ``diffusion=ds``, or of the saved file, reuses the flow."""
+    if fitted is None:
+        return ds
+    flow = fitted.to_dataset()
+    ds = ds.assign(flow.data_vars)
+    ds.attrs.update(flow.attrs)
+    return ds
 
 
 def _moments(feats: Any, num_chains: int) -> tuple[list[MomentTest], MomentTest]:

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 from numpyro.infer import MCMC
 
 from numpyro_dsd import arviz as arviz_io
@@ -270,6 +271,9 @@ def resolve_diffusion(
       :mod:`numpyro_dsd.vocabulary`) to the fit.
     - a :class:`~numpyro_dsd.flows.FlowFit` or :class:`~numpyro_dsd.flows.FittedFlow` (from
       :func:`numpyro_dsd.fit_flow`): its flow diffusion, no refit;
+    - an earlier diagnostic's result (the Dataset, or an InferenceData/DataTree with it as group
+      ``stein_diagnostics``, e.g. loaded from netCDF) computed with a flow: the flow stored with
+      it (:meth:`~numpyro_dsd.flows.FittedFlow.from_dataset`), no refit;
     - ``(guide, params)``: a fitted NumPyro autoguide with a transform (``AutoIAFNormal``), its
       generator permuted into the model's layout
       (:meth:`~numpyro_dsd.model.ModelLayout.autoguide_generator`; needs the model).
@@ -285,6 +289,9 @@ def resolve_diffusion(
         return _autoguide_diffusion(draws, *diffusion)
     if isinstance(diffusion, FlowFit | FittedFlow):
         return _given_flow(diffusion, draws.x.shape[-1])
+    if not isinstance(diffusion, str) and not hasattr(diffusion, "features"):
+        if isinstance(diffusion, xr.Dataset) or arviz_io.is_inference_data(diffusion):
+            return _stored_flow(diffusion, draws.x.shape[-1])
     if not isinstance(diffusion, str):
         if not hasattr(diffusion, "features"):
             raise ValueError(
@@ -351,9 +358,31 @@ def _fit_flow(
     return fit.flow.diffusion(record={"fitted": how, **fit.summary()})
 
 
-def _given_flow(flow: FlowFit | FittedFlow, dim: int) -> Diffusion:
+def _stored_flow(data: Any, dim: int) -> Diffusion:
+    """The flow kept with an earlier diagnostic's result (a Dataset, or a container whose
+    ``stein_diagnostics`` group holds one, e.g. read back from netCDF)."""
+    ds = data if isinstance(data, xr.Dataset) else arviz_io.get_group(data, "stein_diagnostics")
+    if ds is None:
+        raise ValueError(
+            "diffusion=<InferenceData/DataTree> needs a stein_diagnostics group with a stored flow "
+            "(a diagnostic run with diffusion='flow', saved with add_diagnostics)."
+        )
+    skip = ("flow_spec_", "flow_num_params")
+    record = {
+        k.removeprefix("flow_"): v
+        for k, v in ds.attrs.items()
+        if k.startswith("flow_") and not k.startswith(skip)
+    }
+    record["fitted"] = f"stored with an earlier diagnostic ({record.get('fitted', 'given')})"
+    return _given_flow(FittedFlow.from_dataset(ds), dim, record)
+
+
+def _given_flow(
+    flow: FlowFit | FittedFlow, dim: int, record: dict[str, Any] | None = None
+) -> Diffusion:
     """The diffusion of a flow fitted earlier (a ``FlowFit`` or its ``FittedFlow``)."""
-    record = {"fitted": "given", **flow.summary()} if isinstance(flow, FlowFit) else {}
+    if record is None:
+        record = {"fitted": "given", **(flow.summary() if isinstance(flow, FlowFit) else {})}
     fitted = flow.flow if isinstance(flow, FlowFit) else flow
     if fitted.spec.dim != dim:
         raise ValueError(
@@ -361,4 +390,4 @@ def _given_flow(flow: FlowFit | FittedFlow, dim: int) -> Diffusion:
             f"unconstrained latent has {dim}: fit it to this model (fit_flow(model, ...)) or "
             "pass diffusion='flow'."
         )
-    return fitted.diffusion(record=record or {"fitted": "given"})
+    return fitted.diffusion(record=record)

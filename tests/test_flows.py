@@ -158,6 +158,9 @@ class TestFitHealth:
     def test_divergent_step_size_raises(self, optim):
         with pytest.raises(FlowFitError, match="diverged with the optimiser given"):
             fit_flow(gaussian_model, num_steps=200, optim=optim, progress_bar=False)
+        x = jax.random.normal(jax.random.key(0), (500, 2)) * jnp.array([1.0, 5.0])
+        with pytest.raises(FlowFitError, match="diverged with the optimiser given"):
+            fit_flow_to_samples(x, num_steps=200, optim=optim, progress_bar=False)
 
     def test_khat_reported_and_warned(self, gaussian_fit):
         assert gaussian_fit.khat < 0.5  # a near-exact fit of a Gaussian

@@ -217,24 +217,18 @@ def fit_flow(
     loc, scale = _start(_start_name(start, standardize), layout)
     inv = np.argsort(order)  # the guide's affine acts in the guide's (declaration) order
     guide_kwargs = dict(num_flows=num_flows, skip_connections=skip_connections)
-    factors = BACKOFF if optim is None and init_state is None else (1.0,)
-    for factor in factors:
-        opt = default_optim(d, scale=factor) if optim is None else optim
-        svi, guide = _model_svi(
-            model,
-            guide_kwargs,
-            hidden_dims,
-            nonlinearity,
-            opt,
-            num_particles,
-            (loc[inv], scale[inv]),
+
+    def make(opt: Any) -> tuple[SVI, AutoIAFNormal]:
+        affine = (loc[inv], scale[inv])
+        return _model_svi(
+            model, guide_kwargs, hidden_dims, nonlinearity, opt, num_particles, affine
         )
-        result = _run(
-            svi, rng_key, num_steps, model_args, model_kwargs, progress_bar, init_state, True
-        )
-        problem = loss_problem(result.losses)
-        if problem is None or problem.endswith("at the start"):
-            break
+
+    def run(made: tuple[SVI, AutoIAFNormal]) -> Any:
+        args = (rng_key, num_steps, model_args, model_kwargs, progress_bar, init_state, True)
+        return _run(made[0], *args)
+
+    (_, guide), result, factor, problem = _run_with_backoff(make, run, d, optim, init_state)
     spec = _spec(
         guide.latent_dim, num_flows, guide._hidden_dims, skip_connections, nonlinearity, "generator"
     )
@@ -555,6 +549,10 @@ def fit_flow_to_samples(
     Maximises :math:`\\frac1n\\sum_i \\log q(x_i)`,
     :math:`\\log q(x) = \\log\\mathcal N(T(x); 0, I) + \\log|\\det J(x)|`, with
     :math:`T = \\text{layers} \\circ \\text{standardise}`, by minibatch stochastic gradients.
+    As in :func:`fit_flow`: the layers start at the identity (so the first flow is the draws'
+    standardisation), :func:`default_optim` for d, non-finite steps skipped, a diverging run
+    restarted at a 10 times smaller step, and :class:`~numpyro_dsd.flows.quality.FlowFitError`
+    when that fails. No :math:`\\hat k` (it needs the target's density): ``khat`` is NaN.
 
     Parameters
     ----------
@@ -567,8 +565,7 @@ def fit_flow_to_samples(
     batch_size : int or None
         Minibatch size; ``None`` uses all draws every step.
     optim : numpyro.optim optimizer or optax ``GradientTransformation``
-        Default :func:`default_optim` (Adam, step size decaying from 1e-2 to 1e-4
-        over 2000 steps).
+        Default :func:`default_optim` for d.
     rng_key, progress_bar, init_state
         As in :func:`fit_flow`.
 
@@ -594,16 +591,44 @@ def fit_flow_to_samples(
             "degenerate sample. Drop those coordinates or check the sampler."
         )
     batch = None if batch_size is None or batch_size >= n else int(batch_size)
-    svi = SVI(
-        _likelihood_model,
-        lambda *a, **k: None,
-        default_optim() if optim is None else optim,
-        Trace_ELBO(),
-    )
     args = (x, spec, loc, scale, batch)
-    result = _run(svi, rng_key, num_steps, args, {}, progress_bar, init_state)
+
+    def make(opt: Any) -> SVI:
+        return SVI(_likelihood_model, lambda *a, **k: None, opt, Trace_ELBO())
+
+    def run(svi: SVI) -> Any:
+        return _run(svi, rng_key, num_steps, args, {}, progress_bar, init_state, True)
+
+    _, result, factor, problem = _run_with_backoff(make, run, d, optim, init_state)
     flow = FittedFlow(spec, {k: v for k, v in result.params.items()}, loc, scale)
-    return FlowFit(flow, result.state, result.losses / n, result.params)
+    nonfinite = int(np.sum(~np.isfinite(np.asarray(result.losses))))
+    fit = FlowFit(
+        flow, result.state, result.losses / n, result.params, float("nan"), nonfinite, factor
+    )
+    if problem is not None:
+        raise FlowFitError(_fit_message(problem, optim is None and init_state is None), fit)
+    return fit
+
+
+def _run_with_backoff(
+    make: Callable[[Any], Any],
+    run: Callable[[Any], Any],
+    dim: int,
+    optim: Any,
+    init_state: SVIState | None,
+) -> tuple[Any, Any, float, str | None]:
+    """``run(make(optimiser))``; with the default optimiser on a fresh start, again at the
+    step-size factors of :data:`BACKOFF` while :func:`~numpyro_dsd.flows.quality.loss_problem`
+    finds a divergence. Returns (what ``make`` made, the run's result, the factor, the
+    problem or None)."""
+    factors = BACKOFF if optim is None and init_state is None else (1.0,)
+    for factor in factors:
+        made = make(default_optim(dim, scale=factor) if optim is None else optim)
+        result = run(made)
+        problem = loss_problem(result.losses)
+        if problem is None or problem.endswith("at the start"):
+            break
+    return made, result, factor, problem
 
 
 def _likelihood_model(

@@ -55,15 +55,20 @@ def loss_problem(losses: np.ndarray, max_nonfinite: float = 0.1) -> str | None:
 
     Unhealthy: a non-finite first loss (the objective is not finite where the fit starts), more
     than ``max_nonfinite`` of the losses non-finite (steps with non-finite values are skipped,
-    so a few are harmless), or the median of the last tenth above the median of the first tenth
-    by more than :math:`5\\,\\mathrm{sd} + 1`, the sd from the first tenth's MAD (diverged).
+    so a few are harmless), or, for runs of 20 steps or more, the median of the last tenth above
+    the median of the first tenth by more than :math:`5\\,\\mathrm{sd} + 1`, sd the noise of one
+    loss from the MAD of the step-to-step differences over the first quarter, or above the
+    smallest loss by more than 100 times its magnitude plus 1 (a blow-up from the first steps,
+    whose noise swamps the first test): diverged.
 
     Examples
     --------
     >>> loss_problem(np.linspace(10.0, 1.0, 100)) is None
     True
+    >>> loss_problem(np.r_[np.linspace(10.0, 1.0, 50), np.full(50, 50.0)])
+    'the loss rose from 9.17 to 50 (median of the first and last tenth of the steps)'
     >>> loss_problem(np.r_[np.linspace(10.0, 1.0, 50), np.full(50, 1e9)])
-    'the loss rose from 9.17 to 1e+09 (median of the first and last tenth of the steps)'
+    "the loss blew up from 1 (its smallest) to 1e+09 (last tenth's median)"
     """
     losses = np.asarray(losses, dtype=np.float64)
     finite = np.isfinite(losses)
@@ -77,8 +82,16 @@ def loss_problem(losses: np.ndarray, max_nonfinite: float = 0.1) -> str | None:
     first, last = losses[:tenth][finite[:tenth]], losses[-tenth:][finite[-tenth:]]
     if last.size == 0:
         return "the last losses are not finite"
-    sd = 1.4826 * np.median(np.abs(first - np.median(first)))
+    if losses.size < 20:  # too short to tell a rise from noise
+        return None
+    quarter = losses[: max(3, losses.size // 4)]
+    steps = np.diff(quarter[np.isfinite(quarter)])  # noise at the start: MAD of the differences
+    sd = 1.4826 * np.median(np.abs(steps - np.median(steps))) / np.sqrt(2.0)
     start, end = np.median(first), np.median(last)
+    low = np.min(losses[finite])
+    exploded = end - low > 100.0 * (abs(low) + 1.0)  # a blow-up from the first steps on
+    if exploded:
+        return f"the loss blew up from {low:.3g} (its smallest) to {end:.3g} (last tenth's median)"
     if end > start + 5.0 * sd + 1.0:
         return (
             f"the loss rose from {start:.3g} to {end:.3g} (median of the first and last tenth of "

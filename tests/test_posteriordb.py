@@ -20,7 +20,13 @@ import pytest
 from numpyro.infer.util import log_density
 
 from numpyro_dsd import ksd_diagnostic
-from numpyro_dsd.datasets.posteriordb import NAMES, PERTURBATIONS, load, perturb
+from numpyro_dsd.datasets.posteriordb import (
+    NAMES,
+    PERTURBATIONS,
+    kidiq_exact_draws,
+    load,
+    perturb,
+)
 from numpyro_dsd.model.targets import latent_sites, model_draws
 
 CHAINS, DRAWS = 10, 1000
@@ -301,25 +307,9 @@ def test_diagnostic(name):
     assert pvalues["widen"] < 0.01, pvalues
 
 
-def _kidiq_exact_draws(p, rng, n):
-    """I.i.d. draws of kidiq's posterior in closed form: sigma from its marginal on a fine grid
-    (flat beta integrates out to sigma^2 |X^T X|^-1/2), then beta | sigma Gaussian."""
-    y = np.asarray(p.model_kwargs["kid_score"], np.float64)
-    X = np.stack([np.ones_like(y), np.asarray(p.model_kwargs["mom_iq"], np.float64)], axis=1)
-    bhat = np.linalg.lstsq(X, y, rcond=None)[0]
-    rss, N = np.sum((y - X @ bhat) ** 2), len(y)
-    grid = np.linspace(14.0, 23.0, 200001)
-    log_marginal = -np.log1p((grid / 2.5) ** 2) - (N - 2) * np.log(grid) - rss / (2 * grid**2)
-    cdf = np.cumsum(np.exp(log_marginal - log_marginal.max()))
-    sigma = np.interp(rng.uniform(size=n), cdf / cdf[-1], grid)
-    L = np.linalg.cholesky(np.linalg.inv(X.T @ X))
-    beta = bhat + sigma[:, None] * (rng.normal(size=(n, 2)) @ L.T)
-    return {"beta": beta.reshape(10, -1, 2), "sigma": sigma.reshape(10, -1)}
-
-
 def test_kidiq_exact_draws_pass():
     """Exact draws of the port's posterior pass the diagnostic (posteriordb's own reference draws
     give p = 0.03 here: their mean along the narrowest direction is 2.3 standard errors from the
     closed-form posterior mean, docs/validation.md)."""
     p = load("kidiq-kidscore_momiq")
-    assert _pvalue(p, _kidiq_exact_draws(p, np.random.default_rng(1), 10000)) > 0.05
+    assert _pvalue(p, kidiq_exact_draws(p, np.random.default_rng(1), 10000)) > 0.05

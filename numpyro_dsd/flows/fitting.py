@@ -57,7 +57,7 @@ from numpyro_dsd.flows.quality import (
     loss_problem,
 )
 from numpyro_dsd.model.layout import ModelLayout
-from numpyro_dsd.vocabulary import rng_key_or_default
+from numpyro_dsd.vocabulary import rng_key_or_default, warn_renamed
 
 __all__ = [
     "BACKOFF",
@@ -265,12 +265,8 @@ def fit_flow(
 def _start_name(start: Any, standardize: bool | None) -> Any:
     if standardize is None:
         return start
-    warnings.warn(
-        "fit_flow(standardize=...) is deprecated: use start='laplace' (True) or start='none' "
-        "(False); the default start='mean_field' converges on more models.",
-        DeprecationWarning,
-        stacklevel=3,
-    )
+    new = "start='laplace'" if standardize else "start='none'"
+    warn_renamed(f"standardize={standardize}", new, "fit_flow", stacklevel=4)
     return "laplace" if standardize else "none"
 
 

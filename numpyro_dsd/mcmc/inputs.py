@@ -289,16 +289,15 @@ def resolve_diffusion(
         return _autoguide_diffusion(draws, *diffusion)
     if isinstance(diffusion, FlowFit | FittedFlow):
         return _given_flow(diffusion, draws.x.shape[-1])
-    if not isinstance(diffusion, str) and not hasattr(diffusion, "features"):
+    if not isinstance(diffusion, str):
+        if hasattr(diffusion, "features"):
+            return diffusion
         if isinstance(diffusion, xr.Dataset) or arviz_io.is_inference_data(diffusion):
             return _stored_flow(diffusion, draws.x.shape[-1])
-    if not isinstance(diffusion, str):
-        if not hasattr(diffusion, "features"):
-            raise ValueError(
-                f"diffusion must be 'identity', 'covariance', 'flow' or a diffusion object; got "
-                f"{diffusion!r}."
-            )
-        return diffusion
+        raise ValueError(
+            f"diffusion must be 'identity', 'covariance', 'flow' or a diffusion object; got "
+            f"{diffusion!r}."
+        )
     diffusion = canonical_diffusion(diffusion)
     if diffusion == "identity":
         return Identity()

@@ -10,6 +10,7 @@ import pytest
 from numpyro_dsd import IMQ, Constant, PositionDependent, ksd_squared
 from numpyro_dsd.mcmc.bootstrap import (
     DEFAULT_KAPPA,
+    _jumps_cheaper,
     chain_signs,
     flip_probability,
     ksd_test,
@@ -19,7 +20,7 @@ from numpyro_dsd.mcmc.bootstrap import (
     wild_bootstrap,
 )
 from numpyro_dsd.stein.engine import prepare
-from numpyro_dsd.stein.tiling import pair_matvec
+from numpyro_dsd.stein.tiling import pair_matvec, pair_quadratic_jumps, sign_jumps
 
 KERNEL = IMQ()  # c = 1, beta = -1/2, bandwidth 1 (Gamma = I): frozen
 
@@ -72,6 +73,41 @@ class TestFloat64:
         assert full.dtype == jnp.float64 and full.shape == (40, 5)
         assert max_rel_err(full, K @ w) < 1e-12
         assert max_rel_err(lower, jnp.tril(K, -1) @ w) < 1e-12
+
+    @pytest.mark.parametrize(
+        "diffusion", [Constant(np.array([[1.2, 0.3], [-0.1, 0.8]])), PositionDependent(m_fn)]
+    )
+    @pytest.mark.parametrize("block", [8, 12])  # divides n = 48, does not
+    def test_jump_form_equals_dense(self, diffusion, block):
+        """Quadratic forms from the sign changes alone (docs/math.md §2.6) against dense algebra:
+        three stacked chains' sign processes (changes at chain boundaries too), one column that
+        never changes and one that changes at every row."""
+        rng = np.random.default_rng(6)
+        x = rng.standard_normal((48, 2)) * np.array([1.0, 1.5])
+        s = -x / np.array([1.0, 2.25]) + 0.1
+        sk = prepare(x, s, kernel=KERNEL, diffusion=diffusion)
+        keys = jax.random.split(jax.random.key(7), 3)
+        w = np.concatenate([np.asarray(sign_process(k, 16, 20, 0.1)) for k in keys])
+        alternating = np.where(np.arange(48) % 2 == 0, 1, -1).astype(np.int8)[:, None]
+        w = np.concatenate([np.ones((48, 1), np.int8), w, alternating], axis=1)
+        jumps = sign_jumps(w, block)
+        assert jumps.num_pairs == np.sum((np.count_nonzero(np.diff(w, axis=0), axis=0) + 1) ** 2)
+        args = (sk.tile_fn, sk.feats, sk.consts, sk.diag, jumps)
+        q = pair_quadratic_jumps(*args, block=block, devices=tuple(jax.local_devices()))
+        dense = np.einsum("ic,ij,jc->c", w, np.asarray(sk.matrix()), w)
+        assert q.dtype == jnp.float64 and q.shape == (22,)
+        assert max_rel_err(q, dense) < 1e-12
+
+    def test_wild_bootstrap_methods_agree(self):
+        rng = np.random.default_rng(8)
+        x = rng.standard_normal((60, 2))
+        sk = prepare(x, -x * 1.1, kernel=KERNEL)
+        signs = sign_process(jax.random.key(9), 60, 40, 0.05)
+        dense = wild_bootstrap(sk, signs, block_size=16, method="dense")
+        jumps = wild_bootstrap(sk, signs, block_size=16, method="jumps")
+        np.testing.assert_allclose(jumps.statistic, dense.statistic, rtol=1e-12)
+        np.testing.assert_allclose(jumps.replicates, dense.replicates, rtol=1e-12)
+        assert float(jumps.pvalue) == float(dense.pvalue)
 
     def test_statistic_and_replicates_equal_dense(self):
         rng = np.random.default_rng(1)
@@ -253,3 +289,17 @@ def test_ksd_test_input_checks():
     sk = prepare(x + np.arange(10)[:, None], -x, kernel=KERNEL)
     with pytest.raises(ValueError, match="signs"):
         wild_bootstrap(sk, jnp.ones((9, 3)))
+
+
+def test_method_choice_and_bad_method():
+    """The jump form is chosen for many replicates of rarely flipping signs (a slowly mixing
+    chain), the dense product for i.i.d. signs; an unknown method is refused."""
+    slow = np.asarray(sign_process(jax.random.key(10), 20000, 1000, 1 / 1200))
+    fast = np.asarray(sign_process(jax.random.key(10), 20000, 1000, 0.5))
+    assert _jumps_cheaper(slow) and not _jumps_cheaper(fast)
+    x = np.random.default_rng(11).standard_normal((N, 2)).astype(np.float32)
+    sk = prepare(x, -x)
+    with pytest.raises(ValueError, match="method must be"):
+        wild_bootstrap(sk, sign_process(jax.random.key(0), N, 5, 0.5), method="fast")
+    with pytest.raises(ValueError, match="flip too often"):  # n^2 / 2 pairs per replicate
+        wild_bootstrap(sk, sign_process(jax.random.key(0), N, 5, 0.5), method="jumps")

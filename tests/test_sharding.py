@@ -25,6 +25,13 @@ SCRIPT = textwrap.dedent(
         out[name + "_one"] = float(ksd_squared(
             x, -x, kernel=IMQ(bandwidth="med"), block_size=64, devices=jax.local_devices()[:1], **kw
         ))
+    from numpyro_dsd.mcmc.bootstrap import sign_process, wild_bootstrap
+    from numpyro_dsd.stein.engine import prepare
+    sk = prepare(x, -x, kernel=IMQ(bandwidth="med").frozen(x))
+    signs = sign_process(jax.random.key(1), 1500, 50, 0.01)
+    for name, devs in {"jumps": None, "jumps_one": jax.local_devices()[:1]}.items():
+        res = wild_bootstrap(sk, signs, block_size=64, devices=devs, method="jumps")
+        out[name] = np.asarray(res.replicates).tolist()
     print(json.dumps(out))
     """
 )
@@ -39,6 +46,7 @@ def test_four_host_devices_equal_one(x64):
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["n_devices"] == 4
     x = np.random.default_rng(0).normal(size=(1500, 3))
+    import jax
     import jax.numpy as jnp
 
     diff = PositionDependent(lambda p: jnp.eye(3) * (1.0 + 0.1 * jnp.tanh(p @ p)))
@@ -46,6 +54,12 @@ def test_four_host_devices_equal_one(x64):
         "identity": ksd_squared(x, -x, kernel=IMQ(bandwidth="med"), block_size=64),
         "position": ksd_squared(x, -x, kernel=IMQ(bandwidth="med"), block_size=64, diffusion=diff),
     }
+    from numpyro_dsd.mcmc.bootstrap import sign_process, wild_bootstrap
+    from numpyro_dsd.stein.engine import prepare
+
+    sk = prepare(x, -x, kernel=IMQ(bandwidth="med").frozen(x))
+    signs = sign_process(jax.random.key(1), 1500, 50, 0.01)
+    here["jumps"] = wild_bootstrap(sk, signs, block_size=64, method="dense").replicates
     for name, value in here.items():
         np.testing.assert_allclose(out[name], value, rtol=1e-12)
         np.testing.assert_allclose(out[name + "_one"], value, rtol=1e-12)

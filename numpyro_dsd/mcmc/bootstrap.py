@@ -25,7 +25,10 @@ the calibration study in ``benchmarks/bootstrap_calibration.py`` (docs/benchmark
 
 All replicates come from one blocked pass :math:`K^0 [\\mathbf 1, W^{(1)}, \\dots]`
 (:func:`numpyro_dsd.stein.tiling.pair_matvec`): :math:`O(n^2 (d + N_{boot}))` time and
-:math:`O(n N_{boot})` memory, never the :math:`n \\times n` matrix.
+:math:`O(n N_{boot})` memory, never the :math:`n \\times n` matrix. On slowly mixing chains the
+signs change rarely, and the replicates come from the sign changes alone
+(:func:`numpyro_dsd.stein.tiling.pair_quadratic_jumps`, docs/math.md §2.6): the cost of one pass
+over the kernel plus the number of pairs of changes (:func:`wild_bootstrap`'s ``method``).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from numpyro_dsd.mcmc.stationarity import within_ess
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import SteinKernel, local_devices, prepare, tile_size
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
-from numpyro_dsd.stein.tiling import pair_matvec
+from numpyro_dsd.stein.tiling import pair_matvec, pair_quadratic_jumps, sign_jumps
 from numpyro_dsd.vocabulary import renamed_arguments, rng_key_or_default
 
 __all__ = [
@@ -57,6 +60,12 @@ __all__ = [
 
 #: Sign-process memory factor :math:`\kappa` (see the module docstring).
 DEFAULT_KAPPA = 3.0
+
+#: Costs of :func:`wild_bootstrap`'s jump form relative to one multiply-add of the dense form,
+#: per pair of points (a strip of the kernel and its two-way suffix sums) and per pair of jumps,
+#: measured on 2 CPU cores (benchmarks/diagnostic_speed.py, docs/benchmarks.md).
+JUMP_COST_PER_POINT_PAIR = 500.0
+JUMP_COST_PER_JUMP_PAIR = 15000.0
 
 
 class BootstrapResult(NamedTuple):
@@ -197,6 +206,7 @@ def wild_bootstrap(
     *,
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
+    method: str = "auto",
 ) -> BootstrapResult:
     """Wild-bootstrap p-value of :math:`n\\hat V` for a prepared Stein kernel.
 
@@ -210,6 +220,15 @@ def wild_bootstrap(
         (independent chains get independent processes).
     block_size, devices
         As for :func:`numpyro_dsd.ksd`.
+    method : {"auto", "dense", "jumps"}
+        How the replicates are computed; all give the same values up to rounding. ``"dense"``:
+        :math:`K^0 [\\mathbf 1, W]` in one blocked pass
+        (:func:`~numpyro_dsd.stein.tiling.pair_matvec`), :math:`O(n^2 N_{boot})`. ``"jumps"``:
+        from the sign changes alone (:func:`~numpyro_dsd.stein.tiling.pair_quadratic_jumps`),
+        :math:`O(n^2 + \\sum_m J_m^2)`
+        for :math:`J_m` changes in :math:`W^{(m)}`: several times faster on slowly mixing
+        chains, whose signs rarely flip. ``"auto"`` picks the cheaper by the measured costs
+        :data:`JUMP_COST_PER_POINT_PAIR` and :data:`JUMP_COST_PER_JUMP_PAIR`.
 
     Returns
     -------
@@ -227,14 +246,40 @@ def wild_bootstrap(
     n = sk.n
     if signs.ndim != 2 or signs.shape[0] != n:
         raise ValueError(f"signs must have shape ({n}, num_bootstrap); got {tuple(signs.shape)}.")
-    dtype = sk.diag.dtype
-    w = jnp.concatenate([jnp.ones((n, 1), dtype), signs.astype(dtype)], axis=1)
     block, devs = tile_size(sk, block_size), local_devices(devices)
-    kw = pair_matvec(sk.tile_fn, sk.feats, sk.consts, sk.diag, w, block=block, devices=devs)
-    quad = jnp.sum(w * kw, axis=0) / n
+    args = (sk.tile_fn, sk.feats, sk.consts, sk.diag)
+    w = np.concatenate([np.ones((n, 1), np.int8), np.asarray(signs, dtype=np.int8)], axis=1)
+    if method not in ("auto", "dense", "jumps"):
+        raise ValueError(f"method must be 'auto', 'dense' or 'jumps'; got {method!r}.")
+    if method == "jumps" and _jump_pairs(w) > w.size:
+        raise ValueError(
+            f"method='jumps' needs {_jump_pairs(w):.3g} pairs of sign changes, more than the "
+            f"{w.size} entries of the dense product: the signs flip too often for it; use "
+            "method='auto' or 'dense'."
+        )
+    if method == "jumps" or (method == "auto" and _jumps_cheaper(w)):
+        jumps = sign_jumps(w, block)
+        quad = pair_quadratic_jumps(*args, jumps, block=block, devices=devs) / n
+    else:
+        w = jnp.asarray(w, sk.diag.dtype)
+        quad = jnp.sum(w * pair_matvec(*args, w, block=block, devices=devs), axis=0) / n
     stat, reps = quad[0], quad[1:]
     pvalue = (1.0 + jnp.sum(reps >= stat)) / (1.0 + reps.shape[0])
     return BootstrapResult(stat, reps, pvalue)
+
+
+def _jump_pairs(w: np.ndarray) -> float:
+    """:math:`\\sum_c m_c^2` for :math:`m_c` jumps in column c of w (the first row counts)."""
+    per_column = np.count_nonzero(w[1:] != w[:-1], axis=0) + 1
+    return float(np.sum(per_column.astype(np.float64) ** 2))
+
+
+def _jumps_cheaper(w: np.ndarray) -> bool:
+    """Whether the jump form of :func:`wild_bootstrap` costs less than the dense product, by the
+    measured costs :data:`JUMP_COST_PER_POINT_PAIR` and :data:`JUMP_COST_PER_JUMP_PAIR`."""
+    n, k = w.shape
+    jump_cost = JUMP_COST_PER_POINT_PAIR * n**2 + JUMP_COST_PER_JUMP_PAIR * _jump_pairs(w)
+    return jump_cost < float(n) ** 2 * k
 
 
 def chain_signs(

@@ -74,6 +74,33 @@ def test_update_is_one_step(fitted):
     assert int(state.step) == int(result.state.step) + 1 and bool(info.finite)
 
 
+def eight_schools(J, sigma, y=None):
+    """NumPyro's eight schools, with its signature: a Python int sizes the plate."""
+    mu = numpyro.sample("mu", dist.Normal(0, 5))
+    tau = numpyro.sample("tau", dist.HalfCauchy(5))
+    with numpyro.plate("J", J):
+        theta = numpyro.sample("theta", dist.Normal(mu, tau))
+        numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+
+
+def test_model_arguments_as_in_mcmc():
+    """A plate's Python int stays concrete (it crashed with a TracerBoolConversionError);
+    arrays are traced, so new data of the same shape reuses the compiled step, and a new int
+    compiles a new one."""
+    y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+    sigma = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+    svgd = SVGD(eight_schools, optax.adagrad(0.1), num_particles=10, chunk_size=5)
+    first = svgd.run(jax.random.key(0), 5, 8, sigma, y=y, progress_bar=False)
+    assert svgd.get_samples(first)["theta"].shape == (10, 8)
+    again = svgd.run(jax.random.key(0), 5, 8, sigma, y=y + 1.0, progress_bar=False)
+    assert svgd._scan._cache_size() == 1  # traced data: one compilation
+    assert not np.allclose(again.particles, first.particles)
+    five = svgd.run(jax.random.key(0), 5, 5, sigma[:5], y=y[:5], progress_bar=False)
+    assert svgd.get_samples(five)["theta"].shape == (10, 5)
+    state, info = svgd.update(five.state, 5, sigma[:5], y=y[:5])
+    assert bool(info.finite) and int(state.step) == 6
+
+
 def test_init_params_dict_and_array():
     svgd = SVGD(regression, optax.adagrad(0.5), num_particles=5)
     init = {"mu": jnp.linspace(-1, 1, 5), "sigma": jnp.linspace(0.5, 2.0, 5)}

@@ -32,7 +32,7 @@ from numpyro.distributions.transforms import ComposeTransform, PermuteTransform,
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 
-__all__ = ["ModelLayout", "is_autoguide"]
+__all__ = ["ModelLayout", "ModelArgs", "split_model_args", "is_autoguide"]
 
 Model = Callable[..., Any]
 Unravel = Callable[[jax.Array], dict[str, jax.Array]]
@@ -191,6 +191,74 @@ class ModelLayout:
 
         flat = jax.eval_shape(flatten, dict(self._structs))
         return unravels[0], int(flat.shape[0])
+
+
+class ModelArgs:
+    """The non-array part of a model's arguments: hashable, so it can be a static argument of
+    ``jax.jit`` (see :func:`split_model_args`). Leaves that are not hashable compare by identity.
+    """
+
+    def __init__(self, treedef: Any, leaves: tuple, is_array: tuple[bool, ...]):
+        self.treedef, self.leaves, self.is_array = treedef, leaves, is_array
+        self._key = (treedef, is_array, tuple(_Hashed(v) for v in leaves))
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModelArgs) and self._key == other._key
+
+    def merge(self, arrays: tuple) -> tuple[tuple, dict[str, Any]]:
+        """``(args, kwargs)`` with the array leaves put back."""
+        it = iter(arrays)
+        leaves = [next(it) if a else v for v, a in zip(self.leaves, self.is_array, strict=True)]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+class _Hashed:
+    """A leaf compared by value when it is hashable, else by identity."""
+
+    def __init__(self, value: Any):
+        self.value = value
+        try:
+            self._hash = hash((type(value), value))
+            self._by_value = True
+        except TypeError:
+            self._hash, self._by_value = id(value), False
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Hashed) or self._by_value != other._by_value:
+            return False
+        if self._by_value:
+            return type(self.value) is type(other.value) and bool(self.value == other.value)
+        return self.value is other.value
+
+
+def split_model_args(args: tuple, kwargs: Mapping[str, Any]) -> tuple[tuple, ModelArgs]:
+    """Split a model's arguments as NumPyro's MCMC treats them: arrays (JAX or NumPy) may be
+    traced, everything else (Python ints such as a ``numpyro.plate`` size, strings, shapes,
+    None) stays a concrete Python value.
+
+    Returns ``(arrays, static)``: pass ``arrays`` to a jitted function as a traced argument and
+    ``static`` as a static one, and call the model with ``static.merge(arrays)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> arrays, static = split_model_args((8, np.ones(8)), {"y": None})
+    >>> len(arrays), static.merge(arrays)[0][0]
+    (1, 8)
+    >>> hash(static) == hash(split_model_args((8, np.zeros(8)), {"y": None})[1])
+    True
+    """
+    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
+    is_array = tuple(isinstance(v, (jax.Array, np.ndarray)) for v in leaves)
+    arrays = tuple(v for v, a in zip(leaves, is_array, strict=True) if a)
+    static = tuple(None if a else v for v, a in zip(leaves, is_array, strict=True))
+    return arrays, ModelArgs(treedef, static, is_array)
 
 
 def is_autoguide(obj: object) -> bool:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from numpyro_dsd.arviz.convert import from_svgd
 from numpyro_dsd.flows.bijections import check_flow_dim
 from numpyro_dsd.flows.fitting import FlowFit, fit_flow
-from numpyro_dsd.model.layout import ModelLayout
+from numpyro_dsd.model.layout import ModelArgs, ModelLayout, split_model_args
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
 from numpyro_dsd.svgd import core
 from numpyro_dsd.svgd.preconditioners import (
@@ -208,8 +208,10 @@ class SVGD:
         self._layout: ModelLayout | None = None  # the model's layout at the last init/run
         # The step closes over the configuration only; a refit that changes the flow's
         # architecture changes the state's pytree structure (FlowParams), so jit retraces.
-        self._update = jax.jit(self._update_fn)
-        self._scan = jax.jit(self._scan_fn, static_argnums=3)
+        # Model arguments as in NumPyro's MCMC: arrays are traced, other values (a plate's
+        # size) stay concrete and are static (model.layout.split_model_args).
+        self._update = jax.jit(self._update_fn, static_argnums=2)
+        self._scan = jax.jit(self._scan_fn, static_argnums=(2, 3))
 
     # ---- set-up -------------------------------------------------------------------------
     def _layout_for(self, args: tuple, kwargs: dict[str, Any]) -> ModelLayout:
@@ -359,11 +361,13 @@ class SVGD:
             self.linear_weight,
         )
 
-    def _update_fn(self, state: core.SVGDState, args: tuple, kwargs: dict) -> tuple:
-        return self._step_fn(args, kwargs)(state)
+    def _update_fn(self, state: core.SVGDState, arrays: tuple, static: ModelArgs) -> tuple:
+        return self._step_fn(*static.merge(arrays))(state)
 
-    def _scan_fn(self, state: core.SVGDState, args: tuple, kwargs: dict, length: int) -> tuple:
-        step = self._step_fn(args, kwargs)
+    def _scan_fn(
+        self, state: core.SVGDState, arrays: tuple, static: ModelArgs, length: int
+    ) -> tuple:
+        step = self._step_fn(*static.merge(arrays))
         return jax.lax.scan(lambda s, _: step(s), state, length=length)
 
     def _check_ready(self, state: core.SVGDState, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -384,7 +388,7 @@ class SVGD:
         (``info.finite`` False). Re-estimates that run between chunks (a flow refit) are
         :meth:`run`'s job; here only those inside the step happen."""
         self._check_ready(state, args, kwargs)
-        return self._update(state, args, kwargs)
+        return self._update(state, *split_model_args(args, kwargs))
 
     def run(
         self,
@@ -421,7 +425,7 @@ class SVGD:
                 state, fit = self._reestimate(state, args, kwargs)
             due = core.steps_to_reestimate(self.preconditioner, int(state.step))
             length = min(self.chunk_size, num_steps - done, due or self.chunk_size)
-            state, info = self._scan(state, args, kwargs, length)
+            state, info = self._scan(state, *split_model_args(args, kwargs), length)
             ok = np.asarray(info.finite)
             forces.append(info.stein_force[ok])
             ksds.append(info.ksd_squared[ok])

@@ -251,3 +251,35 @@ def test_linear_kernel_counters_variance_collapse():
         )
         variances.append(float(jnp.mean(jnp.var(state.particles, axis=0))))
     assert variances[0] < 0.4 and abs(variances[1] - 1.0) < 0.1, variances
+
+
+# --- the fixed-frame KSD monitor ----------------------------------------------------------------
+
+
+class TestMonitor:
+    @pytest.mark.usefixtures("x64_class")
+    def test_is_the_ksd_of_the_initial_frame(self):
+        """monitor_ksd is the plain KSD of T0(x) against T0#p with the frozen IMQ kernel, and a
+        re-estimate (new coordinates, new bandwidth) leaves it unchanged (the particles in the
+        data space do not move)."""
+        x0, _ = _points(n=30, key=3)
+        pre = ConstantPreconditioner(every=5)
+        state = core.init(x0, log_p, optax.sgd(0.1), preconditioner=pre)
+        z0 = state.particles
+        _, s0 = core.latent_scores(z0, log_p, pre, state.monitor.precond_params)
+        kernel = IMQ(bandwidth=jnp.linalg.inv(state.monitor.kernel_matrix))
+        expected = jnp.sqrt(ksd_squared(z0, s0, kernel=kernel))
+        np.testing.assert_allclose(core.monitor_ksd(state, log_p, pre), expected, rtol=1e-10)
+        step = jax.jit(core.build_step(log_p, optax.sgd(0.05), preconditioner=pre))
+        for _ in range(5):
+            state, _ = step(state)
+        moved = core.monitor_ksd(state, log_p, pre)
+        new, _ = core.reestimate(state, log_p, optax.sgd(0.05), None, pre)
+        assert not np.allclose(new.precond_params.V, state.precond_params.V)
+        np.testing.assert_allclose(core.monitor_ksd(new, log_p, pre), moved, rtol=1e-8)
+
+    def test_rising(self):
+        assert core.ksd_rising([3.0, 1.0, 1.1, 1.2, 1.3, 1.4, 1.6])
+        assert not core.ksd_rising([3.0, 1.0, 1.1, 1.2, 1.3, 1.4, 1.45])  # under 1.5 x the min
+        assert not core.ksd_rising([3.0, 1.0, 1.1, 1.2, 1.1, 1.4, 1.6, 2.0])  # not every check
+        assert not core.ksd_rising([1.0, 2.0, 3.0])  # too short to tell

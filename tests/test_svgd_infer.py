@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ import optax
 import pytest
 from numpyro.infer import Predictive
 
-from numpyro_dsd import SVGD, NonFiniteStepError
+from numpyro_dsd import SVGD, NonFiniteStepError, SVGDDivergenceWarning
 
 Y = jnp.array([0.3, 1.8, 1.1, 2.4, 0.9, 1.6])
 
@@ -66,6 +68,39 @@ def test_resume_is_exact():
         jnp.concatenate([first.ksd_squared, rest.ksd_squared]), whole.ksd_squared
     )
     assert int(rest.state.step) == 30
+
+
+def test_fixed_frame_ksd_falls_and_resumes(fitted):
+    """The run's KSD in its fixed frame is measured at the start and after every chunk, falls
+    on a run that converges, and a resumed run keeps the frame (one series across calls)."""
+    svgd, result = fitted
+    steps = np.asarray(result.ksd_step)
+    np.testing.assert_array_equal(steps, np.arange(0, 401, svgd.chunk_size))
+    assert result.ksd[-1] < 0.2 * result.ksd[0]
+    svgd2 = SVGD(regression, optax.adagrad(1.0), num_particles=20, chunk_size=10)
+    whole = svgd2.run(jax.random.key(3), 40, Y, progress_bar=False)
+    first = svgd2.run(jax.random.key(3), 20, Y, progress_bar=False)
+    rest = svgd2.run(jax.random.key(3), 20, Y, progress_bar=False, init_state=first.state)
+    np.testing.assert_allclose(rest.ksd[-1], whole.ksd[-1], rtol=1e-6)
+    np.testing.assert_array_equal(rest.ksd_step, [20, 30, 40])
+
+
+def test_divergence_warns():
+    """A step size that grows past the stable range: the fixed-frame KSD rises for five
+    checks in a row and run() warns, naming the fix; a stable run does not."""
+
+    def gaussian():
+        numpyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+
+    growing = optax.sgd(optax.linear_schedule(0.5, 4.0, 300))  # unstable from about 3.5 here
+    svgd = SVGD(gaussian, growing, num_particles=20, chunk_size=20)
+    with pytest.warns(SVGDDivergenceWarning, match="Lower the optimizer's step size"):
+        result = svgd.run(jax.random.key(0), 400, progress_bar=False)
+    assert result.ksd[-1] > 1.5 * float(np.min(result.ksd))
+    stable = SVGD(gaussian, optax.sgd(0.5), num_particles=20, chunk_size=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SVGDDivergenceWarning)
+        stable.run(jax.random.key(0), 400, progress_bar=False)
 
 
 def test_update_is_one_step(fitted):
@@ -170,12 +205,16 @@ def test_arviz_conversion_and_plot(fitted, tmp_path):
     save(data, tmp_path / "svgd.nc")
     back = get_group(load(tmp_path / "svgd.nc"), "svgd_trace")
     np.testing.assert_allclose(back["stein_force"].values, result.stein_force)
+    np.testing.assert_allclose(back["ksd"].values, result.ksd)
+    np.testing.assert_array_equal(back["ksd_step"].values, result.ksd_step)
     out = plot_svgd_trace(data)
     if arviz_1():
         assert "svgd" in out.viz.children
     else:
         lines = out.get_lines()
-        assert len(lines) == 2 and out.get_yscale() == "log"
-        np.testing.assert_allclose(lines[0].get_ydata(), result.ksd_squared)
+        assert len(lines) == 3 and out.get_yscale() == "log"
+        at_checks = lines[0].get_ydata()[np.asarray(result.ksd_step[1:]) - 1]
+        np.testing.assert_allclose(at_checks, np.asarray(result.ksd[1:]) ** 2, rtol=1e-6)
+        np.testing.assert_allclose(lines[1].get_ydata(), result.ksd_squared)
     with pytest.raises(ValueError, match="svgd_trace"):
         plot_svgd_trace({"x": 1})

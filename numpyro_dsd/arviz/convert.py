@@ -138,6 +138,7 @@ def from_svgd(
     samples: Mapping[str, ArrayLike],
     trace: Mapping[str, ArrayLike] | None = None,
     attrs: Mapping[str, Any] | None = None,
+    checks: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> Data:
     """SVGD particles as ArviZ data: one chain, the particles on the ``draw`` axis.
 
@@ -150,6 +151,9 @@ def from_svgd(
         the group ``svgd_trace`` over the dim ``step`` (1, 2, ...).
     attrs : dict, optional
         Attributes of the ``svgd_trace`` group (kernel, preconditioner, optimizer).
+    checks : (steps, values), optional
+        The fixed-frame KSD (``SVGDRunResult.ksd_step``, ``.ksd``), stored as ``ksd`` over the
+        dim ``ksd_step`` (the step counts) in the same group.
 
     Returns
     -------
@@ -168,6 +172,8 @@ def from_svgd(
     series = {k: ("step", np.asarray(v)) for k, v in trace.items()}
     steps = len(next(iter(series.values()))[1]) if series else 0
     ds = xr.Dataset(series, coords={"step": np.arange(1, steps + 1)})
+    if checks is not None:
+        ds["ksd"] = xr.DataArray(np.asarray(checks[1]), coords={"ksd_step": np.asarray(checks[0])})
     ds.attrs.update({k: str(v) for k, v in (attrs or {}).items()})
     return _with_group(data, SVGD_TRACE, ds)
 

@@ -275,11 +275,14 @@ def plot_ksd_trace(
 
 
 def plot_svgd_trace(data: Any, ax: Axes | None = None, *, figsize: Any = None) -> Any:
-    """SVGD's per-step KSD² of the particles and RMS Stein force, log scale.
+    """SVGD's KSD² in the run's fixed frame, its per-step KSD² and RMS Stein force, log scale.
 
-    The KSD² (:math:`\\frac1n\\sum_i\\mathcal A_p\\phi(z_i)`, docs/math.md §6.2) is measured with
-    the step's own kernel and, with a preconditioner, in its latent space: compare it within a
-    run (a re-estimated constant preconditioner changes the coordinates every ``every`` steps).
+    The fixed-frame KSD (:func:`numpyro_dsd.svgd.monitor_ksd`, measured after every chunk and
+    joined by lines) uses one kernel in one coordinate system for the whole run: judge
+    convergence by it (docs/svgd.md, "Is the run converging?"). The per-step KSD²
+    (:math:`\\frac1n\\sum_i\\mathcal A_p\\phi(z_i)`, docs/math.md §6.2) comes free with each step
+    but uses the step's own kernel and, with a preconditioner, its current latent space, so it
+    can fall while the particles get worse.
 
     Parameters
     ----------
@@ -305,8 +308,13 @@ def plot_svgd_trace(data: Any, ax: Axes | None = None, *, figsize: Any = None) -
     >>> out = plot_svgd_trace(ds)
     """
     ds = data if isinstance(data, xr.Dataset) else _svgd_group(data)
-    long = xr.concat([ds["ksd_squared"], ds["stein_force"]], dim="quantity")
-    long = long.assign_coords(quantity=["KSD²", "RMS Stein force"]).to_dataset(name="svgd")
+    series, names = [ds["ksd_squared"], ds["stein_force"]], ["KSD² (step's kernel)", "RMS force"]
+    if "ksd" in ds:  # the fixed frame's checks, joined by lines
+        fixed = np.interp(ds["step"], ds["ksd_step"], ds["ksd"].values ** 2)
+        series.insert(0, xr.DataArray(fixed, coords={"step": ds["step"]}, dims="step"))
+        names.insert(0, "KSD² (fixed frame)")
+    long = xr.concat(series, dim="quantity").assign_coords(quantity=names)
+    long = long.to_dataset(name="svgd")
     if arviz_1():
         return _plot_svgd_pc(long, ax, figsize)
     import arviz as az

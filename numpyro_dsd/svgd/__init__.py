@@ -3,16 +3,19 @@
 move in) and the NumPyro-style :class:`SVGD` class (docs/svgd.md)."""
 
 from numpyro_dsd.svgd.core import (
+    Monitor,
     SVGDInfo,
     SVGDState,
     as_optax,
     build_step,
     init,
+    ksd_rising,
+    monitor_ksd,
     reestimate,
     shard_state,
     stein_force,
 )
-from numpyro_dsd.svgd.infer import SVGD, NonFiniteStepError, SVGDRunResult
+from numpyro_dsd.svgd.infer import SVGD, NonFiniteStepError, SVGDDivergenceWarning, SVGDRunResult
 from numpyro_dsd.svgd.preconditioners import (
     ConstantPreconditioner,
     FlowParams,
@@ -24,6 +27,7 @@ __all__ = [
     "SVGD",
     "SVGDRunResult",
     "NonFiniteStepError",
+    "SVGDDivergenceWarning",
     "ConstantPreconditioner",
     "FlowPreconditioner",
     "FlowParams",
@@ -31,6 +35,9 @@ __all__ = [
     "reestimate",
     "SVGDState",
     "SVGDInfo",
+    "Monitor",
+    "monitor_ksd",
+    "ksd_rising",
     "init",
     "build_step",
     "stein_force",

@@ -47,12 +47,23 @@ from jax.typing import ArrayLike
 
 from numpyro_dsd.flows.bijections import latent_score
 from numpyro_dsd.stein.engine import FORCE_ROW_BLOCK, kernel_force
-from numpyro_dsd.stein.kernels import IMQ, Gaussian, GaussianProfile, IMQProfile, svgd_kernel
+from numpyro_dsd.stein.kernels import (
+    IMQ,
+    Gaussian,
+    GaussianProfile,
+    IMQProfile,
+    bandwidth_matrix,
+    svgd_kernel,
+)
+from numpyro_dsd.stein.kernels import default_kernel as stein_default_kernel
 from numpyro_dsd.svgd.preconditioners import Preconditioner
 
 __all__ = [
     "SVGDState",
     "SVGDInfo",
+    "Monitor",
+    "monitor_ksd",
+    "ksd_rising",
     "default_kernel",
     "stein_force",
     "init",
@@ -77,9 +88,28 @@ Profile = IMQProfile | GaussianProfile
 BANDWIDTH_SUBSAMPLE = 256
 #: Rows of the kernel matrix formed at once.
 ROW_BLOCK = FORCE_ROW_BLOCK
+#: The monitor's kernel (:func:`monitor_ksd`): the KSD entry points' default,
+#: :func:`numpyro_dsd.stein.kernels.default_kernel`, IMQ with c = 1, beta = -1/2 and the median
+#: bandwidth (frozen on the initial particles).
+DEFAULT_KERNEL_BANDWIDTH = stein_default_kernel().bandwidth
+_IMQ = stein_default_kernel().profile
+#: :func:`ksd_rising`: a rise at each of this many consecutive checks ...
+DIVERGENCE_CHECKS = 5
+#: ... ending at least this many times the run's lowest KSD is a divergence.
+DIVERGENCE_FACTOR = 1.5
 
 
 _GAUSSIAN = GaussianProfile()
+
+
+class Monitor(NamedTuple):
+    """The fixed frame in which a run's quality is measured (:func:`monitor_ksd`): the
+    preconditioner's parameters at ``init`` (:math:`T_0`; ``()`` for none) and the kernel matrix
+    :math:`A_0` of :func:`numpyro_dsd.stein.kernels.default_kernel` (IMQ, median bandwidth)
+    frozen on the initial particles in :math:`T_0`'s coordinates."""
+
+    precond_params: Any
+    kernel_matrix: jax.Array
 
 
 class SVGDState(NamedTuple):
@@ -104,6 +134,8 @@ class SVGDState(NamedTuple):
     rng_key : PRNG key or None
         The key re-estimates derive theirs from: ``fold_in(rng_key, step)`` at step ``step``
         (None: no re-estimate needs one, e.g. a constant preconditioner).
+    monitor : Monitor or None
+        The fixed frame of :func:`monitor_ksd`, set by :func:`init`.
     """
 
     particles: jax.Array
@@ -112,6 +144,7 @@ class SVGDState(NamedTuple):
     opt_state: Any
     step: jax.Array
     rng_key: Any = None
+    monitor: Any = None
 
 
 class SVGDInfo(NamedTuple):
@@ -324,9 +357,63 @@ def init(
         params = () if preconditioner is None else estimate(preconditioner, x, log_prob)
     z = x if preconditioner is None else to_latent(preconditioner, params, x)
     opt = as_optax(optim)
+    monitor = Monitor(params, bandwidth_matrix(DEFAULT_KERNEL_BANDWIDTH, z).astype(z.dtype))
     return SVGDState(
-        z, kernel_matrix(kernel, z), params, opt.init(z), jnp.zeros((), jnp.int32), rng_key
+        z, kernel_matrix(kernel, z), params, opt.init(z), jnp.zeros((), jnp.int32), rng_key, monitor
     )
+
+
+def monitor_ksd(
+    state: SVGDState, log_prob: LogProb, preconditioner: Preconditioner | None = None
+) -> jax.Array:
+    """KSD of the particles in one fixed frame: comparable across steps, bandwidth updates and
+    preconditioner re-estimates (docs/svgd.md, "Is the run converging?").
+
+    With :math:`x_i` the data-space particles, :math:`z_i = T_0(x_i)` and the scores
+    :math:`s_i` of :math:`T_{0\\#}p` (Lemma 3.1), it is
+    :math:`\\big(\\frac1{n^2}\\sum_{ij}k^0(z_i, z_j)\\big)^{1/2}` for the IMQ kernel
+    :math:`(1 + (z - y)^\\top A_0 (z - y))^{-1/2}`: the diffusion KSD with
+    :math:`M = J_{T_0}^{-1}` (Theorem 3.5), where :math:`T_0` and :math:`A_0` are fixed at
+    :func:`init` (:class:`Monitor`). The step's own ``SVGDInfo.ksd_squared`` uses the current
+    bandwidth and coordinates, so it can fall while the particles get worse.
+
+    Returns
+    -------
+    Scalar: the KSD (the square root of the V-statistic), in the particles' dtype.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, optax
+    >>> log_prob = lambda x: -0.5 * jnp.sum(x**2)
+    >>> x0 = jax.random.normal(jax.random.key(0), (200, 2))
+    >>> state = init(x0, log_prob, optax.sgd(0.1))
+    >>> bool(monitor_ksd(state, log_prob) < monitor_ksd(state._replace(particles=x0 + 1), log_prob))
+    True
+    """
+    mon = state.monitor
+    x = from_latent(preconditioner, state.precond_params, state.particles)
+    z = x if preconditioner is None else to_latent(preconditioner, mon.precond_params, x)
+    _, s = latent_scores(z, log_prob, preconditioner, mon.precond_params)
+    _, v = kernel_force(z, s, mon.kernel_matrix, _IMQ, block_size=ROW_BLOCK)
+    return jnp.sqrt(jnp.maximum(v, 0.0))
+
+
+def ksd_rising(
+    values: ArrayLike, checks: int = DIVERGENCE_CHECKS, factor: float = DIVERGENCE_FACTOR
+) -> bool:
+    """Whether a run's :func:`monitor_ksd` series shows a sustained rise: it went up at each of
+    the last ``checks`` checks and ends at least ``factor`` times its minimum so far.
+
+    Examples
+    --------
+    >>> ksd_rising([5.0, 1.0, 1.2, 1.4, 1.7, 2.0, 2.4]), ksd_rising([5.0, 1.0, 1.1, 0.9, 1.0])
+    (True, False)
+    """
+    v = np.asarray(values, dtype=float)
+    if v.size <= checks:
+        return False
+    tail = v[-(checks + 1) :]
+    return bool(np.all(np.diff(tail) > 0) and tail[-1] >= factor * np.min(v))
 
 
 def estimate(preconditioner: Preconditioner, x: jax.Array, log_prob: LogProb) -> Any:
@@ -516,7 +603,7 @@ def build_step(
         )
         new = (new_z, A, state.precond_params, opt_state, state.step + 1)
         new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, tuple(state)[:5])
-        new = SVGDState(*new, state.rng_key)
+        new = SVGDState(*new, state.rng_key, state.monitor)
         force = jnp.sqrt(jnp.mean(jnp.sum(phi**2, axis=1)))
         return new, SVGDInfo(force, v, finite)
 

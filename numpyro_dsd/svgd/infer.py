@@ -9,6 +9,7 @@ numerical work is :mod:`numpyro_dsd.svgd`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -33,7 +34,13 @@ from numpyro_dsd.svgd.preconditioners import (
     unwrap,
 )
 
-__all__ = ["SVGD", "SVGDRunResult", "NonFiniteStepError", "default_flow_fit"]
+__all__ = [
+    "SVGD",
+    "SVGDRunResult",
+    "SVGDDivergenceWarning",
+    "NonFiniteStepError",
+    "default_flow_fit",
+]
 
 Model = Callable[..., Any]
 
@@ -70,6 +77,12 @@ class SVGDRunResult(NamedTuple):
         The fit of the flow the final state uses, when this call made it (the NeuTra fit of
         ``preconditioner="flow"`` at ``init``, or the last refit); its flow is also
         ``state.precond_params.flow``.
+    ksd : (num_checks,)
+        The KSD in the run's fixed frame (:func:`numpyro_dsd.svgd.monitor_ksd`: one kernel, one
+        coordinate system, comparable across the whole run) at the start of the call and after
+        every chunk: the series to judge convergence by.
+    ksd_step : (num_checks,)
+        The step count at which each ``ksd`` was measured.
     """
 
     particles: jax.Array
@@ -77,6 +90,13 @@ class SVGDRunResult(NamedTuple):
     stein_force: jax.Array
     ksd_squared: jax.Array
     flow_fit: FlowFit | None = None
+    ksd: jax.Array | None = None
+    ksd_step: jax.Array | None = None
+
+
+class SVGDDivergenceWarning(UserWarning):
+    """The fixed-frame KSD of an SVGD run rose for a sustained stretch
+    (:func:`numpyro_dsd.svgd.ksd_rising`): the particles are moving away from the target."""
 
 
 class NonFiniteStepError(ValueError):
@@ -212,6 +232,7 @@ class SVGD:
         # size) stay concrete and are static (model.layout.split_model_args).
         self._update = jax.jit(self._update_fn, static_argnums=2)
         self._scan = jax.jit(self._scan_fn, static_argnums=(2, 3))
+        self._monitor = jax.jit(self._monitor_fn, static_argnums=2)
 
     # ---- set-up -------------------------------------------------------------------------
     def _layout_for(self, args: tuple, kwargs: dict[str, Any]) -> ModelLayout:
@@ -370,6 +391,10 @@ class SVGD:
         step = self._step_fn(*static.merge(arrays))
         return jax.lax.scan(lambda s, _: step(s), state, length=length)
 
+    def _monitor_fn(self, state: core.SVGDState, arrays: tuple, static: ModelArgs) -> jax.Array:
+        layout = self._layout_for(*static.merge(arrays))
+        return core.monitor_ksd(state, layout.log_prob, self._preconditioner(layout))
+
     def _check_ready(self, state: core.SVGDState, args: tuple, kwargs: dict[str, Any]) -> None:
         if self._layout is None:
             self._setup(args, kwargs)
@@ -417,26 +442,30 @@ class SVGD:
         else:
             self._check_ready(init_state, args, kwargs)
             state, fit = init_state, None
+        model_args = split_model_args(args, kwargs)
         forces, ksds = [], []
+        checks = {int(state.step): float(self._monitor(state, *model_args))}
         bar = tqdm(total=int(num_steps), disable=not progress_bar, desc="SVGD")
-        done = 0
+        done, warned = 0, False
         while done < num_steps:
             if core.reestimate_due(self.preconditioner, int(state.step)):
                 state, fit = self._reestimate(state, args, kwargs)
             due = core.steps_to_reestimate(self.preconditioner, int(state.step))
             length = min(self.chunk_size, num_steps - done, due or self.chunk_size)
-            state, info = self._scan(state, *split_model_args(args, kwargs), length)
+            state, info = self._scan(state, *model_args, length)
             ok = np.asarray(info.finite)
             forces.append(info.stein_force[ok])
             ksds.append(info.ksd_squared[ok])
             if not ok.all():
                 bar.close()
-                raise self._non_finite(state, forces, ksds, done + int(np.argmin(ok)), fit)
+                raise self._non_finite(state, forces, ksds, done + int(np.argmin(ok)), fit, checks)
             done += length
+            checks[int(state.step)] = float(self._monitor(state, *model_args))
+            warned = warned or _warn_if_rising(checks)
             bar.update(length)
-            bar.set_postfix_str(f"ksd²={float(info.ksd_squared[-1]):.3g}")
+            bar.set_postfix_str(f"ksd={checks[int(state.step)]:.3g}")
         bar.close()
-        return self._result(state, forces, ksds, fit)
+        return self._result(state, forces, ksds, fit, checks)
 
     def _reestimate(
         self, state: core.SVGDState, args: tuple, kwargs: dict
@@ -451,14 +480,31 @@ class SVGD:
         return core.shard_state(new, self.devices), record
 
     def _result(
-        self, state: core.SVGDState, forces: list, ksds: list, fit: FlowFit | None = None
+        self,
+        state: core.SVGDState,
+        forces: list,
+        ksds: list,
+        fit: FlowFit | None,
+        checks: dict[int, float],
     ) -> SVGDRunResult:
         return SVGDRunResult(
-            self.get_particles(state), state, jnp.concatenate(forces), jnp.concatenate(ksds), fit
+            self.get_particles(state),
+            state,
+            jnp.concatenate(forces),
+            jnp.concatenate(ksds),
+            fit,
+            jnp.asarray(list(checks.values())),
+            jnp.asarray(list(checks), dtype=jnp.int32),
         )
 
     def _non_finite(
-        self, state: core.SVGDState, forces: list, ksds: list, k: int, fit: FlowFit | None
+        self,
+        state: core.SVGDState,
+        forces: list,
+        ksds: list,
+        k: int,
+        fit: FlowFit | None,
+        checks: dict[int, float],
     ) -> Exception:
         return NonFiniteStepError(
             f"SVGD stopped at step {int(state.step)} of this run's count (step {k} of this call): "
@@ -466,7 +512,7 @@ class SVGD:
             "region where the model's log density is finite, or the step size is too large). "
             "err.result holds the last finite state; lower the step size, or check the model "
             "at err.result.particles.",
-            self._result(state, forces, ksds, fit),
+            self._result(state, forces, ksds, fit, checks),
         )
 
     # ---- outputs --------------------------------------------------------------------------
@@ -483,8 +529,9 @@ class SVGD:
 
     def to_arviz(self, result: SVGDRunResult) -> Any:
         """InferenceData (ArviZ 0.x) or DataTree (1.x): the particles as the posterior's one
-        chain (particles on ``draw``) and the per-step ``ksd_squared`` and ``stein_force`` in the
-        group ``svgd_trace`` (:func:`numpyro_dsd.arviz.convert.from_svgd`;
+        chain (particles on ``draw``) and the per-step ``ksd_squared`` and ``stein_force``, with
+        the fixed-frame ``ksd`` over ``ksd_step``, in the group ``svgd_trace``
+        (:func:`numpyro_dsd.arviz.convert.from_svgd`;
         :func:`numpyro_dsd.plot_svgd_trace` draws it)."""
         trace = {"ksd_squared": result.ksd_squared, "stein_force": result.stein_force}
         attrs = {
@@ -493,7 +540,27 @@ class SVGD:
             "num_particles": self.num_particles,
             "num_steps": int(result.state.step),
         }
-        return from_svgd(self.get_samples(result), trace, attrs)
+        checks = None if result.ksd is None else (result.ksd_step, result.ksd)
+        return from_svgd(self.get_samples(result), trace, attrs, checks)
+
+
+def _warn_if_rising(checks: dict[int, float]) -> bool:
+    """Warn (once per run: the caller stops asking) when the fixed-frame KSD rises for a
+    sustained stretch (:func:`numpyro_dsd.svgd.ksd_rising`); True if it warned."""
+    steps, values = list(checks), list(checks.values())
+    if not core.ksd_rising(values):
+        return False
+    low = int(np.argmin(values))
+    warnings.warn(
+        f"SVGD is diverging: its KSD in the run's fixed frame rose at each of the last "
+        f"{core.DIVERGENCE_CHECKS} checks, to {values[-1]:.3g} at step {steps[-1]} from "
+        f"{values[low]:.3g} at step {steps[low]}. Lower the optimizer's step size, or use "
+        "preconditioner='flow' (or 'constant') on a badly scaled posterior; result.ksd and "
+        "result.ksd_step hold the series (docs/svgd.md, 'Is the run converging?').",
+        SVGDDivergenceWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def _resolve(preconditioner: Any) -> Preconditioner | None:

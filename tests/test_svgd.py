@@ -283,3 +283,71 @@ class TestMonitor:
         assert not core.ksd_rising([3.0, 1.0, 1.1, 1.2, 1.3, 1.4, 1.45])  # under 1.5 x the min
         assert not core.ksd_rising([3.0, 1.0, 1.1, 1.2, 1.1, 1.4, 1.6, 2.0])  # not every check
         assert not core.ksd_rising([1.0, 2.0, 3.0])  # too short to tell
+
+
+# --- noisy SVGD (docs/math.md §6.4) --------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("x64_class")
+class TestNoisy:
+    def test_noise_covariance_is_the_kernel_matrix(self):
+        """Across 20,000 keys, the noise of 5 particles has covariance K (kernel matrix) within
+        4 standard errors entrywise, and is independent across coordinates."""
+        z = jnp.array([[0.0, 0.0], [0.3, 0.1], [1.0, -0.5], [2.0, 1.0], [-0.4, 0.2]])
+        A = jnp.eye(2) * 0.8
+        keys = jax.random.split(jax.random.key(0), 20000)
+        xi = jax.vmap(lambda k: core.langevin_noise(k, z, A))(keys)  # (m, 5, 2)
+        diff = z[:, None] - z[None]
+        K = np.exp(-0.5 * 0.8 * np.sum(np.asarray(diff) ** 2, axis=-1))
+        for c in range(2):
+            cov = np.cov(np.asarray(xi[:, :, c]).T)
+            se = np.sqrt((1 + K**2) / 20000)  # sd of a sample covariance of Gaussians
+            assert np.all(np.abs(cov - K) < 4 * se)
+        cross = np.mean(np.asarray(xi[:, :, 0]) * np.asarray(xi[:, :, 1]), axis=0)
+        assert np.all(np.abs(cross) < 4 / np.sqrt(20000))
+
+    def test_step_is_drift_plus_noise_and_reproducible(self):
+        x0, _ = _points(n=12, key=4)
+        state = core.init(x0, log_p, optax.sgd(0.1), rng_key=jax.random.key(1))
+        step = jax.jit(core.build_step(log_p, optax.sgd(0.1), noise_step=0.01))
+        new, info = step(state)
+        A = state.kernel_matrix
+        phi, _ = core.stein_force(x0, jax.vmap(jax.grad(log_p))(x0), A)
+        key = jax.random.fold_in(jax.random.fold_in(state.rng_key, 0), 1)
+        noise = core.langevin_noise(key, x0, A)
+        drift = 0.01 * 12 * phi
+        cap = 2 * np.sqrt(2 * 0.01 * D)
+        drift = drift * np.minimum(1, cap / np.linalg.norm(drift, axis=1, keepdims=True))
+        expected = x0 + drift + np.sqrt(0.02) * noise
+        np.testing.assert_allclose(new.particles, expected, rtol=1e-10)
+        np.testing.assert_array_equal(step(state)[0].particles, new.particles)
+        assert not np.allclose(step(new)[0].particles - new.particles, new.particles - x0)
+
+    def test_bad_settings(self):
+        with pytest.raises(ValueError, match="noise_step must be"):
+            core.build_step(log_p, optax.sgd(0.1), noise_step=0.0)
+        with pytest.raises(ValueError, match="do not combine"):
+            core.build_step(log_p, optax.sgd(0.1), noise_step=0.1, linear_weight=1.0)
+        state = core.init(_points()[0], log_p, optax.sgd(0.1))  # no key
+        with pytest.raises(ValueError, match="needs a key"):
+            core.build_step(log_p, optax.sgd(0.1), noise_step=0.1)(state)
+
+
+@pytest.mark.parametrize("target", ["gauss", "t5"])
+def test_noisy_svgd_keeps_the_variance(target):
+    """No variance collapse, on a heavy-tailed target too: 100 particles in d = 20 after 2000
+    steps of h = 0.05 have dimension-averaged marginal variance (truth 1) within 0.85-1.15
+    (plain SVGD: 0.43 on the Gaussian, 0.15 on the Student-t; the linear term: 2.9 on the
+    Student-t). The estimate's sd is about 0.03 (Gaussian) and 0.06 (Student-t); the O(h)
+    discretisation bias is about +0.03."""
+    nu, d, n = 5.0, 20, 100
+    if target == "gauss":
+        logp = lambda x: -0.5 * jnp.sum(x**2)  # noqa: E731
+    else:
+        logp = lambda x: -0.5 * (nu + 1) * jnp.sum(jnp.log1p(x**2 / (nu - 2)))  # noqa: E731
+    x0 = jax.random.uniform(jax.random.key(0), (n, d), minval=-2, maxval=2)
+    state = core.init(x0, logp, optax.sgd(0.1), rng_key=jax.random.key(1))
+    step = core.build_step(logp, optax.sgd(0.1), noise_step=0.05)
+    state, infos = jax.jit(lambda s: jax.lax.scan(lambda c, _: step(c), s, length=2000))(state)
+    damv = float(jnp.mean(jnp.var(state.particles, axis=0, ddof=1)))
+    assert bool(infos.finite.all()) and 0.85 < damv < 1.15

@@ -66,6 +66,7 @@ __all__ = [
     "ksd_rising",
     "default_kernel",
     "stein_force",
+    "langevin_noise",
     "init",
     "build_step",
     "latent_scores",
@@ -247,6 +248,34 @@ def stein_force(
         lin_force, lin_v = _linear_force(z - jnp.mean(z, axis=0), s)
         force, v = force + linear_weight * lin_force, v + linear_weight * lin_v
     return force, v
+
+
+def langevin_noise(
+    rng_key: jax.Array, particles: ArrayLike, kernel_matrix: ArrayLike, profile: Profile = _GAUSSIAN
+) -> jax.Array:
+    """:math:`L\\xi`: a draw with covariance :math:`K \\otimes I_d` across particles and
+    coordinates, :math:`K_{ij} = \\varphi((z_i - z_j)^\\top A (z_i - z_j))` the kernel matrix
+    of the particles and :math:`LL^\\top = K` (Cholesky, :math:`O(n^3)`); the noise of noisy SVGD
+    (:func:`build_step`'s ``noise_step``, docs/math.md §6.4).
+
+    Returns
+    -------
+    (n, d) array.
+
+    Examples
+    --------
+    >>> z = jnp.array([[0.0], [10.0]])  # far apart: K = I, independent standard normals
+    >>> langevin_noise(jax.random.key(0), z, jnp.eye(1)).shape
+    (2, 1)
+    """
+    z = jnp.asarray(particles)
+    A = jnp.asarray(kernel_matrix, z.dtype)
+    q = jnp.einsum("id,de,ie->i", z, A, z)
+    t = jnp.maximum(q[:, None] + q[None, :] - 2.0 * (z @ A @ z.T), 0.0)
+    K = profile(t)[0]
+    jitter = 10 * jnp.finfo(z.dtype).eps * z.shape[0]
+    L = jnp.linalg.cholesky(K + jitter * jnp.eye(z.shape[0], dtype=z.dtype))
+    return L @ jax.random.normal(rng_key, z.shape, z.dtype)
 
 
 def _linear_force(zc: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -536,6 +565,7 @@ def build_step(
     preconditioner: Preconditioner | None = None,
     bandwidth_every: int = 1,
     linear_weight: float = 0.0,
+    noise_step: float | None = None,
 ) -> Callable[[SVGDState], tuple[SVGDState, SVGDInfo]]:
     """One SVGD step ``state -> (state, info)``: pure and jittable.
 
@@ -562,6 +592,23 @@ def build_step(
     linear_weight : float
         Weight of a linear kernel added to ``kernel`` (:func:`stein_force`); 1 counters the
         variance collapse of SVGD in high dimension, best with a preconditioner.
+    noise_step : float, optional
+        Noisy SVGD with step :math:`h`: instead of the optimizer's update, the particles take
+        the Euler-Maruyama step of the Langevin diffusion on all n particles jointly whose
+        diffusion matrix is the kernel matrix (docs/math.md §6.4),
+
+        .. math:: z_i \\leftarrow z_i + h\\,b_i\\min\\Big(1, \\frac{2\\sqrt{2hd}}{h\\|b_i\\|}\\Big)
+            + \\sqrt{2h}\\,(L\\xi)_i, \\qquad b = n\\Phi,\\ LL^\\top = K,\\ \\xi \\sim N(0, I),
+
+        whose drift is n times the SVGD force and whose invariant law is :math:`p^{\\otimes n}`:
+        the particles become independent draws of the target (up to an :math:`O(h)` bias), so
+        they cannot collapse, on any target. The drift step is capped at twice the noise's typical
+        length :math:`\\sqrt{2hd}` (a taming, as in Hutzenthaler, Jentzen & Kloeden 2012): far
+        from the target, where the scores are large, a particle moves a bounded distance per
+        step; near it the cap is not reached (the drift step is about :math:`h\\sqrt d` on a
+        standardised target) and the step is Euler-Maruyama's. The
+        noise key is ``fold_in(fold_in(state.rng_key, step), 1)``; ``optim`` is not used (its
+        state is kept as it is). Not with ``linear_weight``.
 
     Examples
     --------
@@ -576,6 +623,13 @@ def build_step(
     """
     kernel = default_kernel() if kernel is None else kernel
     opt = as_optax(optim)
+    if noise_step is not None and not noise_step > 0:
+        raise ValueError(f"noise_step must be a positive step size; got {noise_step!r}.")
+    if noise_step is not None and linear_weight:
+        raise ValueError(
+            "noise_step and linear_weight do not combine: the noise already keeps the particles' "
+            "spread (docs/svgd.md); use one of them."
+        )
     adaptive = isinstance(kernel.bandwidth, str) and kernel.bandwidth != "id"
     in_step = preconditioner is not None and preconditioner.in_step
     every = preconditioner.every if in_step else None
@@ -596,8 +650,17 @@ def build_step(
         phi, v = stein_force(
             z, s, A, kernel.profile, linear_weight=linear_weight, isotropic=kernel.isotropic
         )
-        updates, opt_state = opt.update(-phi, state.opt_state, z)
-        new_z = optax.apply_updates(z, updates)
+        if noise_step is None:
+            updates, opt_state = opt.update(-phi, state.opt_state, z)
+            new_z = optax.apply_updates(z, updates)
+        else:
+            noise = langevin_noise(_noise_key(state), z, A, kernel.profile)
+            drift = noise_step * z.shape[0] * phi
+            cap = 2.0 * jnp.sqrt(2.0 * noise_step * z.shape[1])  # twice the noise's typical norm
+            length = jnp.linalg.norm(drift, axis=1, keepdims=True)
+            drift = drift * jnp.minimum(1.0, cap / jnp.maximum(length, cap))
+            new_z = z + drift + jnp.sqrt(2.0 * noise_step) * noise
+            opt_state = state.opt_state
         finite = (
             jnp.all(jnp.isfinite(s)) & jnp.all(jnp.isfinite(phi)) & jnp.all(jnp.isfinite(new_z))
         )
@@ -608,6 +671,14 @@ def build_step(
         return new, SVGDInfo(force, v, finite)
 
     return step
+
+
+def _noise_key(state: SVGDState) -> jax.Array:
+    """The noise key of a step: ``fold_in(fold_in(rng_key, step), 1)`` (a re-estimate at the
+    same step uses ``fold_in(rng_key, step)``)."""
+    if state.rng_key is None:
+        raise ValueError("noisy SVGD needs a key: init(..., rng_key=jax.random.key(0)).")
+    return jax.random.fold_in(jax.random.fold_in(state.rng_key, state.step), 1)
 
 
 def shard_state(state: SVGDState, devices: Sequence[jax.Device] | None = None) -> SVGDState:

@@ -120,8 +120,9 @@ class SVGD:
     ----------
     model : callable
         NumPyro model with continuous latent sites.
-    optim : optax GradientTransformation or numpyro.optim optimizer
+    optim : optax GradientTransformation, numpyro.optim optimizer, or None
         Adagrad-type (``numpyro.optim.Adagrad(0.1)``, ``optax.adagrad(0.1)``) is the usual choice.
+        None with ``noise_step``.
     kernel : IMQ or Gaussian, optional
         Default ``Gaussian(bandwidth="svgd")``: :math:`\\exp(-\\|z-y\\|^2\\log n/\\ell^2)` with the
         median distance :math:`\\ell`, re-estimated every ``bandwidth_every`` steps.
@@ -142,6 +143,15 @@ class SVGD:
         Stein moment equations (Liu & Wang 2018) and counters SVGD's variance collapse in high
         dimension; with a preconditioner, whose latent target is nearly Gaussian, it is the
         setting to use (:func:`numpyro_dsd.svgd.stein_force`).
+    noise_step : float, optional
+        Noisy SVGD with this step size :math:`h` (with ``optim=None``): each step adds
+        :math:`h n\\Phi` and a Gaussian draw with covariance :math:`2hK` across particles (K
+        the kernel matrix), the discretised Langevin diffusion of all particles jointly whose
+        invariant law is n independent draws of the target (docs/math.md §6.4,
+        :func:`numpyro_dsd.svgd.build_step`). It cannot collapse, on heavy tails neither; its
+        particles are as good as independent draws, not better. Use it in a preconditioner's
+        latent space or on a well-scaled posterior: :math:`h` is a step in the units of the
+        space SVGD runs in (0.05 on a standardised target).
     init_radius : float
         Initial particles are uniform in :math:`[-r, r]^d` in the space SVGD runs in (NumPyro's
         ``init_to_uniform`` radius), unless ``init_params`` are given.
@@ -198,6 +208,7 @@ class SVGD:
         *,
         bandwidth_every: int = 1,
         linear_weight: float = 0.0,
+        noise_step: float | None = None,
         init_radius: float = 2.0,
         chunk_size: int = 50,
         flow_kwargs: Mapping[str, Any] | None = None,
@@ -212,7 +223,16 @@ class SVGD:
             if not (isinstance(value, (int, np.integer)) and value >= 1):
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
         self.model = model
-        self.optim = core.as_optax(optim)
+        if (optim is None) == (noise_step is None):
+            raise ValueError(
+                "Give exactly one of optim (SVGD's deterministic steps, e.g. optax.adagrad(0.1)) "
+                "and noise_step (noisy SVGD, whose step size it is: SVGD(model, None, "
+                f"noise_step=0.05)); got optim={optim!r}, noise_step={noise_step!r}."
+            )
+        if noise_step is not None and not noise_step > 0:
+            raise ValueError(f"noise_step must be a positive step size; got {noise_step!r}.")
+        self.noise_step = None if noise_step is None else float(noise_step)
+        self.optim = optax.identity() if optim is None else core.as_optax(optim)
         self.kernel = core.default_kernel() if kernel is None else kernel
         self.num_particles = int(num_particles)
         self.preconditioner = _resolve(preconditioner)
@@ -380,6 +400,7 @@ class SVGD:
             self._preconditioner(layout),
             self.bandwidth_every,
             self.linear_weight,
+            self.noise_step,
         )
 
     def _update_fn(self, state: core.SVGDState, arrays: tuple, static: ModelArgs) -> tuple:

@@ -285,7 +285,7 @@ class TestMonitor:
         assert not core.ksd_rising([1.0, 2.0, 3.0])  # too short to tell
 
 
-# --- noisy SVGD (docs/math.md §6.4) --------------------------------------------------------------
+# --- noisy SVGD (docs/math.md §6.6) --------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("x64_class")

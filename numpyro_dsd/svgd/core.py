@@ -256,7 +256,7 @@ def langevin_noise(
     """:math:`L\\xi`: a draw with covariance :math:`K \\otimes I_d` across particles and
     coordinates, :math:`K_{ij} = \\varphi((z_i - z_j)^\\top A (z_i - z_j))` the kernel matrix
     of the particles and :math:`LL^\\top = K` (Cholesky, :math:`O(n^3)`); the noise of noisy SVGD
-    (:func:`build_step`'s ``noise_step``, docs/math.md §6.4).
+    (:func:`build_step`'s ``noise_step``, docs/math.md §6.6).
 
     Returns
     -------
@@ -595,7 +595,7 @@ def build_step(
     noise_step : float, optional
         Noisy SVGD with step :math:`h`: instead of the optimizer's update, the particles take
         the Euler-Maruyama step of the Langevin diffusion on all n particles jointly whose
-        diffusion matrix is the kernel matrix (docs/math.md §6.4),
+        diffusion matrix is the kernel matrix (docs/math.md §6.6),
 
         .. math:: z_i \\leftarrow z_i + h\\,b_i\\min\\Big(1, \\frac{2\\sqrt{2hd}}{h\\|b_i\\|}\\Big)
             + \\sqrt{2h}\\,(L\\xi)_i, \\qquad b = n\\Phi,\\ LL^\\top = K,\\ \\xi \\sim N(0, I),

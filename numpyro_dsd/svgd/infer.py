@@ -147,7 +147,7 @@ class SVGD:
         Noisy SVGD with this step size :math:`h` (with ``optim=None``): each step adds
         :math:`h n\\Phi` and a Gaussian draw with covariance :math:`2hK` across particles (K
         the kernel matrix), the discretised Langevin diffusion of all particles jointly whose
-        invariant law is n independent draws of the target (docs/math.md §6.4,
+        invariant law is n independent draws of the target (docs/math.md §6.6,
         :func:`numpyro_dsd.svgd.build_step`). It cannot collapse, on heavy tails neither; its
         particles are as good as independent draws, not better. Use it in a preconditioner's
         latent space or on a well-scaled posterior: :math:`h` is a step in the units of the

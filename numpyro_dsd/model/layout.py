@@ -240,7 +240,8 @@ class _Hashed:
 def split_model_args(args: tuple, kwargs: Mapping[str, Any]) -> tuple[tuple, ModelArgs]:
     """Split a model's arguments as NumPyro's MCMC treats them: arrays (JAX or NumPy) may be
     traced, everything else (Python ints such as a ``numpyro.plate`` size, strings, shapes,
-    None) stays a concrete Python value.
+    None, Python and NumPy scalars) stays a concrete Python value, so a jitted function
+    compiles once per distinct static value.
 
     Returns ``(arrays, static)``: pass ``arrays`` to a jitted function as a traced argument and
     ``static`` as a static one, and call the model with ``static.merge(arrays)``.

@@ -454,7 +454,10 @@ class SVGD:
         chunks (a flow refit, :func:`numpyro_dsd.svgd.core.reestimate_due`) happen when the
         step count reaches a multiple of the preconditioner's ``every``. A non-finite step stops
         the run with :class:`NonFiniteStepError`, whose ``.result`` keeps the last finite state
-        and the traces up to it.
+        and the traces up to it. The KSD in the run's fixed frame
+        (:func:`numpyro_dsd.svgd.monitor_ksd`) is measured at the start and after every chunk
+        (``result.ksd``, ``result.ksd_step``, shown on the progress bar); a sustained rise
+        issues :class:`SVGDDivergenceWarning` (:func:`numpyro_dsd.svgd.ksd_rising`).
         """
         if not (isinstance(num_steps, (int, np.integer)) and num_steps >= 1):
             raise ValueError(f"num_steps must be an integer >= 1; got {num_steps!r}.")

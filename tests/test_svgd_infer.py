@@ -236,3 +236,27 @@ def test_noisy_svgd_on_a_model():
         SVGD(regression, optax.adagrad(0.1), noise_step=0.05)
     with pytest.raises(ValueError, match="exactly one of optim"):
         SVGD(regression, None)
+
+
+def test_flow_fit_falls_back_when_the_fixed_schedule_diverges(monkeypatch):
+    """preconditioner="flow": when default_flow_fit's fixed schedule diverges (FlowFitError),
+    SVGD refits with fit_flow's default optimiser (which backs off) instead of failing; an
+    optimiser the user gave is not replaced."""
+    from numpyro_dsd.flows.quality import FlowFitError
+    from numpyro_dsd.svgd import infer
+
+    diverging = {"num_steps": 60, "optim": optax.sgd(1e4), "num_particles": 2}
+    monkeypatch.setattr(infer, "default_flow_fit", lambda: dict(diverging))
+    svgd = SVGD(regression, optax.adagrad(0.1), num_particles=8, preconditioner="flow")
+    state, fit = svgd.init_with_fit(jax.random.key(0), Y)
+    assert np.all(np.isfinite(fit.losses)) and fit.losses.shape == (60,)
+    assert bool(jnp.all(jnp.isfinite(state.particles)))
+    given = SVGD(
+        regression,
+        optax.adagrad(0.1),
+        num_particles=8,
+        preconditioner="flow",
+        flow_kwargs={"optim": optax.sgd(1e4)},
+    )
+    with pytest.raises(FlowFitError):
+        given.init(jax.random.key(0), Y)

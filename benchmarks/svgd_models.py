@@ -11,7 +11,7 @@ Methods, 100 particles, ``--steps`` steps (default 1000):
 
 - ours, default: ``SVGD(model, optax.adagrad(0.1))``;
 - ours, flow + linear: ``preconditioner=fit, linear_weight=1`` with one NeuTra flow per model
-  (``fit_flow`` with ``numpyro_dsd.svgd.infer.default_flow_fit()``, shared by the flow rows);
+  (fitted as ``SVGD(..., preconditioner="flow")`` fits it, shared by the flow rows);
 - ours, noisy in the flow's latent space: ``SVGD(model, None, noise_step=0.05,
   preconditioner=fit)``;
 - NumPyro: ``numpyro.contrib.einstein.SVGD`` with ``RBFKernel`` and ``optax.adagrad(0.1)``.
@@ -52,9 +52,8 @@ from zoo_models import (
     horseshoe,
 )
 
-from numpyro_dsd import SVGD, fit_flow
+from numpyro_dsd import SVGD
 from numpyro_dsd.model import ModelLayout
-from numpyro_dsd.svgd.infer import default_flow_fit
 
 N = 100
 
@@ -182,7 +181,8 @@ def main() -> None:
         ref = np.asarray(
             jax.vmap(layout.flatten)({k: jnp.asarray(v) for k, v in ref_sites.items()})
         )
-        fit = fit_flow(model, *margs, progress_bar=False, **default_flow_fit(), **mkwargs)
+        flow_svgd = SVGD(model, optax.adagrad(0.1), num_particles=N, preconditioner="flow")
+        fit = flow_svgd.init_with_fit(jax.random.key(0), *margs, **mkwargs)[1]  # as SVGD fits
         rows = methods(model, margs, mkwargs, args.steps, fit, layout)
         for method, fn in rows.items():
             t0 = time.perf_counter()

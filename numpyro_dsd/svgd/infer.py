@@ -49,9 +49,10 @@ Model = Callable[..., Any]
 def default_flow_fit() -> dict[str, Any]:
     """How ``preconditioner="flow"`` fits its NeuTra flow (:func:`~numpyro_dsd.fit_flow`): 5000
     steps of Adam with the step size decaying from 3e-2 to 3e-4, 8 ELBO particles. If that fit
-    diverges (:class:`~numpyro_dsd.flows.quality.FlowFitError`: the horseshoe regression,
-    d = 66, had 1808 of 5000 losses not finite) and no ``optim`` was given, ``SVGD`` fits again
-    with ``fit_flow``'s default optimiser, whose step shrinks with d and backs off.
+    diverges (:class:`~numpyro_dsd.flows.quality.FlowFitError`: on a horseshoe regression with
+    d = 22, benchmarks/svgd_models.py, 1808 of 5000 losses were not finite) and no ``optim``
+    was given, ``SVGD`` fits again with ``fit_flow``'s default optimiser, whose step shrinks
+    with d and backs off.
 
     Stronger than ``fit_flow``'s default because SVGD inherits the flow's conditioning: on a
     10-d Gaussian with condition number 1e4 the default fit ends at KL 8.4 and flow SVGD's
@@ -345,7 +346,7 @@ class SVGD:
                 if "optim" in given:
                     raise
                 # default_flow_fit's fixed schedule diverged: fit_flow's own default optimiser,
-                # which shrinks with d and backs off (horseshoe regression, d = 66)
+                # which shrinks with d and backs off (a horseshoe regression, d = 22)
                 fit_kwargs.pop("optim")
                 fit = fit_flow(self.model, *args, rng_key=key, **fit_kwargs, **model_kwargs)
             params = FlowParams.of(fit.flow)

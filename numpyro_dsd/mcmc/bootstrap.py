@@ -66,6 +66,9 @@ DEFAULT_KAPPA = 3.0
 #: measured on 2 CPU cores (benchmarks/diagnostic_speed.py, docs/benchmarks.md).
 JUMP_COST_PER_POINT_PAIR = 500.0
 JUMP_COST_PER_JUMP_PAIR = 15000.0
+#: The jump form holds a strip of the kernel, (block, n), and its suffix sums: the block shrinks
+#: so that a strip has at most this many entries (256 MB in float32).
+JUMP_STRIP_ENTRIES = 2**26
 
 
 class BootstrapResult(NamedTuple):
@@ -258,6 +261,7 @@ def wild_bootstrap(
             "method='auto' or 'dense'."
         )
     if method == "jumps" or (method == "auto" and _jumps_cheaper(w)):
+        block = max(8, min(block, JUMP_STRIP_ENTRIES // n // 8 * 8))  # a strip is (block, n)
         jumps = sign_jumps(w, block)
         quad = pair_quadratic_jumps(*args, jumps, block=block, devices=devs) / n
     else:

@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-import numpyro.distributions as dist
 import optax
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.reparam import LocScaleReparam
@@ -48,6 +47,7 @@ from zoo_models import (
     HORSESHOE_X,
     HORSESHOE_Y,
     baseball,
+    eight_schools_numpyro,
     funnel,
     horseshoe,
 )
@@ -56,15 +56,6 @@ from numpyro_dsd import SVGD
 from numpyro_dsd.model import ModelLayout
 
 N = 100
-
-
-def eight_schools(J, sigma, y=None):
-    """NumPyro's eight schools, its own signature."""
-    mu = numpyro.sample("mu", dist.Normal(0, 5))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5))
-    with numpyro.plate("J", J):
-        theta = numpyro.sample("theta", dist.Normal(mu, tau))
-        numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
 
 
 def nuts_reference(model: Callable, args: tuple, kwargs: dict, sites: tuple) -> dict:
@@ -89,15 +80,16 @@ def funnel_reference() -> dict:
 
 
 def cases() -> dict[str, tuple[Callable, tuple, dict, Callable[[], dict]]]:
-    non_centred_es = numpyro.handlers.reparam(eight_schools, config={"theta": LocScaleReparam(0)})
-    non_centred_bb = numpyro.handlers.reparam(baseball, config={"alpha": LocScaleReparam(0)})
+    reparam = numpyro.handlers.reparam
+    non_centred_es = reparam(eight_schools_numpyro, config={"theta": LocScaleReparam(0)})
+    non_centred_bb = reparam(baseball, config={"alpha": LocScaleReparam(0)})
     es_args, es_kwargs = (8, EIGHT_SIGMA), {"y": EIGHT_Y}
     bb_args = (BASEBALL_AT_BATS, BASEBALL_HITS)
     hs_args = (HORSESHOE_X, HORSESHOE_Y)
     hs_sites = ("lambdas", "tau", "unscaled_betas", "prec_obs")
     return {
         "eight_schools": (
-            eight_schools,
+            eight_schools_numpyro,
             es_args,
             es_kwargs,
             lambda: nuts_reference(non_centred_es, es_args, es_kwargs, ("mu", "tau", "theta")),

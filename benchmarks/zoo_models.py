@@ -79,13 +79,19 @@ HALF = len(REG_Y) // 2
 # --- models ------------------------------------------------------------------------------------
 
 
-def eight_schools(sigma, y=None):
-    """Centred: theta_j ~ N(mu, tau)."""
+def eight_schools_numpyro(J, sigma, y=None):
+    """Centred: theta_j ~ N(mu, tau); NumPyro's example with its signature (a Python int J
+    sizes the plate)."""
     mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
     tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("school", len(sigma)):
+    with numpyro.plate("J", J):
         theta = numpyro.sample("theta", dist.Normal(mu, tau))
         numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+
+
+def eight_schools(sigma, y=None):
+    """:func:`eight_schools_numpyro` with J = len(sigma)."""
+    eight_schools_numpyro(len(sigma), sigma, y)
 
 
 def eight_schools_noncentred(sigma, y=None):

@@ -67,6 +67,7 @@ __all__ = [
     "default_kernel",
     "stein_force",
     "langevin_noise",
+    "check_noise_step",
     "init",
     "build_step",
     "latent_scores",
@@ -623,13 +624,7 @@ def build_step(
     """
     kernel = default_kernel() if kernel is None else kernel
     opt = as_optax(optim)
-    if noise_step is not None and not noise_step > 0:
-        raise ValueError(f"noise_step must be a positive step size; got {noise_step!r}.")
-    if noise_step is not None and linear_weight:
-        raise ValueError(
-            "noise_step and linear_weight do not combine: the noise already keeps the particles' "
-            "spread (docs/svgd.md); use one of them."
-        )
+    check_noise_step(noise_step, linear_weight)
     adaptive = isinstance(kernel.bandwidth, str) and kernel.bandwidth != "id"
     in_step = preconditioner is not None and preconditioner.in_step
     every = preconditioner.every if in_step else None
@@ -671,6 +666,20 @@ def build_step(
         return new, SVGDInfo(force, v, finite)
 
     return step
+
+
+def check_noise_step(noise_step: float | None, linear_weight: float = 0.0) -> None:
+    """Raise ``ValueError`` unless ``noise_step`` is None or a positive step size that comes
+    without ``linear_weight`` (:func:`build_step`)."""
+    if noise_step is None:
+        return
+    if not noise_step > 0:
+        raise ValueError(f"noise_step must be a positive step size; got {noise_step!r}.")
+    if linear_weight:
+        raise ValueError(
+            "noise_step and linear_weight do not combine: the noise already keeps the particles' "
+            "spread (docs/svgd.md); use one of them."
+        )
 
 
 def _noise_key(state: SVGDState) -> jax.Array:

@@ -234,8 +234,7 @@ class SVGD:
                 "and noise_step (noisy SVGD, whose step size it is: SVGD(model, None, "
                 f"noise_step=0.05)); got optim={optim!r}, noise_step={noise_step!r}."
             )
-        if noise_step is not None and not noise_step > 0:
-            raise ValueError(f"noise_step must be a positive step size; got {noise_step!r}.")
+        core.check_noise_step(noise_step, linear_weight)
         self.noise_step = None if noise_step is None else float(noise_step)
         self.optim = optax.identity() if optim is None else core.as_optax(optim)
         self.kernel = core.default_kernel() if kernel is None else kernel

@@ -70,6 +70,8 @@ __all__ = [
     "check_noise_step",
     "init",
     "build_step",
+    "finish",
+    "moment_force",
     "latent_scores",
     "as_optax",
     "estimate",
@@ -668,6 +670,143 @@ def build_step(
     return step
 
 
+def moment_force(particles: ArrayLike, scores: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """SVGD force of the diagonal linear kernel, and its KSD²: the residual of the coordinate-wise
+    Stein moment equations (docs/math.md §6.7).
+
+    With the matrix-valued kernel :math:`K(z, y) = \\operatorname{diag}((z - \\bar z)\\odot
+    (y - \\bar z)) + I` (:math:`\\bar z` the particles' mean, held fixed),
+
+    .. math::
+        \\phi(z) = \\bar s + (c + 1)\\odot(z - \\bar z), \\qquad
+        \\hat V = \\|c + 1\\|^2 + \\|\\bar s\\|^2,
+        \\qquad \\bar s = \\frac1n\\sum_i s_i,\\
+        c = \\frac1n\\sum_i s_i\\odot(z_i - \\bar z),
+
+    so the force vanishes exactly when every coordinate satisfies the Stein moment equations
+    :math:`\\frac1n\\sum_i s_{ia} = 0` and :math:`\\frac1n\\sum_i s_{ia}(z_{ia} - \\bar z_a) = -1`:
+    its flow moves each coordinate's location and scale only. O(n d).
+
+    Parameters
+    ----------
+    particles : (n, d)
+        Points :math:`z_i` (latent, with a preconditioner).
+    scores : (n, d)
+        :math:`s_i = \\nabla\\log p(z_i)` in that space.
+
+    Returns
+    -------
+    force : (n, d)
+    residual : scalar
+        :math:`\\hat V`.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> z = jnp.array([[-1.0], [1.0]])  # mean 0, variance 1: N(0, 1)'s equations hold
+    >>> moment_force(z, -z)[1]
+    Array(0., dtype=float32)
+    """
+    z, s = jnp.asarray(particles), jnp.asarray(scores)
+    zc = z - jnp.mean(z, axis=0)
+    s_bar = jnp.mean(s, axis=0)
+    c1 = jnp.mean(s * zc, axis=0) + 1.0
+    return s_bar + c1 * zc, jnp.sum(c1**2) + jnp.sum(s_bar**2)
+
+
+#: The finish's kernels (:func:`finish`): "full", the SVGD kernel plus the linear kernel
+#: (Liu & Wang 2018); "diagonal", the diagonal linear kernel alone (:func:`moment_force`).
+FINISH_KERNELS = ("full", "diagonal")
+
+
+def finish(
+    state: SVGDState,
+    log_prob: LogProb,
+    optim: Any,
+    kernel: IMQ | Gaussian | None = None,
+    preconditioner: Preconditioner | None = None,
+    num_steps: int = 100,
+    moments: str = "full",
+) -> tuple[SVGDState, SVGDInfo]:
+    """The Stein-moment finish of noisy SVGD: ``num_steps`` deterministic SVGD steps of ``optim``
+    from the particles of ``state``, with a kernel whose fixed points satisfy Stein moment
+    equations (docs/math.md §6.7).
+
+    Noisy SVGD's particles are as good as independent draws of the target: each mean is off by
+    about :math:`\\sigma/\\sqrt n`. A short deterministic run towards the Stein moment
+    equations removes most of that error where the target (a flow's latent space) is close to
+    Gaussian (docs/svgd.md, "The default: noisy, then a finish"):
+
+    - ``moments="full"``: ``kernel`` plus the linear kernel :math:`(z - \\bar z)^\\top(y - \\bar
+      z) + 1` (:func:`stein_force` with ``linear_weight=1``), whose fixed points satisfy
+      :math:`\\frac1n\\sum_i s_i = 0` and :math:`\\frac1n\\sum_i s_i(z_i - \\bar z)^\\top = -I`:
+      it corrects the covariance as a whole, and drifts outwards on heavy tails (20-50
+      Student-t(5) marginals: variance 1.2-1.4 after 100 steps);
+    - ``moments="diagonal"``: the diagonal linear kernel alone (:func:`moment_force`), whose fixed
+      points satisfy each coordinate's equations :math:`\\frac1n\\sum_i s_{ia} = 0` and
+      :math:`\\frac1n\\sum_i s_{ia}(z_{ia} - \\bar z_a) = -1`: a location and a scale per
+      coordinate, stable on heavy tails (variance 0.98-1.02 there), blind to correlations.
+
+    Parameters
+    ----------
+    state : SVGDState
+        The chain's state: its particles, kernel matrix and preconditioner parameters are used.
+    log_prob, optim, kernel, preconditioner
+        As in :func:`build_step`. The optimizer starts afresh, the step count at 0.
+    num_steps : int
+        Length of the finish (static).
+    moments : {"full", "diagonal"}
+        The kernel, as above.
+
+    Returns
+    -------
+    (SVGDState, SVGDInfo)
+        ``state`` with the finished particles (resume from the chain's own state), and the
+        per-step record, ``(num_steps,)`` leaves; a non-finite step is not taken (``info.finite``
+        False).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, optax
+    >>> log_prob = lambda x: -0.5 * jnp.sum(x**2)
+    >>> x0 = 1.3 * jax.random.normal(jax.random.key(0), (100, 2)) + 0.3
+    >>> state = init(x0, log_prob, optax.sgd(0.1))
+    >>> done, infos = finish(state, log_prob, optax.adagrad(0.1), moments="diagonal")
+    >>> z = done.particles
+    >>> bool(jnp.abs(z.mean(0)).max() < 1e-3), bool(jnp.abs(z.var(0) - 1).max() < 1e-3)
+    (True, True)
+    """
+    if moments not in FINISH_KERNELS:
+        raise ValueError(f"moments must be one of {FINISH_KERNELS}; got {moments!r}.")
+    opt = as_optax(optim)
+    start = state._replace(opt_state=opt.init(state.particles), step=jnp.zeros_like(state.step))
+    if moments == "full":
+        step = build_step(log_prob, opt, kernel, preconditioner, linear_weight=1.0)
+        done, infos = jax.lax.scan(lambda c, _: step(c), start, length=num_steps)
+        return state._replace(particles=done.particles, precond_params=done.precond_params), infos
+
+    def diagonal_step(s: SVGDState, _: Any) -> tuple[SVGDState, SVGDInfo]:
+        z = s.particles
+        _, scores = latent_scores(z, log_prob, preconditioner, s.precond_params)
+        phi, v = moment_force(z, scores)
+        updates, opt_state = opt.update(-phi, s.opt_state, z)
+        new_z = optax.apply_updates(z, updates)
+        finite = (
+            jnp.all(jnp.isfinite(scores))
+            & jnp.all(jnp.isfinite(phi))
+            & jnp.all(jnp.isfinite(new_z))
+        )
+        kept = jax.tree.map(
+            lambda a, b: jnp.where(finite, a, b), (new_z, opt_state), (z, s.opt_state)
+        )
+        new = s._replace(particles=kept[0], opt_state=kept[1])
+        force = jnp.sqrt(jnp.mean(jnp.sum(phi**2, axis=1)))
+        return new, SVGDInfo(force, v, finite)
+
+    done, infos = jax.lax.scan(diagonal_step, start, length=num_steps)
+    return state._replace(particles=done.particles), infos
+
+
 def check_noise_step(noise_step: float | None, linear_weight: float = 0.0) -> None:
     """Raise ``ValueError`` unless ``noise_step`` is None or a positive step size that comes
     without ``linear_weight`` (:func:`build_step`)."""
@@ -678,7 +817,7 @@ def check_noise_step(noise_step: float | None, linear_weight: float = 0.0) -> No
     if linear_weight:
         raise ValueError(
             "noise_step and linear_weight do not combine: the noise already keeps the particles' "
-            "spread (docs/svgd.md); use one of them."
+            "spread, and linear_weight is for deterministic SVGD (noise_step=None; docs/svgd.md)."
         )
 
 

@@ -71,9 +71,11 @@ class SVGDRunResult(NamedTuple):
     Attributes
     ----------
     particles : (num_particles, d)
-        Flat unconstrained particles in the data space (pulled back through the preconditioner).
+        Flat unconstrained particles in the data space (pulled back through the
+        preconditioner), after the finish (:func:`numpyro_dsd.svgd.finish`) when the run has one.
     state : SVGDState
-        ``run(..., init_state=result.state)`` continues exactly.
+        The chain's state, before any finish: ``run(..., init_state=result.state)`` continues
+        exactly.
     stein_force : (num_steps,)
         Root mean square force :math:`\\|\\phi\\|` per step.
     ksd_squared : (num_steps,)
@@ -88,6 +90,9 @@ class SVGDRunResult(NamedTuple):
         every chunk: the series to judge convergence by.
     ksd_step : (num_checks,)
         The step count at which each ``ksd`` was measured.
+    finish_ksd : scalar or None
+        The fixed-frame KSD of ``particles`` after the finish (:func:`numpyro_dsd.svgd.finish`),
+        None when the run had none (``ksd[-1]`` is the chain's last value before it).
     """
 
     particles: jax.Array
@@ -97,6 +102,7 @@ class SVGDRunResult(NamedTuple):
     flow_fit: FlowFit | None = None
     ksd: jax.Array | None = None
     ksd_step: jax.Array | None = None
+    finish_ksd: jax.Array | None = None
 
 
 class SVGDDivergenceWarning(UserWarning):
@@ -114,49 +120,70 @@ class NonFiniteStepError(ValueError):
 
 
 class SVGD:
-    """Stein variational gradient descent for a NumPyro model, plain or preconditioned.
+    """Stein variational gradient descent for a NumPyro model: noisy SVGD in a flow's latent
+    space, then a short deterministic finish, by default.
 
     Each step moves every particle along the SVGD force (:func:`numpyro_dsd.svgd.stein_force`)
-    of the model's unconstrained log density, :math:`\\log p(x) = -U(x)`, through ``optim``; with a
+    of the model's unconstrained log density, :math:`\\log p(x) = -U(x)`; with a
     ``preconditioner`` the particles move in its latent space :math:`z = T(x)` under
-    :math:`T_\\#p` (docs/math.md §6.3) and are pulled back.
+    :math:`T_\\#p` (docs/math.md §6.3) and are pulled back. By default (docs/svgd.md, "The
+    default: noisy, then a finish") the ``num_steps`` steps of :meth:`run` are noisy SVGD steps
+    (``noise_step``: a Langevin diffusion of all particles whose invariant law is independent
+    draws of the target, so they cannot collapse) in the latent space of a NeuTra flow fitted on
+    the model, and the particles returned have then taken ``finish_steps`` deterministic steps of
+    ``optim`` towards the Stein moment equations (:func:`numpyro_dsd.svgd.finish`), which
+    removes most of the independent draws' Monte Carlo error of the means and sds.
+    ``noise_step=None`` is deterministic SVGD of ``optim`` throughout (with
+    ``preconditioner=None``: plain SVGD as in NumPyro and BlackJAX).
 
     Parameters
     ----------
     model : callable
         NumPyro model with continuous latent sites.
     optim : optax GradientTransformation, numpyro.optim optimizer, or None
-        Adagrad-type (``numpyro.optim.Adagrad(0.1)``, ``optax.adagrad(0.1)``) is the usual choice.
-        None with ``noise_step``.
+        The deterministic steps' optimizer: the finish's, or every step's with
+        ``noise_step=None``. Adagrad-type (``optax.adagrad(0.1)``,
+        ``numpyro.optim.Adagrad(0.1)``) is the usual choice. None: noisy steps only, no finish.
     kernel : IMQ or Gaussian, optional
         Default ``Gaussian(bandwidth="svgd")``: :math:`\\exp(-\\|z-y\\|^2\\log n/\\ell^2)` with the
         median distance :math:`\\ell`, re-estimated every ``bandwidth_every`` steps.
     num_particles : int
-    preconditioner : None, "constant", "flow", a Preconditioner, or a flow
-        ``"constant"``: :class:`~numpyro_dsd.svgd.preconditioners.ConstantPreconditioner` (average
-        Hessian, re-estimated every 100 steps). ``"flow"``: a NeuTra flow fitted by
-        :func:`~numpyro_dsd.fit_flow` in :meth:`init`: its arrays live in the state
-        (``state.precond_params``), its record in ``SVGDRunResult.flow_fit``. A flow object
-        (``FlowFit`` or ``FittedFlow`` from ``fit_flow``, NumPyro ``Transform`` data-to-latent,
-        ``(guide, params)``) is wrapped in
-        :class:`~numpyro_dsd.svgd.preconditioners.FlowPreconditioner`.
+    preconditioner : "flow" (default), "constant", None, a Preconditioner, or a flow
+        ``"flow"``: a NeuTra flow fitted by :func:`~numpyro_dsd.fit_flow` in :meth:`init`
+        (:func:`default_flow_fit`; seconds to tens of seconds): its arrays live in the state
+        (``state.precond_params``), its record in ``SVGDRunResult.flow_fit``. ``"constant"``:
+        :class:`~numpyro_dsd.svgd.preconditioners.ConstantPreconditioner` (average Hessian,
+        re-estimated every 100 steps; enough on a nearly Gaussian posterior such as a logistic
+        regression, not on a hierarchy). None: the model's unconstrained space, where
+        ``noise_step`` is in its raw units. A flow object (``FlowFit`` or ``FittedFlow`` from
+        ``fit_flow``, NumPyro ``Transform`` data-to-latent, ``(guide, params)``) is wrapped in
+        :class:`~numpyro_dsd.svgd.preconditioners.FlowPreconditioner` (no fit).
     bandwidth_every : int
         Steps between bandwidth updates (a median of at most 256 particles' distances).
+    noise_step : float or None
+        Default 0.05. The noisy steps' size :math:`h`: each step adds :math:`h n\\Phi` and a
+        Gaussian draw with covariance :math:`2hK` across particles (K the kernel matrix), the
+        discretised Langevin diffusion of all particles jointly (docs/math.md §6.6,
+        :func:`numpyro_dsd.svgd.build_step`); :math:`h` is a step in the units of the space SVGD
+        runs in, which a preconditioner standardises. None: deterministic SVGD steps of
+        ``optim`` throughout, no finish.
+    finish_steps : int
+        Default 100. Deterministic SVGD steps of ``optim`` towards the Stein moment equations,
+        applied to the particles :meth:`run` returns after the noisy steps
+        (:func:`numpyro_dsd.svgd.finish`); the chain's state (``result.state``) is not changed
+        by them, so a resumed run continues the chain. 0: no finish.
+    finish_moments : {"full", "diagonal"}
+        The finish's kernel. ``"full"`` (default): the SVGD kernel plus the linear kernel, whose
+        fixed points match the whole covariance (best on the real models of docs/svgd.md, and
+        drifts outwards on heavy tails: variance 1.2-1.4 on Student-t(5) marginals).
+        ``"diagonal"``: :func:`numpyro_dsd.svgd.moment_force`, a location and a scale per latent
+        coordinate, stable on heavy tails, blind to correlations the flow left.
     linear_weight : float
-        Adds :math:`w((z - \\bar z)^\\top(y - \\bar z) + 1)` to the kernel (default 0, plain
-        SVGD as in NumPyro and BlackJAX). ``1.0`` makes the fixed points match a Gaussian's
-        Stein moment equations (Liu & Wang 2018) and counters SVGD's variance collapse in high
-        dimension; with a preconditioner, whose latent target is nearly Gaussian, it is the
-        setting to use (:func:`numpyro_dsd.svgd.stein_force`).
-    noise_step : float, optional
-        Noisy SVGD with this step size :math:`h` (with ``optim=None``): each step adds
-        :math:`h n\\Phi` and a Gaussian draw with covariance :math:`2hK` across particles (K
-        the kernel matrix), the discretised Langevin diffusion of all particles jointly whose
-        invariant law is n independent draws of the target (docs/math.md §6.6,
-        :func:`numpyro_dsd.svgd.build_step`). It cannot collapse, on heavy tails neither; its
-        particles are as good as independent draws, not better. Use it in a preconditioner's
-        latent space or on a well-scaled posterior: :math:`h` is a step in the units of the
-        space SVGD runs in (0.05 on a standardised target).
+        With ``noise_step=None`` only: adds :math:`w((z - \\bar z)^\\top(y - \\bar z) + 1)` to
+        the kernel (default 0, plain SVGD), whose fixed points match a Gaussian's Stein moment
+        equations (Liu & Wang 2018; :func:`numpyro_dsd.svgd.stein_force`). It counters the
+        variance collapse of deterministic SVGD on near-Gaussian (latent) targets and diverges on
+        heavy tails (docs/svgd.md).
     init_radius : float
         Initial particles are uniform in :math:`[-r, r]^d` in the space SVGD runs in (NumPyro's
         ``init_to_uniform`` radius), unless ``init_params`` are given.
@@ -194,11 +221,13 @@ class SVGD:
     ...     sigma = numpyro.sample("sigma", dist.HalfNormal(5.0))
     ...     numpyro.sample("y", dist.Normal(mu, sigma), obs=y)
     >>> y = jax.numpy.array([1.0, 2.0, 3.0, 2.5])
-    >>> svgd = SVGD(model, optax.adagrad(1.0), num_particles=50)
+    >>> svgd = SVGD(model, optax.adagrad(0.1), num_particles=50)  # fits a flow, then runs
     >>> result = svgd.run(jax.random.key(0), 500, y, progress_bar=False)
     >>> samples = svgd.get_samples(result)  # NUTS: mu 2.11 +- 0.94
     >>> samples["mu"].shape, bool(abs(samples["mu"].mean() - 2.1) < 0.2)
     ((50,), True)
+    >>> plain = SVGD(model, optax.adagrad(1.0), num_particles=50, preconditioner=None,
+    ...              noise_step=None)  # plain SVGD, as NumPyro's
     >>> Predictive(model, posterior_samples=samples)(jax.random.key(1))["y"].shape
     (50,)
     """
@@ -209,11 +238,13 @@ class SVGD:
         optim: Any,
         kernel: IMQ | Gaussian | None = None,
         num_particles: int = 100,
-        preconditioner: Any = None,
+        preconditioner: Any = "flow",
         *,
         bandwidth_every: int = 1,
+        noise_step: float | None = 0.05,
+        finish_steps: int = 100,
+        finish_moments: str = "full",
         linear_weight: float = 0.0,
-        noise_step: float | None = None,
         init_radius: float = 2.0,
         chunk_size: int = 50,
         flow_kwargs: Mapping[str, Any] | None = None,
@@ -227,15 +258,23 @@ class SVGD:
         ):
             if not (isinstance(value, (int, np.integer)) and value >= 1):
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+        if not (isinstance(finish_steps, (int, np.integer)) and finish_steps >= 0):
+            raise ValueError(f"finish_steps must be an integer >= 0; got {finish_steps!r}.")
         self.model = model
-        if (optim is None) == (noise_step is None):
+        if optim is None and noise_step is None:
             raise ValueError(
-                "Give exactly one of optim (SVGD's deterministic steps, e.g. optax.adagrad(0.1)) "
-                "and noise_step (noisy SVGD, whose step size it is: SVGD(model, None, "
-                f"noise_step=0.05)); got optim={optim!r}, noise_step={noise_step!r}."
+                "Give optim (deterministic SVGD steps, e.g. optax.adagrad(0.1)), noise_step "
+                "(noisy SVGD's step size, e.g. 0.05), or both (the default: noisy steps, then "
+                "a finish of finish_steps deterministic steps); got neither."
             )
         core.check_noise_step(noise_step, linear_weight)
         self.noise_step = None if noise_step is None else float(noise_step)
+        self.finish_steps = 0 if optim is None or noise_step is None else int(finish_steps)
+        if finish_moments not in core.FINISH_KERNELS:
+            raise ValueError(
+                f"finish_moments must be one of {core.FINISH_KERNELS}; got {finish_moments!r}."
+            )
+        self.moments = finish_moments
         self.optim = optax.identity() if optim is None else core.as_optax(optim)
         self.kernel = core.default_kernel() if kernel is None else kernel
         self.num_particles = int(num_particles)
@@ -257,6 +296,7 @@ class SVGD:
         self._update = jax.jit(self._update_fn, static_argnums=2)
         self._scan = jax.jit(self._scan_fn, static_argnums=(2, 3))
         self._monitor = jax.jit(self._monitor_fn, static_argnums=2)
+        self._finish = jax.jit(self._finish_fn, static_argnums=2)
 
     # ---- set-up -------------------------------------------------------------------------
     def _layout_for(self, args: tuple, kwargs: dict[str, Any]) -> ModelLayout:
@@ -423,6 +463,14 @@ class SVGD:
         layout = self._layout_for(*static.merge(arrays))
         return core.monitor_ksd(state, layout.log_prob, self._preconditioner(layout))
 
+    def _finish_fn(self, state: core.SVGDState, arrays: tuple, static: ModelArgs) -> tuple:
+        layout = self._layout_for(*static.merge(arrays))
+        pre = self._preconditioner(layout)
+        done, info = core.finish(
+            state, layout.log_prob, self.optim, self.kernel, pre, self.finish_steps, self.moments
+        )
+        return done, info.finite, core.monitor_ksd(done, layout.log_prob, pre)
+
     def _check_ready(self, state: core.SVGDState, args: tuple, kwargs: dict[str, Any]) -> None:
         if self._layout is None:
             self._setup(args, kwargs)
@@ -464,7 +512,11 @@ class SVGD:
         and the traces up to it. The KSD in the run's fixed frame
         (:func:`numpyro_dsd.svgd.monitor_ksd`) is measured at the start and after every chunk
         (``result.ksd``, ``result.ksd_step``, shown on the progress bar); a sustained rise
-        issues :class:`SVGDDivergenceWarning` (:func:`numpyro_dsd.svgd.ksd_rising`).
+        issues :class:`SVGDDivergenceWarning` (:func:`numpyro_dsd.svgd.ksd_rising`). With
+        both ``noise_step`` and ``optim`` (the default), ``result.particles`` have then taken
+        ``finish_steps`` deterministic steps (:func:`numpyro_dsd.svgd.finish`; their KSD is
+        ``result.finish_ksd``); ``result.state`` is the chain before them, so resuming continues
+        the chain and finishes again.
         """
         if not (isinstance(num_steps, (int, np.integer)) and num_steps >= 1):
             raise ValueError(f"num_steps must be an integer >= 1; got {num_steps!r}.")
@@ -496,7 +548,25 @@ class SVGD:
             bar.update(length)
             bar.set_postfix_str(f"ksd={checks[int(state.step)]:.3g}")
         bar.close()
-        return self._result(state, forces, ksds, fit, checks)
+        return self._finished(self._result(state, forces, ksds, fit, checks), model_args)
+
+    def _finished(self, result: SVGDRunResult, model_args: tuple) -> SVGDRunResult:
+        """The run's result with the finish applied to its particles (the chain's state kept);
+        a finish that meets a non-finite step keeps its last finite particles and warns."""
+        if not self.finish_steps:
+            return result
+        done, finite, finish_ksd = self._finish(result.state, *model_args)
+        finite = np.asarray(finite)
+        if not finite.all():
+            warnings.warn(
+                f"SVGD's finish met a non-finite step at step {int(np.argmin(finite))} of "
+                f"{self.finish_steps}: the particles returned are its last finite ones. Lower "
+                "the optimizer's step size, or set finish_steps=0 (result.state holds the "
+                "chain).",
+                SVGDDivergenceWarning,
+                stacklevel=3,
+            )
+        return result._replace(particles=self.get_particles(done), finish_ksd=finish_ksd)
 
     def _reestimate(
         self, state: core.SVGDState, args: tuple, kwargs: dict
@@ -570,6 +640,9 @@ class SVGD:
             "preconditioner": self.preconditioner,
             "num_particles": self.num_particles,
             "num_steps": int(result.state.step),
+            "noise_step": self.noise_step,
+            "finish_steps": self.finish_steps,
+            "finish_moments": self.moments if self.finish_steps else None,
         }
         checks = None if result.ksd is None else (result.ksd_step, result.ksd)
         return from_svgd(self.get_samples(result), trace, attrs, checks)

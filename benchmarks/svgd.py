@@ -320,6 +320,7 @@ def run_ours(
         num_particles=N,
         preconditioner=pre,
         flow_kwargs=flow_kwargs,
+        noise_step=None,  # deterministic SVGD, the algorithm NumPyro and BlackJAX run
         linear_weight=linear,
     )
     res = Result(label or f"ours, {pre or 'plain'}")

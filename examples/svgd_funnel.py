@@ -92,6 +92,7 @@ def run_method(method: tuple, seed: int, num_steps: int, num_particles: int) -> 
         optax.adagrad(0.1),
         num_particles=num_particles,
         preconditioner=preconditioner,
+        noise_step=None,  # deterministic SVGD: the preconditioners' effect alone
         linear_weight=linear_weight,
     )
     key = jax.random.key(seed)

@@ -658,16 +658,22 @@ def build_step(
             drift = drift * jnp.minimum(1.0, cap / jnp.maximum(length, cap))
             new_z = z + drift + jnp.sqrt(2.0 * noise_step) * noise
             opt_state = state.opt_state
-        finite = (
-            jnp.all(jnp.isfinite(s)) & jnp.all(jnp.isfinite(phi)) & jnp.all(jnp.isfinite(new_z))
-        )
         new = (new_z, A, state.precond_params, opt_state, state.step + 1)
-        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, tuple(state)[:5])
-        new = SVGDState(*new, state.rng_key, state.monitor)
-        force = jnp.sqrt(jnp.mean(jnp.sum(phi**2, axis=1)))
-        return new, SVGDInfo(force, v, finite)
+        kept, info = _guarded(new, tuple(state)[:5], s, phi, v)
+        return SVGDState(*kept, state.rng_key, state.monitor), info
 
     return step
+
+
+def _guarded(new: Any, old: Any, scores: jax.Array, phi: jax.Array, v: jax.Array) -> tuple:
+    """``new`` if the scores, the force and the new particles (``new[0]``) are finite, else
+    ``old`` (a step that is not taken), and the step's :class:`SVGDInfo`."""
+    finite = (
+        jnp.all(jnp.isfinite(scores)) & jnp.all(jnp.isfinite(phi)) & jnp.all(jnp.isfinite(new[0]))
+    )
+    kept = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    force = jnp.sqrt(jnp.mean(jnp.sum(phi**2, axis=1)))
+    return kept, SVGDInfo(force, v, finite)
 
 
 def moment_force(particles: ArrayLike, scores: ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -791,17 +797,8 @@ def finish(
         phi, v = moment_force(z, scores)
         updates, opt_state = opt.update(-phi, s.opt_state, z)
         new_z = optax.apply_updates(z, updates)
-        finite = (
-            jnp.all(jnp.isfinite(scores))
-            & jnp.all(jnp.isfinite(phi))
-            & jnp.all(jnp.isfinite(new_z))
-        )
-        kept = jax.tree.map(
-            lambda a, b: jnp.where(finite, a, b), (new_z, opt_state), (z, s.opt_state)
-        )
-        new = s._replace(particles=kept[0], opt_state=kept[1])
-        force = jnp.sqrt(jnp.mean(jnp.sum(phi**2, axis=1)))
-        return new, SVGDInfo(force, v, finite)
+        kept, info = _guarded((new_z, opt_state), (z, s.opt_state), scores, phi, v)
+        return s._replace(particles=kept[0], opt_state=kept[1]), info
 
     done, infos = jax.lax.scan(diagonal_step, start, length=num_steps)
     return state._replace(particles=done.particles), infos

@@ -27,7 +27,8 @@ linear run has the lowest KSD (0.14 rising to 0.21) while its variance is five t
 the default's finish 0.15 with a variance 21% too large, the diagonal finish 0.24 with the right
 one, and noisy SVGD the highest (about 0.5, the level of 100 independent draws). Deterministic
 SVGD places its particles to make a KSD small, so a lower KSD than independent draws is no proof
-of a better fit; what the monitor reliably shows is a rise along a run (the linear run's 1.5x). Prints the final DAMV of each run and the wall time.
+of a better fit; what the monitor reliably shows is a rise along a run (the linear run's 1.5x).
+Prints the final DAMV of each run and the wall time.
 
 Run: ``.venv/bin/python examples/svgd_collapse.py`` (about 50 s).
 """

@@ -161,10 +161,13 @@ def test_large_n_runs_in_linear_memory():
         assert analysis.temp_size_in_bytes < 100 * n * 4  # an n x n matrix would be 1.6 GB
 
 
-@pytest.mark.parametrize("m", [0, -3, 2.5, True, None])
-def test_bad_m(m):
+@pytest.mark.parametrize(
+    "m, error",
+    [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError), (None, ValueError)],
+)
+def test_bad_m(m, error):
     x, s = gaussian_draws(n=10, d=2)
-    with pytest.raises(ValueError, match="num_points"):
+    with pytest.raises(error, match="num_points"):
         thin_indices(x, s, m)
 
 

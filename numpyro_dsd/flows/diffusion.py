@@ -85,7 +85,7 @@ class FlowDiffusion:
         self.batch_size = batch_size
         self.record = dict(record or {})
         self.method = "jacobian"
-        self._latent = self._compile(self._latent_by_jacobian)
+        self._latent = self._compile()
 
     @classmethod
     def from_generator(
@@ -105,10 +105,23 @@ class FlowDiffusion:
         """
         self = cls(inverse(G), batch_size=batch_size, record=record)
         self.method = "generator"
-        self._latent = self._compile(self._latent_by_generator)
+        self._latent = self._compile()
         return self
 
-    def _compile(self, point_fn: Callable) -> Callable:
+    def __reduce__(self) -> tuple[Callable, tuple]:
+        """Pickle the flow and the settings, never the compiled map (rebuilt on unpickling). A
+        fitted flow's diffusion (``FittedFlow.diffusion``) is rebuilt from its ``FittedFlow``, whose
+        plain arrays pickle where the flow's transforms (closures over its networks) do not."""
+        fitted = self.__dict__.get("fitted")
+        if fitted is not None:
+            return _from_fitted, (fitted, self.record, self.batch_size)
+        state = {k: v for k, v in self.__dict__.items() if k != "_latent"}
+        return _from_state, (type(self), state)
+
+    def _compile(self) -> Callable:
+        """The jitted map of all points, by :attr:`method` (``_latent_by_<method>`` per point)."""
+        point_fn = getattr(self, f"_latent_by_{self.method}")
+
         def run(x: jax.Array, s: jax.Array) -> tuple[jax.Array, ...]:
             n, d = x.shape
             batch = self.batch_size or max(256, 2**22 // (d * d))
@@ -171,3 +184,18 @@ class FlowDiffusion:
 
     def __repr__(self) -> str:
         return f"FlowDiffusion({self.bijection!r})"
+
+
+def _from_state(cls: type[FlowDiffusion], state: dict[str, Any]) -> FlowDiffusion:
+    """Unpickle a :class:`FlowDiffusion`: its attributes, then the compiled map."""
+    diffusion = cls.__new__(cls)
+    diffusion.__dict__.update(state)
+    diffusion._latent = diffusion._compile()
+    return diffusion
+
+
+def _from_fitted(fitted: Any, record: dict[str, Any], batch_size: int | None) -> FlowDiffusion:
+    """Unpickle a fitted flow's :class:`FlowDiffusion` from the fitted flow."""
+    diffusion = fitted.diffusion(record)
+    diffusion.batch_size = batch_size
+    return diffusion

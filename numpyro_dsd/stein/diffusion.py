@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from numpyro_dsd._validation import is_concrete, square_matrix
+
 __all__ = [
     "DiffusionFeatures",
     "Diffusion",
@@ -91,7 +93,8 @@ class Constant:
     Parameters
     ----------
     M : array (d, d)
-        Invertible matrix (need not be symmetric).
+        Invertible matrix (need not be symmetric). A singular one raises ``ValueError``: its
+        KSD cannot see any discrepancy along the null space (``M = 0`` gives 0 for any draws).
 
     Examples
     --------
@@ -103,11 +106,11 @@ class Constant:
     """
 
     def __init__(self, M: ArrayLike):
-        shape = np.shape(M)
-        if len(shape) != 2 or shape[0] != shape[1]:
-            raise ValueError(f"Constant(M) needs a square (d, d) matrix; got shape {shape}.")
-        if not isinstance(M, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(M))):
-            raise ValueError("Constant(M): M contains NaN or inf.")
+        square_matrix(M, "Constant(M): M")
+        if is_concrete(M):
+            rank = int(np.linalg.matrix_rank(np.asarray(M)))
+            if rank < np.shape(M)[0]:
+                raise ValueError(_singular_message("Constant(M): M", rank, np.shape(M)[0]))
         self.M = M
 
     def features(self, x: jax.Array, scores: jax.Array) -> DiffusionFeatures:
@@ -150,11 +153,18 @@ class PositionDependent:
 
     def __init__(self, fn: Callable[[jax.Array], jax.Array]):
         if not callable(fn):
-            raise ValueError(
+            raise TypeError(
                 "PositionDependent(fn) needs a callable mapping a (d,) point to (d, d)."
             )
         self.fn = fn
         self._batched = jax.jit(jax.vmap(self.matrix_and_divergence))
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle ``fn`` only (a module-level function pickles; a lambda does not)."""
+        return {"fn": self.fn}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["fn"])  # type: ignore[misc]
 
     def matrix_and_divergence(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """:math:`M(x)` (d, d) and :math:`(\\nabla\\cdot M)(x)` (d,) for one point ``x`` (d,)."""
@@ -171,10 +181,36 @@ class PositionDependent:
                 f"it returned shape {out.shape}."
             )
         Ms, div = self._batched(x)
+        self._check_invertible(Ms)
         return DiffusionFeatures(x, jnp.einsum("nij,ni->nj", Ms, scores) + div, Ms)
+
+    def _check_invertible(self, Ms: jax.Array) -> None:
+        """``ValueError`` where a finite :math:`M(x_i)` is singular (concrete only; non-finite
+        ones are reported with the effective score): the KSD cannot see a discrepancy along its
+        null space. Costs O(n d^3), below the pairs' O(n^2 d^2) for n >= d."""
+        if not is_concrete(Ms):
+            return
+        d, m = Ms.shape[-1], np.asarray(Ms)
+        finite = np.isfinite(m).all(axis=(1, 2))
+        rank = np.full(finite.shape, d)
+        if finite.any():
+            rank[finite] = np.linalg.matrix_rank(m[finite])
+        singular = rank < d
+        if singular.any():
+            row = int(np.argmax(singular))
+            where = f"at {int(singular.sum())} of {singular.size} points (first at row {row})"
+            raise ValueError(_singular_message(f"PositionDependent: M(x) {where}", rank[row], d))
 
     def settings(self) -> dict[str, object]:
         return {"diffusion": f"PositionDependent({getattr(self.fn, '__name__', 'fn')})"}
 
     def __repr__(self) -> str:
         return f"PositionDependent({getattr(self.fn, '__name__', self.fn)!r})"
+
+
+def _singular_message(what: str, rank: int, d: int) -> str:
+    return (
+        f"{what} is singular (rank {int(rank)} of {d}); the diffusion KSD needs an invertible "
+        "M, else it cannot see any discrepancy along M's null space (M = 0 reports a perfect fit "
+        "for any draws)."
+    )

@@ -24,9 +24,18 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
-from numpyro_dsd._validation import as_points, check_finite, check_pair, float_dtype
+from numpyro_dsd._validation import (
+    as_points,
+    check_finite,
+    check_overflow,
+    check_pair,
+    float_dtype,
+    is_concrete,
+    positive_int,
+)
 from numpyro_dsd.stein.diffusion import Diffusion, DiffusionFeatures, Identity
 from numpyro_dsd.stein.kernels import IMQ, Gaussian, GaussianProfile, IMQProfile, default_kernel
 from numpyro_dsd.stein.tiling import map_row_blocks
@@ -256,7 +265,11 @@ def checked_features(diffusion: Diffusion, x: jax.Array, scores: jax.Array) -> D
     """``diffusion.features(x, scores)`` for validated (n, d) arrays, with a clear error where
     the effective score or a per-point :math:`M(x)` is not finite."""
     f = diffusion.features(x, scores)
-    check_finite(f.b, "the effective score M^T s + div M", f"Check the diffusion {diffusion!r}.")
+    hint = (
+        f"Check the diffusion {diffusion!r}: it is not finite there, or the finite x and "
+        "scores overflow the float dtype in it (rescale the data or enable float64)."
+    )
+    check_finite(f.b, "the effective score M^T s + div M", hint)
     if f.M is not None and f.M.ndim == 3:
         check_finite(f.M, "M(x)", f"Check the diffusion {diffusion!r}.")
     return f
@@ -283,12 +296,45 @@ def from_features(
     True
     """
     kernel = default_kernel() if kernel is None else kernel
+    _check_profile(kernel, f.x.dtype)
     A = kernel.bandwidth_matrix(f.x)
     if f.M is not None and f.M.ndim == 3:
         sk = _general(kernel.profile, f, A)
     else:
         sk = _lowrank(kernel.profile, kernel.isotropic, f, A)
+    _check_diagonal(sk.diag)
     return sk._replace(settings={**kernel.settings(), **(settings or {})})
+
+
+def _check_profile(kernel: IMQ | Gaussian, dtype: jnp.dtype) -> None:
+    """The profile at distance 0 must have a finite positive value and a finite negative slope
+    in ``dtype`` (IMQ's :math:`c^2` can under- or overflow float32)."""
+    with jax.ensure_compile_time_eval():  # concrete under jit too: no tracer involved
+        phi0, dphi0, _ = (float(v) for v in kernel.profile(jnp.zeros((), dtype)))
+    if not (np.isfinite(phi0) and np.isfinite(dphi0) and phi0 > 0 and dphi0 < 0):
+        raise ValueError(
+            f"The kernel {kernel!r} is degenerate in {np.dtype(dtype)}: at distance 0 its value "
+            f"is {phi0:.3g} and its slope {dphi0:.3g} (c**2 under- or overflows). Choose c "
+            "nearer 1; the bandwidth, not c, sets the kernel's length scale."
+        )
+
+
+def _check_diagonal(diag: jax.Array) -> None:
+    """The exact diagonal :math:`k^0(x_i, x_i) = \\varphi(0)|b_i|^2
+    - 2\\varphi'(0)\\operatorname{tr}(M_i M_i^\\top A)` is positive for an invertible
+    :math:`M(x_i)` and an SPD :math:`A`: a non-finite one overflowed, a zero one is a degenerate
+    kernel or diffusion that would report a perfect fit."""
+    check_overflow(diag, "The Stein kernel k0(x, x) of x and scores")
+    if not is_concrete(diag):
+        return
+    zero = np.asarray(diag) <= 0
+    if zero.any():
+        raise ValueError(
+            f"The Stein kernel k0(x, x) is zero at {int(zero.sum())} of {zero.size} points (first "
+            f"at row {int(np.argmax(zero))}): the diffusion's M(x) vanishes there or the kernel's "
+            f"bandwidth is degenerate in {diag.dtype}. Check the diffusion and the kernel; a KSD "
+            "from them would report a perfect fit."
+        )
 
 
 def take_features(f: DiffusionFeatures, rows: slice | jax.Array) -> DiffusionFeatures:
@@ -314,7 +360,10 @@ def _points_and_scores(
             "Give exactly one of scores (an (n, d) array of grad log p at x) and log_prob "
             "(a callable log density of one (d,) point)."
         )
-    dtype = float_dtype(x) if scores is None else float_dtype(x, scores)
+    if scores is None:
+        dtype = float_dtype(x, names=("x",))
+    else:
+        dtype = float_dtype(x, scores, names=("x", "scores"))
     x = as_points(x, dtype=dtype)
     if scores is None:
         s = jax.jit(jax.vmap(jax.grad(log_prob)))(x)
@@ -418,6 +467,7 @@ def kernel_force(
     >>> phi.shape, bool(jnp.isclose(v, ksd_squared(x, -x, kernel=IMQ())))
     ((3, 1), True)
     """
+    block_size = positive_int(block_size, "block_size")
     x, s = jnp.asarray(x), jnp.asarray(scores)
     A = jnp.asarray(A, dtype=x.dtype)
     n = x.shape[0]
@@ -439,10 +489,9 @@ def kernel_force(
 def tile_size(sk: SteinKernel, block_size: int | None = None) -> int:
     """The tile size B for ``sk``: ``block_size``, or the sweep's best (benchmarks/block_size.py,
     docs/benchmarks.md: 512 for constant M, 128 for position-dependent M), capped near n."""
-    if block_size is not None and block_size < 1:
-        raise ValueError(f"block_size must be a positive integer; got {block_size}.")
     default = 128 if isinstance(sk.tile_fn, _GeneralTile) else 512
-    return min(block_size or default, -(-sk.n // 8) * 8)
+    block = default if block_size is None else positive_int(block_size, "block_size")
+    return min(block, -(-sk.n // 8) * 8)
 
 
 def local_devices(devices: Sequence[jax.Device] | None) -> tuple[jax.Device, ...]:

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from numpyro_dsd._validation import is_concrete, overflow_fix, real_number, square_matrix
 from numpyro_dsd.vocabulary import renamed_arguments, warn_renamed
 
 __all__ = [
@@ -181,10 +182,10 @@ class IMQ(_RadialKernel):
     Parameters
     ----------
     c : float
-        Offset, ``c > 0``.
+        Offset, finite and ``c > 0`` (``c = inf`` would make every kernel value 0 and the KSD 0).
     beta : float
-        Exponent, ``beta < 0`` (``beta >= 0`` is not a positive definite kernel and raises
-        ``ValueError``; ``beta <= -1`` loses convergence control and warns).
+        Exponent, finite and ``beta < 0`` (``beta >= 0`` is not a positive definite kernel and
+        raises ``ValueError``; ``beta <= -1`` loses convergence control and warns).
     bandwidth : None, str or array (d, d)
         :math:`\\Gamma`. ``None``/``"id"``: identity; ``"med"``: :math:`\\ell^2 I` with
         :math:`\\ell` the median pairwise distance of at most 1000 evenly spaced points;
@@ -204,6 +205,7 @@ class IMQ(_RadialKernel):
     def __init__(
         self, c: float = 1.0, beta: float = -0.5, bandwidth: str | None | ArrayLike = None
     ):
+        c, beta = real_number(c, "IMQ(c=...)"), real_number(beta, "IMQ(beta=...)")
         if not c > 0:
             raise ValueError(f"IMQ needs c > 0, got c={c}.")
         if not beta < 0:
@@ -220,7 +222,7 @@ class IMQ(_RadialKernel):
                 stacklevel=2,
             )
         _check_bandwidth(bandwidth)
-        self.profile = IMQProfile(float(c), float(beta))
+        self.profile = IMQProfile(c, beta)
         self.bandwidth = bandwidth
 
     def __repr__(self) -> str:
@@ -323,9 +325,7 @@ def _check_bandwidth(bandwidth: object) -> None:
                 "or a (d, d) symmetric positive definite matrix."
             )
         return
-    shape = np.shape(bandwidth)
-    if len(shape) != 2 or shape[0] != shape[1]:
-        raise ValueError(f"A bandwidth matrix must be square (d, d); got shape {shape}.")
+    square_matrix(bandwidth, "The bandwidth matrix")
 
 
 def precondition_matrix(
@@ -384,13 +384,24 @@ def bandwidth_matrix(
         return eye
     if isinstance(bandwidth, str) and bandwidth in ("med", "sclmed", "svgd"):
         ell2 = _median_distance(x, subsample) ** 2
-        _require_concrete_positive(ell2, "the median pairwise distance is 0: too few unique points")
+        _require_finite(ell2, "the median pairwise distance")
+        _require_concrete_positive(
+            ell2,
+            "the median pairwise distance of the draws is 0: at least half the pairs are equal "
+            "(a stuck chain, or too few unique points). Check the sampler, or pass bandwidth= a "
+            "positive number",
+        )
         scale = {"med": 1.0, "sclmed": np.log(min(subsample, n)), "svgd": 2.0 * np.log(n)}
         return eye * (scale[bandwidth] / ell2)
     if isinstance(bandwidth, str):  # "smpcov"
         if n <= d:
-            raise ValueError(f"'smpcov' needs more points than dimensions (n={n}, d={d}).")
-        return _spd_inverse(jnp.cov(x, rowvar=False).reshape(d, d), "the sample covariance")
+            raise ValueError(
+                f"bandwidth='smpcov' (the sample covariance) needs more points than dimensions "
+                f"(n={n}, d={d}); use bandwidth='med' or more points."
+            )
+        cov = jnp.cov(x, rowvar=False).reshape(d, d)
+        _require_finite(cov, "the sample covariance")
+        return _spd_inverse(cov, "the sample covariance")
     gamma = jnp.asarray(bandwidth, dtype=x.dtype)
     if gamma.shape != (d, d):
         raise ValueError(f"Bandwidth matrix has shape {gamma.shape}, points have d={d}.")
@@ -465,6 +476,15 @@ def _spd_inverse(gamma: jax.Array, what: str) -> jax.Array:
     eye = jnp.eye(gamma.shape[0], dtype=gamma.dtype)
     inv = jax.scipy.linalg.cho_solve((chol, True), eye)
     return 0.5 * (inv + inv.T)
+
+
+def _require_finite(value: jax.Array, what: str) -> None:
+    """``value`` is computed from finite points: if it is not finite, it overflowed."""
+    if is_concrete(value) and not np.isfinite(np.asarray(value)).all():
+        raise ValueError(
+            f"Cannot resolve the kernel bandwidth: {what} of the points overflows in "
+            f"{value.dtype}: {overflow_fix(value.dtype)}"
+        )
 
 
 def _require_concrete_positive(value: jax.Array, message: str) -> None:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from numpyro_dsd._validation import check_weights
+from numpyro_dsd._validation import check_overflow, check_weights, describe, is_concrete
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import local_devices, prepare, tile_size
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
@@ -70,7 +70,16 @@ def ksd_squared(
 
     Returns
     -------
-    Scalar array in the inputs' float dtype.
+    Scalar array in the inputs' float dtype, at least float32 (float16 and bfloat16 inputs are
+    computed in float32; integers in JAX's default float).
+
+    Raises
+    ------
+    ValueError
+        For malformed or non-finite inputs, and when finite inputs overflow the float dtype
+        (rescale them or enable float64).
+    TypeError
+        For complex or non-numeric inputs.
 
     Examples
     --------
@@ -79,11 +88,11 @@ def ksd_squared(
     >>> float(ksd_squared(x, -x, statistic="u")) < 0.01
     True
     """
-    if statistic not in ("v", "u"):
-        raise ValueError(f"statistic must be 'v' or 'u'; got {statistic!r}.")
+    if not isinstance(statistic, str) or statistic not in ("v", "u"):
+        raise ValueError(f"statistic must be 'v' or 'u'; got {describe(statistic)}.")
     sk = prepare(x, scores, log_prob=log_prob, kernel=kernel, diffusion=diffusion)
     if statistic == "u" and sk.n < 2:
-        raise ValueError("The U-statistic needs n >= 2 points.")
+        raise ValueError("statistic='u' (the U-statistic) needs n >= 2 points in x.")
     w = check_weights(weights, sk.n, sk.diag.dtype)
     v = weighted_pair_sum(
         sk.tile_fn,
@@ -94,12 +103,15 @@ def ksd_squared(
         block=tile_size(sk, block_size),
         devices=local_devices(devices),
     )
-    if statistic == "v":
-        return v
-    w2 = jnp.sum(w * w)
-    if weights is not None and not isinstance(w2, jax.core.Tracer) and float(w2) >= 1.0 - 1e-12:
-        raise ValueError("The U-statistic needs weight on at least two points.")
-    return (v - jnp.sum(w * w * sk.diag)) / (1.0 - w2)
+    if statistic == "u":
+        w2 = jnp.sum(w * w)
+        if weights is not None and is_concrete(w2) and float(w2) >= 1.0 - 1e-12:
+            raise ValueError(
+                "statistic='u' (the U-statistic) needs weights on at least two points."
+            )
+        v = (v - jnp.sum(w * w * sk.diag)) / (1.0 - w2)
+    check_overflow(v, "The KSD of x and scores")
+    return v
 
 
 def ksd(
@@ -163,4 +175,6 @@ def stein_matrix(
     >>> K.shape
     (3, 3)
     """
-    return prepare(x, scores, log_prob=log_prob, kernel=kernel, diffusion=diffusion).matrix()
+    K = prepare(x, scores, log_prob=log_prob, kernel=kernel, diffusion=diffusion).matrix()
+    check_overflow(K, "The Stein matrix of x and scores")
+    return K

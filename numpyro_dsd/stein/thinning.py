@@ -30,9 +30,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
+from numpyro_dsd._validation import check_overflow, positive_int
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import SteinKernel, prepare
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
@@ -65,7 +65,9 @@ def _greedy_scan(
 
 
 def _greedy(sk: SteinKernel, m: int) -> tuple[jax.Array, jax.Array]:
-    return _greedy_scan(sk.tile_fn, sk.feats, sk.consts, sk.diag, m)
+    idx, gains = _greedy_scan(sk.tile_fn, sk.feats, sk.consts, sk.diag, m)
+    check_overflow(gains, "Stein thinning's objective on x and scores")
+    return idx, gains
 
 
 @renamed_arguments(m="num_points")
@@ -106,15 +108,7 @@ def greedy_stein(sk: SteinKernel, num_points: int) -> tuple[jax.Array, jax.Array
     >>> idx  # x = 0 (the mode) first, then x = -0.6 and x = 1.0
     Array([30, 24, 40], dtype=int32)
     """
-    _check_num_points(num_points)
-    return _greedy(sk, int(num_points))
-
-
-def _check_num_points(m: object) -> None:
-    if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 1:
-        raise ValueError(
-            f"num_points (the number of points to select) must be an integer >= 1; got {m!r}."
-        )
+    return _greedy(sk, positive_int(num_points, "num_points"))
 
 
 @renamed_arguments(m="num_points")
@@ -180,7 +174,7 @@ def thin_indices(
     """
     if num_points is None:
         raise ValueError("thin_indices needs num_points, the number of points to select.")
-    _check_num_points(num_points)
+    num_points = positive_int(num_points, "num_points")
     sk = prepare(x, scores, log_prob=log_prob, kernel=kernel, diffusion=diffusion)
     return _greedy(sk, int(num_points))[0]
 

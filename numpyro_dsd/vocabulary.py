@@ -13,9 +13,10 @@ of the first m draws), never a draw index.
 (:func:`rng_key_or_default`), and a result that records its settings records the key it used
 (:func:`describe_rng_key`): the diagnostic's ``rng_key`` attribute,
 ``ThinningResult.settings["rng_key"]``, ``BootstrapResult.rng_key``. So a default is never
-silent. An entry point that needs randomness for several purposes (the diagnostic: a flow fit
-and bootstrap signs) splits the key it was given, one sub-key per purpose; no key serves two
-purposes.
+silent. Anything else, an int seed included, is refused with an error naming ``rng_key``
+(:func:`check_rng_key`), before any work is done. An entry point that needs randomness for
+several purposes (the diagnostic: a flow fit and bootstrap signs) splits the key it was given,
+one sub-key per purpose; no key serves two purposes.
 
 **Renamed arguments** stay accepted for one release with a :class:`DeprecationWarning` naming
 the new argument (:func:`renamed_arguments`, :func:`warn_renamed`).
@@ -38,6 +39,7 @@ __all__ = [
     "DIFFUSIONS",
     "DEFAULT_SEED",
     "rng_key_or_default",
+    "check_rng_key",
     "describe_rng_key",
     "warn_renamed",
     "renamed_arguments",
@@ -91,8 +93,52 @@ def rng_key_or_default(rng_key: jax.Array | None) -> tuple[jax.Array, str]:
     >>> record
     'jax.random.key(0) (default: rng_key=None)'
     """
+    check_rng_key(rng_key)
     key = jax.random.key(DEFAULT_SEED) if rng_key is None else rng_key
     return key, describe_rng_key(rng_key)
+
+
+def check_rng_key(rng_key: Any) -> None:
+    """The key rule's check: ``rng_key`` is None, one typed key (``jax.random.key(seed)``) or one
+    raw key (``jax.random.PRNGKey(seed)``, uint32 of shape (2,)), as NumPyro takes it.
+
+    Raises
+    ------
+    TypeError
+        Not a key at all (an int seed, a float array ...).
+    ValueError
+        Keys of the wrong shape (a batch of keys, raw key data of another length).
+
+    Examples
+    --------
+    >>> check_rng_key(jax.random.key(1))
+    >>> check_rng_key(0)
+    Traceback (most recent call last):
+    ...
+    TypeError: rng_key must be a JAX random key, ...; got int 0.
+    """
+    if rng_key is None:
+        return
+    dtype = getattr(rng_key, "dtype", None)
+    shape = tuple(getattr(rng_key, "shape", ()))
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    if typed and shape == ():
+        return
+    if not typed and dtype == np.uint32 and shape == (2,):
+        return
+    what = f"a batch of keys of shape {shape}" if typed else _describe_key(rng_key)
+    error = ValueError if typed or dtype == np.uint32 else TypeError
+    raise error(
+        "rng_key must be a JAX random key, e.g. rng_key=jax.random.key(0) (a seed is not one); "
+        f"got {what}."
+    )
+
+
+def _describe_key(value: Any) -> str:
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return f"{type(value).__name__} {text}" if len(text) <= 40 else type(value).__name__
 
 
 def warn_renamed(old: str, new: str, where: str, *, stacklevel: int = 3) -> None:

@@ -277,7 +277,7 @@ def test_nan_draws_and_nothing_modified(posterior):
 
 
 def test_chain_of_length_one(posterior):
-    with pytest.raises(ValueError, match="at least 2 draws"):
+    with pytest.raises(ValueError, match="at least 8 draws; got 1"):
         diag(posterior, exact(posterior, 0, n=1))
 
 

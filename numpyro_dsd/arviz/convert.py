@@ -34,11 +34,14 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike
 
+from numpyro_dsd._validation import real_dtype
+
 __all__ = [
     "get_group",
     "arviz_1",
     "add_diagnostics",
     "add_stein_inputs",
+    "diagnostics_dataset",
     "from_stein_inputs",
     "from_svgd",
     "is_inference_data",
@@ -219,7 +222,8 @@ def posterior_dict(data: Data) -> dict[str, np.ndarray]:
 
 
 def _as_chains(a: ArrayLike, name: str) -> np.ndarray:
-    """``(chain, draw, d)`` from ``(chain, draw, d)`` or ``(draw, d)`` (one chain)."""
+    """``(chain, draw, d)`` from ``(chain, draw, d)`` or ``(draw, d)`` (one chain), real."""
+    real_dtype(a, f"`{name}`")
     arr = np.asarray(a)
     if arr.ndim == 2:
         arr = arr[None]
@@ -334,6 +338,12 @@ def read_stein_inputs(data: Data) -> tuple[np.ndarray, np.ndarray, tuple[str, ..
     if ds is None:
         return None
     dims = ("chain", "draw", _STEIN_DIM)
+    held = {k: ds[k].dims for k in ("x", "score") if k in ds}
+    if any(set(held.get(k, ())) != set(dims) for k in ("x", "score")):
+        raise ValueError(
+            f"the `stein_inputs` group must hold `x` and `score` over {dims}; it holds {held}. "
+            "Write it with add_stein_inputs(data, x, scores, site_names)."
+        )
     x = np.array(ds["x"].transpose(*dims).values)
     scores = np.array(ds["score"].transpose(*dims).values)
     names = str(ds.attrs.get("site_names", ""))
@@ -341,6 +351,58 @@ def read_stein_inputs(data: Data) -> tuple[np.ndarray, np.ndarray, tuple[str, ..
 
 
 # --- diagnostics and files ----------------------------------------------------------------------
+
+
+def diagnostics_dataset(ds: Any, where: str, needs: Sequence[str] = ("ksd",)) -> xr.Dataset:
+    """The KSD diagnostic's Dataset from ``ds``: the Dataset itself, or the ``stein_diagnostics``
+    group of an InferenceData / DataTree (as :func:`add_diagnostics` stores it).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset, InferenceData or DataTree
+        What the caller ``where`` (e.g. ``"plot_ksd"``) was given as ``ds``.
+    where : str
+        The public function, named in the errors.
+    needs : sequence of str
+        Variables over ``chain`` the caller reads.
+
+    Raises
+    ------
+    TypeError
+        ``ds`` is neither a Dataset nor ArviZ data.
+    ValueError
+        ArviZ data without the group, or a Dataset that is not a diagnostic's result (e.g. the
+        posterior group).
+
+    Examples
+    --------
+    >>> diag = xr.Dataset({"ksd": ("chain", [0.1, 0.2])}, coords={"chain": [0, 1]})
+    >>> data = add_diagnostics(_from_posterior({"mu": np.zeros((2, 10))}), diag)
+    >>> diagnostics_dataset(data, "plot_ksd")["ksd"].values
+    array([0.1, 0.2])
+    """
+    if is_inference_data(ds):
+        group = get_group(ds, STEIN_DIAGNOSTICS)
+        if group is None:
+            raise ValueError(
+                f"{where}: the {type(ds).__name__} given as ds has no `{STEIN_DIAGNOSTICS}` "
+                "group. Pass the Dataset of ds = ksd_diagnostic(...), or store it first with "
+                "add_diagnostics(data, ds)."
+            )
+        ds = group
+    elif not isinstance(ds, xr.Dataset):
+        raise TypeError(
+            f"{where}: ds must be the xarray.Dataset of ksd_diagnostic, or ArviZ data holding it "
+            f"as group `{STEIN_DIAGNOSTICS}`; got {type(ds).__name__}."
+        )
+    lacking = [name for name in needs if name not in ds or "chain" not in ds[name].dims]
+    if lacking:
+        raise ValueError(
+            f"{where}: ds is not a ksd_diagnostic result: it lacks {lacking} over `chain` (it "
+            f"holds {sorted(map(str, ds.data_vars))[:6]}). Pass the Dataset ksd_diagnostic "
+            "returns."
+        )
+    return ds
 
 
 def add_diagnostics(data: Data, ds: xr.Dataset, group: str = STEIN_DIAGNOSTICS) -> Data:

@@ -3,8 +3,9 @@
 Both plots take the :class:`xarray.Dataset` of the KSD diagnostic (coords ``chain`` and
 ``prefix``; ``verdict``, ``reason``, ``ksd``, ``ksd_ratio``, ``pvalue`` over ``chain``, their
 ``*_pooled`` scalars, the level in the ``alpha`` attribute, and the prefix curves ``ksd_trace``
-over ``(chain, prefix)``, the ``prefix`` coordinate holding the prefix lengths m) and follow the
-conventions of the installed ArviZ line:
+over ``(chain, prefix)``, the ``prefix`` coordinate holding the prefix lengths m), or ArviZ data
+holding it as group ``stein_diagnostics``, and follow the conventions of the installed ArviZ
+line:
 
 * ArviZ 0.x: drawn with matplotlib in the ``arviz-darkgrid`` style (global rcParams untouched),
   the :class:`matplotlib.axes.Axes` is returned;
@@ -26,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from numpyro_dsd.arviz.convert import SVGD_TRACE, arviz_1, get_group, is_inference_data
+from numpyro_dsd.arviz.convert import (
+    SVGD_TRACE,
+    arviz_1,
+    diagnostics_dataset,
+    get_group,
+    is_inference_data,
+)
 from numpyro_dsd.vocabulary import DRAW, PREFIX
 
 if TYPE_CHECKING:
@@ -181,10 +188,11 @@ def plot_ksd(
 
     Parameters
     ----------
-    ds : xarray.Dataset
+    ds : xarray.Dataset, InferenceData or DataTree
         The KSD diagnostic: ``verdict``, ``ksd``, ``ksd_ratio`` and ``pvalue`` over ``chain``
-        and their ``*_pooled`` scalars, ``reason_pooled``. Datasets without ``verdict`` or
-        ``ksd_ratio`` (written by earlier versions) are read too.
+        and their ``*_pooled`` scalars, ``reason_pooled``; or ArviZ data holding it as group
+        ``stein_diagnostics`` (:func:`~numpyro_dsd.arviz.convert.add_diagnostics`). Datasets
+        without ``verdict`` or ``ksd_ratio`` (written by earlier versions) are read too.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; a new figure otherwise.
     level : float, optional
@@ -210,6 +218,7 @@ def plot_ksd(
     ...     coords={"chain": [0, 1]}, attrs={"alpha": 0.05})
     >>> out = plot_ksd(ds)
     """
+    ds = diagnostics_dataset(ds, "plot_ksd", needs=("ksd", "pvalue"))
     if arviz_1():
         return _plot_ksd_pc(ds, ax, level, figsize)
     import arviz as az
@@ -233,9 +242,10 @@ def plot_ksd_trace(
 
     Parameters
     ----------
-    ds : xarray.Dataset
+    ds : xarray.Dataset, InferenceData or DataTree
         The KSD diagnostic: ``ksd_trace`` over ``(chain, prefix)`` (the ``prefix`` coordinate
-        holds the prefix lengths m) and ``verdict`` over ``chain``. Curves over
+        holds the prefix lengths m) and ``verdict`` over ``chain``; or ArviZ data holding it as
+        group ``stein_diagnostics``. Curves over
         ``(chain, draw)`` and datasets without ``verdict`` (``pvalue`` only), as earlier
         versions wrote them, are read too.
     ax : matplotlib.axes.Axes, optional
@@ -262,7 +272,7 @@ def plot_ksd_trace(
     ...     coords={"chain": [0, 1], "prefix": m})
     >>> out = plot_ksd_trace(ds)
     """
-    ds = _with_prefix_dim(ds)
+    ds = _with_prefix_dim(diagnostics_dataset(ds, "plot_ksd_trace", needs=("ksd_trace",)))
     if arviz_1():
         return _plot_trace_pc(ds, ax, level, figsize)
     import arviz as az

@@ -11,16 +11,32 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from numpyro_dsd.arviz.convert import Data, _az, _posterior
+from numpyro_dsd.arviz.convert import (
+    Data,
+    _az,
+    _posterior,
+    diagnostics_dataset,
+    get_group,
+    is_inference_data,
+)
 
 __all__ = ["stein_summary"]
 
 
 def _reduce(stat: xr.Dataset, fn: Any) -> float:
-    """``fn`` (np.nanmax / np.nanmin) over every variable and element of ``stat``."""
-    values = [np.ravel(v.values) for v in stat.data_vars.values()]
-    values = [v for v in values if v.size]
-    return float(fn(np.concatenate(values))) if values else float("nan")
+    """``fn`` (np.max / np.min) over every non-NaN element of every variable of ``stat``; NaN
+    (and no warning) when there is none."""
+    values = np.concatenate([np.ravel(v.values) for v in stat.data_vars.values()] + [[]])
+    values = values[~np.isnan(values.astype(float))]
+    return float(fn(values)) if values.size else float("nan")
+
+
+def _rhat_max(post: xr.Dataset) -> float:
+    """ArviZ's rank-normalised R-hat over all chains, maximum over variables; NaN (and no
+    ArviZ shape warning) for fewer than 2 chains, where no R-hat between chains exists."""
+    if post.sizes.get("chain", 0) < 2:
+        return float("nan")
+    return _reduce(_az().rhat(post), np.max)
 
 
 def _ess_bulk(post: xr.Dataset) -> xr.Dataset:
@@ -67,15 +83,17 @@ def stein_summary(
 
     Parameters
     ----------
-    ds : xarray.Dataset
+    ds : xarray.Dataset, InferenceData or DataTree
         The diagnostic (:func:`numpyro_dsd.ksd_diagnostic`): ``verdict``, ``reason``, ``ksd``,
         ``ksd_ratio``, ``pvalue``, ``rhat``, ``ess``, ``n`` over ``chain`` and the ``*_pooled``
-        scalars.
+        scalars; or ArviZ data holding it as group ``stein_diagnostics``
+        (:func:`~numpyro_dsd.arviz.convert.add_diagnostics`), whose posterior group is then
+        the default ``data``.
     data : InferenceData or DataTree, optional
         With a posterior group: adds, after the columns above, ``r_hat_max`` (pooled row only:
         ArviZ's rank-normalised :math:`\\hat R` over all chains, maximum over the posterior's
-        variables) and ``ess_bulk_min`` (ArviZ's bulk ESS, minimum over variables; per chain
-        from that chain alone, pooled over all chains).
+        variables; NaN for one chain) and ``ess_bulk_min`` (ArviZ's bulk ESS, minimum over
+        variables; per chain from that chain alone, pooled over all chains).
     round_to : int or None
         Significant digits of ``ksd`` and ``ksd_ratio``, decimals of ``pvalue``;
         ``r_hat``/``r_hat_max`` get one decimal fewer (at least 2) and ``ess_bulk``/
@@ -113,6 +131,9 @@ def stein_summary(
     >>> table["reason"].tolist()
     ['KSD test p=0.51', 'KSD test p=0.001', 'KSD test p=0.02']
     """
+    if data is None and is_inference_data(ds) and get_group(ds, "posterior") is not None:
+        data = ds
+    ds = diagnostics_dataset(ds, "stein_summary", needs=("ksd", "pvalue", "n"))
     labels = list(ds["chain"].values)
     n = np.asarray(ds["n"].values, dtype=int)
     columns: dict[str, list[Any] | None] = {
@@ -132,9 +153,9 @@ def stein_summary(
     if data is not None:
         post = _posterior(data)
         chains = [_chain_subset(post, c, i) for i, c in enumerate(labels)]
-        ess = [_reduce(_ess_bulk(p), np.nanmin) for p in chains]
-        table["r_hat_max"] = [np.nan] * len(labels) + [_reduce(_az().rhat(post), np.nanmax)]
-        table["ess_bulk_min"] = ess + [_reduce(_ess_bulk(post), np.nanmin)]
+        ess = [_reduce(_ess_bulk(p), np.min) for p in chains]
+        table["r_hat_max"] = [np.nan] * len(labels) + [_rhat_max(post)]
+        table["ess_bulk_min"] = ess + [_reduce(_ess_bulk(post), np.min)]
     return table if round_to is None else _round(table, round_to)
 
 

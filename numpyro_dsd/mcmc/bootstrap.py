@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_dsd.mcmc.stationarity import within_ess
+from numpyro_dsd._validation import positive_int, real_number
+from numpyro_dsd.mcmc.stationarity import MIN_DRAWS, within_ess
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import SteinKernel, local_devices, prepare, tile_size
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
@@ -50,6 +51,7 @@ from numpyro_dsd.vocabulary import renamed_arguments, rng_key_or_default
 __all__ = [
     "DEFAULT_KAPPA",
     "BootstrapResult",
+    "check_test_options",
     "ksd_test",
     "flip_probability",
     "sign_process",
@@ -121,13 +123,14 @@ def flip_probability(series: np.ndarray, kappa: float = DEFAULT_KAPPA) -> float:
     >>> 0.2 < a <= 0.5
     True
     """
-    if kappa < 1:
-        raise ValueError(f"kappa must be >= 1; got {kappa}.")
+    _check_kappa(kappa)
     series = np.asarray(series, dtype=np.float64)
     series = series.reshape(series.shape[0], -1)
     n = series.shape[0]
-    if n < 8:
-        raise ValueError(f"the autocorrelation time needs at least 8 draws per chain; got {n}.")
+    if n < MIN_DRAWS:
+        raise ValueError(
+            f"the autocorrelation time needs at least {MIN_DRAWS} draws per chain; got {n}."
+        )
     ess = within_ess(series[None])
     ess = ess[np.isfinite(ess) & (ess > 0)]  # a constant coordinate has no ESS
     tau = max(1.0, n / float(np.min(ess))) if ess.size else 1.0
@@ -195,7 +198,9 @@ def sign_process(
     >>> w.shape, bool(jnp.all(jnp.abs(w) == 1))
     ((5, 3), True)
     """
-    if not 0.0 < flip_prob <= 0.5:
+    num_draws = positive_int(num_draws, "num_draws")
+    num_bootstrap = positive_int(num_bootstrap, "num_bootstrap")
+    if not 0.0 < real_number(flip_prob, "flip_prob") <= 0.5:
         raise ValueError(f"flip_prob must lie in (0, 0.5]; got {flip_prob}.")
     k0, k1 = jax.random.split(rng_key)
     first = jax.random.rademacher(k0, (1, num_bootstrap), dtype=jnp.int8)
@@ -296,8 +301,7 @@ def chain_signs(
     """Independent sign processes for chains whose series (C, n) or (C, n, k) are given, stacked
     to (C n, num_bootstrap), and the flip probability of each chain (``"auto"``:
     :func:`flip_probability` of the chain's series); one sub-key of ``rng_key`` per chain."""
-    if isinstance(flip_prob, str) and flip_prob != "auto":
-        raise ValueError(f"flip_prob must be 'auto' or a number in (0, 0.5]; got {flip_prob!r}.")
+    _check_flip_prob(flip_prob)
     series = np.asarray(series)
     if flip_prob == "auto":
         probs = tuple(flip_probability(chain, kappa) for chain in series)
@@ -308,6 +312,38 @@ def chain_signs(
         sign_process(k, series.shape[1], num_bootstrap, a) for k, a in zip(keys, probs, strict=True)
     ]
     return jnp.concatenate(signs, axis=0), probs
+
+
+def check_test_options(num_bootstrap: object, flip_prob: object, kappa: object) -> int:
+    """Check the wild-bootstrap test's options before any work; return ``num_bootstrap``.
+
+    Raises
+    ------
+    TypeError
+        ``num_bootstrap`` not an integer, ``flip_prob`` or ``kappa`` not a number.
+    ValueError
+        ``num_bootstrap < 1``, ``flip_prob`` neither ``"auto"`` nor in (0, 0.5], ``kappa < 1``.
+
+    Examples
+    --------
+    >>> check_test_options(200, "auto", DEFAULT_KAPPA)
+    200
+    """
+    _check_flip_prob(flip_prob)
+    _check_kappa(kappa)
+    return positive_int(num_bootstrap, "num_bootstrap")
+
+
+def _check_flip_prob(flip_prob: object) -> None:
+    if isinstance(flip_prob, str) and flip_prob == "auto":
+        return
+    if isinstance(flip_prob, str) or not 0.0 < real_number(flip_prob, "flip_prob") <= 0.5:
+        raise ValueError(f"flip_prob must be 'auto' or a number in (0, 0.5]; got {flip_prob!r}.")
+
+
+def _check_kappa(kappa: object) -> None:
+    if real_number(kappa, "kappa") < 1:
+        raise ValueError(f"kappa must be >= 1; got {kappa}.")
 
 
 @renamed_arguments(n_boot="num_bootstrap")
@@ -356,6 +392,8 @@ def ksd_test(
     >>> bool(ksd_test(1.3 * x, -1.3 * x, num_bootstrap=200).pvalue < 0.01)  # scale 30% too wide
     True
     """
+    num_bootstrap = check_test_options(num_bootstrap, flip_prob, kappa)
+    key, record = rng_key_or_default(rng_key)
     x, scores = np.asarray(x), np.asarray(scores)
     if x.ndim == 2:
         x, scores = x[None], scores[None]
@@ -364,9 +402,6 @@ def ksd_test(
             f"x and scores must both have shape (n, d) or (chains, n, d); got {x.shape} and "
             f"{scores.shape}."
         )
-    if num_bootstrap < 1:
-        raise ValueError(f"num_bootstrap must be a positive integer; got {num_bootstrap}.")
-    key, record = rng_key_or_default(rng_key)
     flat = (x.reshape(-1, x.shape[-1]), scores.reshape(-1, x.shape[-1]))
     sk = prepare(*flat, kernel=kernel, diffusion=diffusion)
     series = memory_series(sk, flat[0]).reshape(*x.shape[:2], -1) if flip_prob == "auto" else x

@@ -25,17 +25,32 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from numpyro_dsd._validation import positive_int
 from numpyro_dsd.mcmc.bootstrap import (
     DEFAULT_KAPPA,
     chain_signs,
+    check_test_options,
     memory_series,
     wild_bootstrap,
 )
-from numpyro_dsd.mcmc.inputs import Draws, canonical_diffusion, resolve_diffusion, resolve_draws
+from numpyro_dsd.mcmc.inputs import (
+    Draws,
+    canonical_diffusion,
+    check_num_draws,
+    resolve_diffusion,
+    resolve_draws,
+)
 from numpyro_dsd.mcmc.moments import MomentTest, moment_tests
 from numpyro_dsd.mcmc.prefix import prefix_ksd_squared, prefix_points
-from numpyro_dsd.mcmc.stationarity import Stationarity, stationarity
-from numpyro_dsd.mcmc.verdict import DEFAULT_ALPHA, DEFAULT_MIN_ESS, Evidence, Verdict, verdicts
+from numpyro_dsd.mcmc.stationarity import MIN_DRAWS, Stationarity, stationarity
+from numpyro_dsd.mcmc.verdict import (
+    DEFAULT_ALPHA,
+    DEFAULT_MIN_ESS,
+    Evidence,
+    Verdict,
+    check_level,
+    verdicts,
+)
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import (
     SteinKernel,
@@ -88,12 +103,18 @@ def ksd_diagnostic(
     ----------
     data : MCMC, dict, InferenceData or DataTree
         A NumPyro ``MCMC`` after ``run`` (model and arguments taken from it); draws as
-        ``mcmc.get_samples(group_by_chain=True)`` returns them, with ``model``; an ArviZ
+        ``mcmc.get_samples(group_by_chain=True)`` returns them, with ``model`` (draws without
+        the chain axis are one chain, with a ``UserWarning``); an ArviZ
         InferenceData / DataTree with a ``posterior`` group, with ``model``; or one with a
         ``stein_inputs`` group (:func:`numpyro_dsd.arviz.convert.add_stein_inputs`), no model
-        needed.
+        needed. Each chain needs at least
+        :data:`~numpyro_dsd.mcmc.stationarity.MIN_DRAWS` (8) draws.
     model, model_args, model_kwargs
-        The NumPyro model and its arguments, where ``data`` does not carry them.
+        The NumPyro model, its positional arguments (a tuple, as given to ``mcmc.run``) and
+        keyword arguments, where ``data`` does not carry them. With an ``MCMC``, NUTS's recorded
+        gradients (``extra_fields=("z_grad",)``) serve as the scores only for the run's own
+        model and arguments: a ``model`` or arguments given that are not the run's own objects
+        are used, and the scores computed from them.
     diffusion : {"identity", "covariance", "flow"} or a diffusion object
         :math:`M(x)`: identity (Langevin KSD), the Cholesky factor of the pooled sample
         covariance, a flow fitted to the posterior (docs/math.md §3), or e.g. ``FlowDiffusion(T)``.
@@ -168,8 +189,9 @@ def ksd_diagnostic(
     'jax.random.key(0) (default: rng_key=None); split into (flow fit, bootstrap signs)'
     """
     diffusion = canonical_diffusion(diffusion, stacklevel=5)
-    draws = resolve_draws(data, model, model_args, model_kwargs)
     key, record = rng_key_or_default(rng_key)
+    _check_options(num_bootstrap, flip_prob, kappa, alpha, min_ess, num_prefixes)
+    draws = resolve_draws(data, model, model_args, model_kwargs, min_draws=MIN_DRAWS)
     k_flow, k_boot = jax.random.split(key)
     diff = resolve_diffusion(diffusion, draws, rng_key=k_flow, flow_kwargs=flow_kwargs)
     ds = diagnose_draws(
@@ -213,8 +235,9 @@ def diagnose_draws(
     """:func:`ksd_diagnostic` on resolved :class:`~numpyro_dsd.mcmc.inputs.Draws` and a diffusion
     object (the functional core: no model handling, no flow fitting). ``rng_key`` draws the
     bootstrap signs (None: ``jax.random.key(0)``), recorded in the ``rng_key`` attribute."""
-    if num_bootstrap < 1:
-        raise ValueError(f"num_bootstrap must be a positive integer; got {num_bootstrap}.")
+    key, record = rng_key_or_default(rng_key)
+    num_bootstrap = _check_options(num_bootstrap, flip_prob, kappa, alpha, min_ess, num_prefixes)
+    check_num_draws(draws.num_draws, MIN_DRAWS)
     kernel = default_kernel() if kernel is None else kernel
     x, s = draws.x, draws.scores
     d, n, num_chains = x.shape[-1], draws.num_draws, draws.num_chains
@@ -227,7 +250,6 @@ def diagnose_draws(
         for c in range(num_chains)
     ]
     pooled = from_features(feats, frozen, settings)
-    key, record = rng_key_or_default(rng_key)
     curves = [prefix_ksd_squared(sk, **opts) for sk in chains]
     if test:
         tests = _tests(chains, pooled, feats.x, key, num_bootstrap, flip_prob, kappa, opts)
@@ -249,6 +271,20 @@ def diagnose_draws(
     ms = prefix_points(n, num_prefixes)
     ds = _dataset(curves, v_pooled, tests, stats, moments, judged, draws, ms, attrs)
     return _with_flow(ds, getattr(diffusion, "fitted", None))
+
+
+def _check_options(
+    num_bootstrap: object,
+    flip_prob: object,
+    kappa: object,
+    alpha: object,
+    min_ess: object,
+    num_prefixes: object,
+) -> int:
+    """Every option checked before any work (errors name the argument); ``num_bootstrap``."""
+    positive_int(num_prefixes, "num_prefixes")
+    check_level(alpha, min_ess)
+    return check_test_options(num_bootstrap, flip_prob, kappa)
 
 
 def _with_flow(ds: xr.Dataset, fitted: Any) -> xr.Dataset:

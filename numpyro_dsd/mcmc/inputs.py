@@ -3,9 +3,12 @@
 ``data`` may be
 
 - a NumPyro :class:`~numpyro.infer.MCMC` after ``run`` (model and arguments taken from it, and
-  NUTS's recorded ``z_grad`` reused when ``extra_fields=("z_grad",)`` was asked for);
+  NUTS's recorded ``z_grad`` reused when ``extra_fields=("z_grad",)`` was asked for, but only for
+  the MCMC's own model and arguments: a ``model`` or ``model_args``/``model_kwargs`` given that
+  differ from the run's objects get their scores computed from what was given);
 - constrained draws ``{site: (chains, draws, ...)}`` as ``mcmc.get_samples(group_by_chain=True)``
-  returns them (or ``{site: (draws, ...)}``, one chain), with the model;
+  returns them, with the model (``{site: (draws, ...)}``, without the chain axis, is taken as one
+  chain, with a ``UserWarning``: ``mcmc.get_samples()`` of several chains looks the same);
 - an ArviZ InferenceData (0.23) or DataTree (1.x) with a ``posterior`` group, with the model; or
   one holding a ``stein_inputs`` group (draws and scores written by
   :func:`numpyro_dsd.arviz.convert.add_stein_inputs`), with no model at all.
@@ -16,6 +19,10 @@ Every path ends in :class:`Draws`: unconstrained draws and scores of shape ``(ch
 
 from __future__ import annotations
 
+import inspect
+import os
+import sys
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -26,6 +33,7 @@ import xarray as xr
 from numpyro.infer import MCMC
 
 from numpyro_dsd import arviz as arviz_io
+from numpyro_dsd._validation import cast_finite, check_finite, describe, float_dtype, real_dtype
 from numpyro_dsd.flows.diffusion import FlowDiffusion
 from numpyro_dsd.flows.fitted import FittedFlow, FlowFit
 from numpyro_dsd.model.layout import ModelLayout, is_autoguide
@@ -37,6 +45,7 @@ __all__ = [
     "DIFFUSIONS",
     "Draws",
     "canonical_diffusion",
+    "check_num_draws",
     "resolve_draws",
     "resolve_diffusion",
     "with_stein_inputs",
@@ -83,6 +92,9 @@ def resolve_draws(
     model: Model | None = None,
     model_args: tuple = (),
     model_kwargs: Mapping[str, Any] | None = None,
+    *,
+    min_draws: int = 2,
+    hint: str = "",
 ) -> Draws:
     """Unconstrained draws and scores, ``(chains, draws, d)``, from any accepted ``data``.
 
@@ -91,9 +103,17 @@ def resolve_draws(
     data : MCMC, dict, InferenceData or DataTree
         See the module docstring.
     model : callable, optional
-        The NumPyro model (not needed for an ``MCMC`` or for ``stein_inputs``).
+        The NumPyro model (not needed for an ``MCMC`` or for ``stein_inputs``; when given with
+        ArviZ data that holds a ``stein_inputs`` group, its scores at the posterior draws are
+        used, not the stored ones).
     model_args, model_kwargs : tuple, dict, optional
-        Its arguments (taken from an ``MCMC`` when not given).
+        Its arguments (taken from an ``MCMC`` when not given; NUTS's recorded ``z_grad`` is
+        reused only when neither a model nor arguments other than the run's own are given).
+    min_draws : int
+        The fewest draws per chain accepted (the diagnostic needs
+        :data:`~numpyro_dsd.mcmc.stationarity.MIN_DRAWS`).
+    hint : str
+        Added to the advice of the error for too few draws (:func:`check_num_draws`).
 
     Returns
     -------
@@ -101,9 +121,19 @@ def resolve_draws(
 
     Raises
     ------
+    TypeError
+        ``model_args`` not a tuple (or list), ``model_kwargs`` not a mapping, arguments that do
+        not fit the model's signature, draws that are not real numbers.
     ValueError
-        An MCMC that was not run, no model where one is needed, discrete latent sites,
-        non-finite draws or scores, or chains with fewer than 2 draws.
+        An MCMC that was not run, no model where one is needed, draws that lack a latent site
+        of the model (named, with the hint to pass ``model_args`` when none were given),
+        discrete latent sites, draws of inconsistent shapes, non-finite draws or scores, or
+        chains with fewer than ``min_draws`` draws.
+
+    Warns
+    -----
+    UserWarning
+        Draws without a chain axis (``mcmc.get_samples()``), taken as one chain.
 
     Examples
     --------
@@ -114,6 +144,7 @@ def resolve_draws(
     >>> draws.x.shape, draws.site_names
     ((2, 10, 1), ('mu',))
     """
+    model_args, model_kwargs = _model_arguments(model_args, model_kwargs)
     if isinstance(data, MCMC):
         draws = _from_mcmc(data, model, model_args, model_kwargs)
     elif arviz_io.is_inference_data(data):
@@ -125,12 +156,43 @@ def resolve_draws(
             f"data must be a NumPyro MCMC after run, a dict of draws, or an ArviZ "
             f"InferenceData/DataTree; got {type(data).__name__}."
         )
-    if draws.num_draws < 2:
-        raise ValueError(
-            f"each chain needs at least 2 draws for a KSD; got {draws.num_draws}. Run the "
-            "sampler longer (num_samples)."
-        )
+    check_num_draws(draws.num_draws, min_draws, hint)
     return draws
+
+
+def check_num_draws(num_draws: int, minimum: int, hint: str = "") -> None:
+    """``ValueError`` when the chains have fewer than ``minimum`` draws each, ``hint`` appended
+    to the advice (e.g. ``", or pass check=False"``).
+
+    Examples
+    --------
+    >>> check_num_draws(3, 8)
+    Traceback (most recent call last):
+    ...
+    ValueError: each chain of data needs at least 8 draws; got 3. Run the sampler longer ...
+    """
+    if num_draws < minimum:
+        raise ValueError(
+            f"each chain of data needs at least {minimum} draws; got {num_draws}. Run the "
+            f"sampler longer (num_samples){hint}."
+        )
+
+
+def _model_arguments(args: Any, kwargs: Any) -> tuple[tuple, Mapping[str, Any] | None]:
+    """``model_args`` as a tuple (a list is accepted) and ``model_kwargs``, or a ``TypeError``
+    naming the one that is not of its kind."""
+    if isinstance(args, list):
+        args = tuple(args)
+    if not isinstance(args, tuple):
+        raise TypeError(
+            f"model_args must be a tuple of the model's positional arguments, as given to "
+            f"mcmc.run; got {describe(args)}. For one argument write model_args=(y,)."
+        )
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise TypeError(
+            f"model_kwargs must be a dict of the model's keyword arguments; got {describe(kwargs)}."
+        )
+    return args, kwargs
 
 
 def with_stein_inputs(
@@ -171,33 +233,55 @@ def _from_mcmc(
 ) -> Draws:
     if getattr(mcmc, "_states", None) is None:
         raise ValueError("the MCMC object has no draws: call mcmc.run(rng_key, *args) first.")
-    model = model or getattr(mcmc.sampler, "model", None)
-    if model is None:
+    own = getattr(mcmc.sampler, "model", None)
+    if model is None and own is None:
         raise ValueError(
             "the MCMC sampler was built from a potential_fn, not a model; pass model=... "
             "(the KSD needs the model's scores in unconstrained space)."
         )
-    args = args or tuple(mcmc._args)
-    kwargs = dict(mcmc._kwargs) if kwargs is None else kwargs
-    extra = mcmc.get_extra_fields(group_by_chain=True)
-    return _from_samples(
-        mcmc.get_samples(group_by_chain=True), model, args, kwargs, extra.get("z_grad")
+    own_args, own_kwargs = tuple(mcmc._args), dict(mcmc._kwargs)
+    # NUTS's z_grad are the scores of the run's own model at its own arguments, nothing else
+    same = (
+        (model is None or model is own)
+        and (not args or _same_objects(args, own_args))
+        and (kwargs is None or _same_objects(kwargs, own_kwargs))
     )
+    z_grad = mcmc.get_extra_fields(group_by_chain=True).get("z_grad") if same else None
+    return _from_samples(
+        mcmc.get_samples(group_by_chain=True),
+        model or own,
+        args or own_args,
+        own_kwargs if kwargs is None else kwargs,
+        z_grad,
+    )
+
+
+def _same_objects(given: tuple | Mapping[str, Any], own: tuple | Mapping[str, Any]) -> bool:
+    """Whether ``given`` holds the very objects of ``own`` (identity, not equality: arrays)."""
+    if isinstance(given, Mapping):
+        return given.keys() == own.keys() and all(given[k] is own[k] for k in given)
+    return len(given) == len(own) and all(a is b for a, b in zip(given, own, strict=True))
 
 
 def _from_inference_data(
     data: Any, model: Model | None, args: tuple, kwargs: Mapping[str, Any] | None
 ) -> Draws:
     stored = arviz_io.read_stein_inputs(data)
-    if stored is not None:
-        x, scores, names = stored
-        return _checked(Draws(jnp.asarray(x), jnp.asarray(scores), None, names))
+    if stored is not None and model is None:
+        return _stored(*stored)
+    # a model given: its scores at the posterior's draws, not the stored ones (another model's?)
+    if stored is not None and arviz_io.get_group(data, "posterior") is None:
+        raise ValueError(
+            "data holds a stein_inputs group but no posterior group, so the model given cannot "
+            "be evaluated at its draws. Drop model= to use the stored scores, or pass the run's "
+            "InferenceData/DataTree with its posterior."
+        )
     samples = arviz_io.posterior_dict(data)
     return _from_samples(samples, model, args, kwargs, None)
 
 
 def _from_samples(
-    samples: dict[str, Any],
+    samples: Mapping[str, Any],
     model: Model | None,
     args: tuple,
     kwargs: Mapping[str, Any] | None,
@@ -208,31 +292,129 @@ def _from_samples(
             "pass the NumPyro model (model=...) that produced these draws: the KSD needs its "
             "scores. Or store draws and scores with numpyro_dsd.arviz.convert.add_stein_inputs."
         )
+    _check_signature(model, args, kwargs)
     shapes = latent_sites(model, args, kwargs)
-    samples = {name: np.asarray(samples[name]) for name in shapes if name in samples}
-    if samples and all(v.ndim == len(shapes[k]) + 1 for k, v in samples.items()):
-        samples = {k: v[None] for k, v in samples.items()}  # one chain
-        z_grad = None if z_grad is None else {k: np.asarray(v)[None] for k, v in z_grad.items()}
-    md = model_draws(model, samples, args, kwargs, z_grad=z_grad)
-    if md.x.ndim != 3:
-        raise ValueError(
-            f"draws must be grouped by chain, (chains, draws, ...); got batch shape "
-            f"{md.x.shape[:-1]}. Use mcmc.get_samples(group_by_chain=True)."
-        )
-    return Draws(md.x, md.scores, samples, md.site_names, model, tuple(args), kwargs)
+    missing = [name for name in shapes if name not in samples]
+    if missing:
+        raise _missing_sites(missing, list(samples), args, kwargs)
+    arrays = _grouped_sites(samples, shapes)
+    md = model_draws(model, arrays, args, kwargs, z_grad=z_grad)
+    return Draws(md.x, md.scores, arrays, md.site_names, model, tuple(args), kwargs)
 
 
-def _checked(draws: Draws) -> Draws:
-    x, s = draws.x, draws.scores
-    if x.ndim != 3 or x.shape != s.shape:
-        raise ValueError(
-            f"stein_inputs must hold x and score of one shape (chain, draw, d); got "
-            f"{x.shape} and {s.shape}."
+def _check_signature(model: Model, args: tuple, kwargs: Mapping[str, Any] | None) -> None:
+    """A ``TypeError`` naming ``model_args`` when the model cannot be called with them."""
+    try:
+        signature = inspect.signature(model)
+    except (TypeError, ValueError):  # no signature to check: the model's own call will tell
+        return
+    try:
+        signature.bind(*args, **dict(kwargs or {}))
+    except TypeError as err:
+        name = getattr(model, "__name__", type(model).__name__)
+        raise TypeError(
+            f"model_args ({len(args)} positional) and model_kwargs ({sorted(kwargs or {})}) do "
+            f"not fit the model {name}{signature}: {err}. Pass the arguments it was sampled "
+            "with, as given to mcmc.run."
+        ) from None
+
+
+def _missing_sites(
+    missing: list[str], given: list[str], args: tuple, kwargs: Mapping[str, Any] | None
+) -> ValueError:
+    names = ", ".join(repr(name) for name in missing)
+    if not args and not kwargs:
+        return ValueError(
+            f"data lacks the latent site(s) {names} of the model called without arguments "
+            "(model_args=(), model_kwargs=None): an observed site whose data is an argument of "
+            "the model is latent then. Pass the arguments the model was sampled with, as given "
+            "to mcmc.run: model_args=(...) or model_kwargs={...}."
         )
-    for name, a in (("draws", x), ("scores", s)):
-        if not bool(jnp.all(jnp.isfinite(a))):
-            raise ValueError(f"the stored {name} contain NaN or inf; drop the diverged draws.")
-    return draws
+    has = ", ".join(repr(str(name)) for name in given) or "no sites"
+    return ValueError(
+        f"data lacks the latent site(s) {names} of the model (data has {has}): pass the model "
+        "that produced these draws, with the model_args/model_kwargs it was sampled with."
+    )
+
+
+def _grouped_sites(
+    samples: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]
+) -> dict[str, np.ndarray]:
+    """The model's latent sites of ``samples`` as real arrays ``(chains, draws, *site shape)``
+    of finite values (finite in JAX's float dtype too): draws without a chain axis are taken as
+    one chain, with a warning."""
+    arrays = {name: _site_array(samples[name], name, shape) for name, shape in shapes.items()}
+    lead = {name: a.shape[: a.ndim - len(shapes[name])] for name, a in arrays.items()}
+    if len(set(lead.values())) > 1:
+        each = ", ".join(f"{name!r}: {axes}" for name, axes in lead.items())
+        raise ValueError(
+            f"the sites of data disagree on their leading (chains, draws) axes: {each}. Give "
+            "every site as mcmc.get_samples(group_by_chain=True) returns them."
+        )
+    axes = next(iter(lead.values()))
+    if len(axes) == 1:
+        warnings.warn(
+            f"the draws in data have no chain axis ({axes[0]} draws per site): treated as one "
+            f"chain of {axes[0]} draws. If they come from several chains, pass "
+            "mcmc.get_samples(group_by_chain=True); for one chain, add the axis (a[None]).",
+            UserWarning,
+            stacklevel=_outside_package(),
+        )
+        arrays, axes = {name: a[None] for name, a in arrays.items()}, (1, *axes)
+    if len(axes) != 2:
+        raise ValueError(
+            f"data must hold draws grouped by chain, (chains, draws, ...) per site; its sites "
+            f"have leading axes {axes}. Use mcmc.get_samples(group_by_chain=True)."
+        )
+    if 0 in axes:
+        raise ValueError(f"data holds no draws (leading axes {axes}).")
+    for name, a in arrays.items():
+        check_finite(a, f"data[{name!r}]", _NONFINITE, batch_ndim=2)  # names chain and draw
+        cast_finite(a, f"data[{name!r}]", jnp.result_type(float), _NONFINITE)  # overflow
+    return arrays
+
+
+def _outside_package() -> int:
+    """The ``stacklevel`` of a warning issued by the caller that points at the first frame
+    outside ``numpyro_dsd`` (the user's call, whichever entry point led here)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _site_array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``data[name]`` as a real array whose shape ends with the model's site shape."""
+    real_dtype(value, f"data[{name!r}]")
+    a = np.asarray(value)
+    if a.ndim < len(shape) or a.shape[a.ndim - len(shape) :] != tuple(shape):
+        raise ValueError(
+            f"data[{name!r}] has shape {a.shape}, which does not end with the model's site "
+            f"shape {tuple(shape)}: check that model_args are the ones used for sampling."
+        )
+    return a
+
+
+_NONFINITE = "Fix or drop those draws (a diverged chain?)."
+
+
+def _stored(x: np.ndarray, scores: np.ndarray, names: tuple[str, ...]) -> Draws:
+    """Draws from a ``stein_inputs`` group, checked: real, (chain, draw, d) alike, finite."""
+    for what, a in (("x", x), ("score", scores)):
+        real_dtype(a, f"data's stein_inputs {what}")
+    if x.ndim != 3 or x.shape != scores.shape or 0 in x.shape:
+        raise ValueError(
+            f"data's stein_inputs must hold x and score of one shape (chain, draw, d), none of "
+            f"them 0; got {x.shape} and {scores.shape}."
+        )
+    dtype = float_dtype(x, scores)
+    out = []
+    for what, a in (("x", x), ("score", scores)):
+        name = f"data's stein_inputs {what}"
+        check_finite(a, name, _NONFINITE, batch_ndim=2)
+        out.append(cast_finite(a, name, dtype, _NONFINITE))
+    return Draws(out[0], out[1], None, names)
 
 
 def canonical_diffusion(diffusion: str | Diffusion, *, stacklevel: int = 4) -> str | Diffusion:

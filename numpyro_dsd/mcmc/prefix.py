@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from numpyro_dsd._validation import positive_int
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import SteinKernel, local_devices, prepare, tile_size
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
@@ -57,8 +58,8 @@ def prefix_points(num_draws: int, num_prefixes: int = 20, start: int = 10) -> np
     >>> prefix_points(1000, num_prefixes=4)
     array([  10,   46,  215, 1000])
     """
-    if num_draws < 1:
-        raise ValueError(f"num_draws must be positive; got {num_draws}.")
+    num_draws = positive_int(num_draws, "num_draws")
+    num_prefixes = positive_int(num_prefixes, "num_prefixes")
     return np.unique(
         np.geomspace(min(start, num_draws), num_draws, num_prefixes).round().astype(int)
     )
@@ -130,6 +131,8 @@ def ksd_trace(
     >>> bool(v[-1] < v[0] / 5)  # exact draws: falls like m^(-1/2)
     True
     """
+    if np.ndim(prefixes) == 0:
+        prefixes = positive_int(prefixes, "prefixes")
     sk = prepare(x, scores, log_prob=log_prob, kernel=kernel, diffusion=diffusion)
     ms = prefix_points(sk.n, prefixes) if np.ndim(prefixes) == 0 else np.asarray(prefixes, int)
     if ms.ndim != 1 or ms.size == 0 or ms.min() < 1 or ms.max() > sk.n:

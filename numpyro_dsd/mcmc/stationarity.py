@@ -61,6 +61,7 @@ from scipy.stats import rankdata
 from scipy.stats import t as t_dist
 
 __all__ = [
+    "MIN_DRAWS",
     "Stationarity",
     "rank_normalise",
     "split_halves",
@@ -68,6 +69,9 @@ __all__ = [
     "within_ess",
     "stationarity",
 ]
+
+#: The fewest draws per chain the split-half statistics and the autocorrelation times take.
+MIN_DRAWS = 8
 
 
 class Stationarity(NamedTuple):
@@ -239,8 +243,10 @@ def stationarity(x: np.ndarray) -> Stationarity:
     (True, True)
     """
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 3 or x.shape[1] < 8:
-        raise ValueError(f"stationarity needs draws (chains, n >= 8, d); got shape {x.shape}.")
+    if x.ndim != 3 or x.shape[1] < MIN_DRAWS:
+        raise ValueError(
+            f"stationarity needs draws (chains, n >= {MIN_DRAWS}, d); got shape {x.shape}."
+        )
     z = np.concatenate([rank_normalise(x), rank_normalise(_folded(x))], axis=-1)
     halves = split_halves(z)
     m, big_n = halves.shape[:2]

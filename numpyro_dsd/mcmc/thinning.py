@@ -14,12 +14,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from numpyro_dsd._validation import positive_int
 from numpyro_dsd.mcmc.diagnostic import diagnose_draws
 from numpyro_dsd.mcmc.inputs import Draws, canonical_diffusion, resolve_diffusion, resolve_draws
+from numpyro_dsd.mcmc.stationarity import MIN_DRAWS
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import prepare
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
-from numpyro_dsd.stein.thinning import _check_num_points, _greedy, thinned_ksd
+from numpyro_dsd.stein.thinning import _greedy, thinned_ksd
 from numpyro_dsd.vocabulary import renamed_arguments, rng_key_or_default
 
 __all__ = ["FailedDiagnosticWarning", "ThinningResult", "stein_thin"]
@@ -172,17 +174,19 @@ def stein_thin(
     >>> mcmc.run(jax.random.key(0), extra_fields=("z_grad",))  # doctest: +SKIP
     >>> res = stein_thin(mcmc, num_points=50)  # doctest: +SKIP
     """
-    _check_num_points(num_points)
+    num_points = positive_int(num_points, "num_points")
     diffusion = canonical_diffusion(diffusion, stacklevel=6)
-    draws = resolve_draws(data, model, model_args, model_kwargs)
-    chains, n_draws, d = draws.x.shape
     key, record = rng_key_or_default(rng_key)
+    short = ", or pass check=False to thin without the diagnostic's check"
+    minimum, hint = (MIN_DRAWS, short) if check else (2, "")
+    draws = resolve_draws(data, model, model_args, model_kwargs, min_draws=minimum, hint=hint)
+    chains, n_draws, d = draws.x.shape
     diff = resolve_diffusion(diffusion, draws, rng_key=key, flow_kwargs=flow_kwargs)
     x = jnp.reshape(draws.x, (chains * n_draws, d))
     s = jnp.reshape(draws.scores, (chains * n_draws, d))
     verdict = _check(draws, diff, kernel, key) if check else ("not checked", "check=False")
     sk = prepare(x, s, kernel=kernel, diffusion=diff)
-    idx, gains = _greedy(sk, int(num_points))
+    idx, gains = _greedy(sk, num_points)
     samples = None
     if draws.samples is not None:
         samples = {
@@ -198,7 +202,7 @@ def stein_thin(
         ksd=thinned_ksd(gains),
         settings={
             **sk.settings,
-            "num_points": int(num_points),
+            "num_points": num_points,
             "num_draws": chains * n_draws,
             "rng_key": record,
             "verdict": verdict[0],

@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from numpyro_dsd._validation import real_number
 from numpyro_dsd.mcmc.moments import MomentTest
 from numpyro_dsd.mcmc.stationarity import Stationarity
 
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_MIN_ESS",
     "WEIGHTS",
     "Evidence",
+    "check_level",
     "Verdict",
     "holm",
     "verdicts",
@@ -130,6 +132,23 @@ def _one(p: float, source: str, ev: Evidence, floor: float, alpha: float) -> Ver
     return Verdict("pass", f"KSD test p={ev.p_ksd:.2g} {level}, split-R\u0302 {stat.rhat:.3f}", p)
 
 
+def check_level(alpha: object, min_ess: object) -> None:
+    """Check the verdict's level ``alpha`` (in (0, 1)) and ESS floor ``min_ess`` (>= 0).
+
+    Examples
+    --------
+    >>> check_level(0.05, 100)
+    >>> check_level(5, 100)
+    Traceback (most recent call last):
+    ...
+    ValueError: alpha must lie in (0, 1); got 5.
+    """
+    if not 0.0 < real_number(alpha, "alpha") < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1); got {alpha}.")
+    if real_number(min_ess, "min_ess") < 0:
+        raise ValueError(f"min_ess must be >= 0; got {min_ess}.")
+
+
 def verdicts(
     chains: list[Evidence],
     pooled: Evidence,
@@ -172,10 +191,7 @@ def verdicts(
     >>> verdicts([Evidence(0.6, few)], Evidence(0.6, few._replace(pvalue=0.3)))[1]
     Verdict(verdict='inconclusive', reason='ESS 4 < 100', pvalue=1.0)
     """
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1); got {alpha}.")
-    if min_ess < 0:
-        raise ValueError(f"min_ess must be >= 0; got {min_ess}.")
+    check_level(alpha, min_ess)
     pieces = [_combined(ev, min_ess) for ev in chains]
     adjusted = holm(np.array([p for p, _ in pieces]))
     judged = [

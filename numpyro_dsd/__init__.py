@@ -35,7 +35,13 @@ from numpyro_dsd.stein.diffusion import Constant, Identity, PositionDependent
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
 from numpyro_dsd.stein.ksd import ksd, ksd_squared, stein_matrix
 from numpyro_dsd.stein.thinning import thin_indices
-from numpyro_dsd.svgd.infer import SVGD, NonFiniteStepError, SVGDDivergenceWarning, SVGDRunResult
+from numpyro_dsd.svgd.infer import (
+    SVGD,
+    NonFiniteStepError,
+    SVGDDivergenceWarning,
+    SVGDInterrupted,
+    SVGDRunResult,
+)
 from numpyro_dsd.svgd.preconditioners import (
     ConstantPreconditioner,
     FlowPreconditioner,
@@ -71,6 +77,7 @@ __all__ = [
     "plot_svgd_trace",
     "SVGDRunResult",
     "NonFiniteStepError",
+    "SVGDInterrupted",
     "SVGDDivergenceWarning",
     "FailedDiagnosticWarning",
     "ConstantPreconditioner",

@@ -17,7 +17,13 @@ from numpyro_dsd.svgd.core import (
     shard_state,
     stein_force,
 )
-from numpyro_dsd.svgd.infer import SVGD, NonFiniteStepError, SVGDDivergenceWarning, SVGDRunResult
+from numpyro_dsd.svgd.infer import (
+    SVGD,
+    NonFiniteStepError,
+    SVGDDivergenceWarning,
+    SVGDInterrupted,
+    SVGDRunResult,
+)
 from numpyro_dsd.svgd.preconditioners import (
     ConstantPreconditioner,
     FlowParams,
@@ -29,6 +35,7 @@ __all__ = [
     "SVGD",
     "SVGDRunResult",
     "NonFiniteStepError",
+    "SVGDInterrupted",
     "SVGDDivergenceWarning",
     "ConstantPreconditioner",
     "FlowPreconditioner",

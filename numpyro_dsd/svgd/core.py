@@ -163,8 +163,10 @@ class SVGDInfo(NamedTuple):
         particles with the step's kernel (in latent space with a preconditioner: the diffusion KSD
         with :math:`M = J^{-1}`, Theorem 3.5).
     finite : bool scalar
-        False if a score, the force or the new particles were not finite: the step was not taken
-        and the state is the last finite one.
+        False if a score, the force, the new particles or the new optimizer state were not
+        finite: the step was not taken and the state is unchanged. (When the *scores* at the
+        state are not finite, the state itself cannot be continued from: ``SVGD.run`` then
+        keeps the state before it, docs/svgd.md "When a run stops".)
     """
 
     stein_force: jax.Array
@@ -666,14 +668,21 @@ def build_step(
 
 
 def _guarded(new: Any, old: Any, scores: jax.Array, phi: jax.Array, v: jax.Array) -> tuple:
-    """``new`` if the scores, the force and the new particles (``new[0]``) are finite, else
-    ``old`` (a step that is not taken), and the step's :class:`SVGDInfo`."""
-    finite = (
-        jnp.all(jnp.isfinite(scores)) & jnp.all(jnp.isfinite(phi)) & jnp.all(jnp.isfinite(new[0]))
-    )
+    """``new`` if the scores, the force and every float array of ``new`` (the new particles,
+    the optimizer state, ...) are finite, else ``old`` (a step that is not taken), and the
+    step's :class:`SVGDInfo`. An optimizer state checked too: adagrad's sum of squares can
+    overflow to inf while the particles stay finite, and every later update is then 0."""
+    finite = _all_finite((scores, phi, new))
     kept = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     force = jnp.sqrt(jnp.mean(jnp.sum(phi**2, axis=1)))
     return kept, SVGDInfo(force, v, finite)
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every float array in ``tree`` is finite (a bool scalar; integer leaves pass)."""
+    leaves = [jnp.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+    checks = [jnp.all(jnp.isfinite(a)) for a in leaves if jnp.issubdtype(a.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
 
 def moment_force(particles: ArrayLike, scores: ArrayLike) -> tuple[jax.Array, jax.Array]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import jax
@@ -40,6 +42,7 @@ __all__ = [
     "SVGDRunResult",
     "SVGDDivergenceWarning",
     "NonFiniteStepError",
+    "SVGDInterrupted",
     "default_flow_fit",
 ]
 
@@ -111,12 +114,45 @@ class SVGDDivergenceWarning(UserWarning):
 
 
 class NonFiniteStepError(ValueError):
-    """A step met a non-finite score, force or position; ``.result`` holds the run up to the
-    last finite state (``run(..., init_state=err.result.state)`` resumes from it)."""
+    """A step met a non-finite score, force, position or optimizer state; ``.result`` holds
+    the run up to the last state whose particles, scores and optimizer state are all finite,
+    the one a smaller step can continue from: ``run(..., init_state=err.result.state)`` on an
+    object with a smaller step size resumes from it (docs/svgd.md, "When a run stops")."""
 
     def __init__(self, message: str, result: SVGDRunResult):
         super().__init__(message)
         self.result = result
+
+
+class SVGDInterrupted(KeyboardInterrupt):
+    """A ``KeyboardInterrupt`` (Ctrl-C) during :meth:`SVGD.run`; ``.result`` holds the run up
+    to its last completed chunk (its particles without the finish), so
+    ``run(..., init_state=err.result.state)`` resumes it (docs/svgd.md, "When a run stops")."""
+
+    def __init__(self, message: str, result: SVGDRunResult):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class _Progress:
+    """A run's record so far: the last state it completed and the traces up to it (what
+    :class:`NonFiniteStepError` and :class:`SVGDInterrupted` carry). Traces may run past
+    ``state`` (a chunk cut short, a step undone): :meth:`SVGD._result` cuts them at its step."""
+
+    state: core.SVGDState
+    fit: FlowFit | None
+    start: int
+    forces: list[jax.Array] = field(default_factory=list)
+    ksds: list[jax.Array] = field(default_factory=list)
+    checks: dict[int, float] = field(default_factory=dict)
+
+    def add(self, state: core.SVGDState, fit: FlowFit | None, info: core.SVGDInfo) -> None:
+        """Record a chunk's taken steps (``info.finite``) and the state it ended at."""
+        ok = np.asarray(info.finite)
+        self.forces.append(info.stein_force[ok])
+        self.ksds.append(info.ksd_squared[ok])
+        self.state, self.fit = state, fit
 
 
 class SVGD:
@@ -294,8 +330,9 @@ class SVGD:
         # Model arguments as in NumPyro's MCMC: arrays are traced, other values (a plate's
         # size) stay concrete and are static (model.layout.split_model_args).
         self._update = jax.jit(self._update_fn, static_argnums=2)
-        self._scan = jax.jit(self._scan_fn, static_argnums=(2, 3))
+        self._scan = jax.jit(self._scan_fn, static_argnums=(3, 4))
         self._monitor = jax.jit(self._monitor_fn, static_argnums=2)
+        self._scores = jax.jit(self._scores_fn, static_argnums=2)
         self._finish = jax.jit(self._finish_fn, static_argnums=2)
 
     # ---- set-up -------------------------------------------------------------------------
@@ -427,7 +464,7 @@ class SVGD:
                     )
             x = jax.vmap(layout.flatten)({k: jnp.asarray(v) for k, v in init_params.items()})
         else:
-            x = jnp.asarray(init_params)
+            x = jnp.asarray(init_params, jnp.result_type(float))  # the layout's dtype
             if x.shape != (n, d):
                 raise ValueError(
                     f"init_params has shape {x.shape}; expected (num_particles, d) = {(n, d)} "
@@ -438,8 +475,17 @@ class SVGD:
         return x
 
     # ---- stepping -------------------------------------------------------------------------
-    def _step_fn(self, args: tuple, kwargs: dict[str, Any]) -> Callable:
-        layout = self._layout_for(args, kwargs)
+    def _checked_layout(
+        self, state: core.SVGDState, arrays: tuple, static: ModelArgs, name: str = "init_state"
+    ) -> ModelLayout:
+        """The model's layout for these arguments, with ``state`` checked against it and the
+        object (:func:`_check_state`). Called while tracing, so the check costs nothing per
+        call: a state of another shape or dtype is a new trace."""
+        layout = self._layout_for(*static.merge(arrays))
+        _check_state(state, self.num_particles, layout, name)
+        return layout
+
+    def _step_fn(self, layout: ModelLayout) -> Callable:
         return core.build_step(
             layout.log_prob,
             self.optim,
@@ -451,28 +497,61 @@ class SVGD:
         )
 
     def _update_fn(self, state: core.SVGDState, arrays: tuple, static: ModelArgs) -> tuple:
-        return self._step_fn(*static.merge(arrays))(state)
+        return self._step_fn(self._checked_layout(state, arrays, static, "state"))(state)
 
     def _scan_fn(
-        self, state: core.SVGDState, arrays: tuple, static: ModelArgs, length: int
+        self,
+        state: core.SVGDState,
+        before: core.SVGDState,
+        arrays: tuple,
+        static: ModelArgs,
+        length: int,
     ) -> tuple:
-        step = self._step_fn(*static.merge(arrays))
-        return jax.lax.scan(lambda s, _: step(s), state, length=length)
+        """``length`` steps: ``(state, before, infos)``, ``before`` the state the last taken
+        step started from (unchanged if none was taken): where a run goes back to when the
+        scores at ``state`` are not finite (:meth:`_non_finite`)."""
+        step = self._step_fn(self._checked_layout(state, arrays, static))
+
+        def body(carry: tuple, _: Any) -> tuple:
+            current, previous = carry
+            new, info = step(current)
+            previous = jax.lax.cond(info.finite, lambda: current, lambda: previous)
+            return (new, previous), info
+
+        (state, before), infos = jax.lax.scan(body, (state, before), length=length)
+        return state, before, infos
 
     def _monitor_fn(self, state: core.SVGDState, arrays: tuple, static: ModelArgs) -> jax.Array:
-        layout = self._layout_for(*static.merge(arrays))
+        layout = self._checked_layout(state, arrays, static)
         return core.monitor_ksd(state, layout.log_prob, self._preconditioner(layout))
 
+    def _scores_fn(self, state: core.SVGDState, arrays: tuple, static: ModelArgs) -> jax.Array:
+        """The scores at the state's particles, in the space SVGD runs in."""
+        layout = self._checked_layout(state, arrays, static)
+        pre = self._preconditioner(layout)
+        return core.latent_scores(state.particles, layout.log_prob, pre, state.precond_params)[1]
+
     def _finish_fn(self, state: core.SVGDState, arrays: tuple, static: ModelArgs) -> tuple:
-        layout = self._layout_for(*static.merge(arrays))
+        layout = self._checked_layout(state, arrays, static)
         pre = self._preconditioner(layout)
         done, info = core.finish(
             state, layout.log_prob, self.optim, self.kernel, pre, self.finish_steps, self.moments
         )
         return done, info.finite, core.monitor_ksd(done, layout.log_prob, pre)
 
-    def _check_ready(self, state: core.SVGDState, args: tuple, kwargs: dict[str, Any]) -> None:
-        if self._layout is None:
+    def _resume(
+        self, state: Any, args: tuple, kwargs: dict[str, Any], name: str, setup: bool
+    ) -> core.SVGDState:
+        """A given state, ready for this object: its type and flow checked, the model's layout
+        set up (``setup``: always, for :meth:`get_samples`; else only if there is none) and
+        the optimizer state re-initialised if it belongs to another optimizer. Its shape and
+        dtype are checked where it is traced (:meth:`_checked_layout`)."""
+        if not isinstance(state, core.SVGDState):
+            raise TypeError(
+                f"{name} must be an SVGDState (result.state, or err.result.state of a stopped "
+                f"run); got {type(state).__name__}."
+            )
+        if setup or self._layout is None:
             self._setup(args, kwargs)
         pre = unwrap(self.preconditioner)
         unfitted = isinstance(pre, FlowPreconditioner) and pre.flow is None
@@ -481,14 +560,33 @@ class SVGD:
                 "The flow preconditioner is not fitted and this state carries no flow: start from "
                 "a state made by init() or run(), or give the flow (preconditioner=fit.flow)."
             )
+        if jax.tree.structure(state.opt_state) == self._optimizer_structure:
+            return state
+        if self.noise_step is None:  # noisy steps do not use it (the finish starts afresh)
+            warnings.warn(
+                f"{name}'s optimizer state is not one of this object's optim (another "
+                "optimizer made it): it is re-initialised from the particles, so statistics "
+                "such as adagrad's sums of squares start afresh. To keep them, resume with the "
+                "optimizer the state was made with (its step size may differ).",
+                UserWarning,
+                stacklevel=3,
+            )
+        return state._replace(opt_state=self.optim.init(state.particles))
+
+    @cached_property
+    def _optimizer_structure(self) -> Any:
+        """The pytree structure of ``optim``'s state (that of one particle array)."""
+        x = jax.ShapeDtypeStruct((1, 1), jnp.result_type(float))
+        return jax.tree.structure(jax.eval_shape(self.optim.init, x))
 
     def update(
         self, state: core.SVGDState, *args: Any, **kwargs: Any
     ) -> tuple[core.SVGDState, core.SVGDInfo]:
         """One jitted step: ``(state, info)``; a non-finite step leaves ``state`` unchanged
         (``info.finite`` False). Re-estimates that run between chunks (a flow refit) are
-        :meth:`run`'s job; here only those inside the step happen."""
-        self._check_ready(state, args, kwargs)
+        :meth:`run`'s job; here only those inside the step happen. ``state`` is checked as
+        :meth:`run`'s ``init_state`` is."""
+        state = self._resume(state, args, kwargs, "state", setup=False)
         return self._update(state, *split_model_args(args, kwargs))
 
     def run(
@@ -505,11 +603,19 @@ class SVGD:
         :class:`SVGDRunResult`.
 
         ``init_state=result.state`` resumes exactly: 300 steps then 200 more equal 500 steps
-        (``rng_key`` is then unused: the state carries its own). Re-estimates that run between
+        (``rng_key`` is then unused: the state carries its own). The state must match the
+        object (``num_particles``, the model's dimension with these arguments, JAX's float
+        dtype): a ``ValueError`` names a mismatch. A state made with another optimizer gets a
+        fresh optimizer state, with a ``UserWarning``. Re-estimates that run between
         chunks (a flow refit, :func:`numpyro_dsd.svgd.core.reestimate_due`) happen when the
-        step count reaches a multiple of the preconditioner's ``every``. A non-finite step stops
-        the run with :class:`NonFiniteStepError`, whose ``.result`` keeps the last finite state
-        and the traces up to it. The KSD in the run's fixed frame
+        step count reaches a multiple of the preconditioner's ``every``.
+
+        A non-finite step stops the run with :class:`NonFiniteStepError`, whose ``.result``
+        keeps the last state whose particles, scores and optimizer state are finite (the state
+        before the one a step reached when the scores there are not) and the traces up to it:
+        resume from it with a smaller step. A ``KeyboardInterrupt`` (Ctrl-C) raises
+        :class:`SVGDInterrupted`, a ``KeyboardInterrupt`` whose ``.result`` holds the run up to
+        its last completed chunk. The KSD in the run's fixed frame
         (:func:`numpyro_dsd.svgd.monitor_ksd`) is measured at the start and after every chunk
         (``result.ksd``, ``result.ksd_step``, shown on the progress bar); a sustained rise
         issues :class:`SVGDDivergenceWarning` (:func:`numpyro_dsd.svgd.ksd_rising`). With
@@ -523,32 +629,43 @@ class SVGD:
         if init_state is None:
             state, fit = self.init_with_fit(rng_key, *args, init_params=init_params, **kwargs)
         else:
-            self._check_ready(init_state, args, kwargs)
-            state, fit = init_state, None
+            state = self._resume(init_state, args, kwargs, "init_state", setup=True)
+            fit = None
         model_args = split_model_args(args, kwargs)
-        forces, ksds = [], []
-        checks = {int(state.step): float(self._monitor(state, *model_args))}
+        progress = _Progress(state, fit, int(state.step))
         bar = tqdm(total=int(num_steps), disable=not progress_bar, desc="SVGD")
-        done, warned = 0, False
+        try:
+            progress.checks[progress.start] = float(self._monitor(state, *model_args))
+            self._chunks(progress, num_steps, args, kwargs, bar)
+            return self._finished(self._result(progress), model_args)
+        except KeyboardInterrupt as err:
+            raise self._interrupted(progress) from err
+        finally:
+            bar.close()
+
+    def _chunks(
+        self, progress: _Progress, num_steps: int, args: tuple, kwargs: dict, bar: Any
+    ) -> None:
+        """:meth:`run`'s loop: ``num_steps`` steps in jitted chunks, each completed chunk (its
+        state, traces and fixed-frame KSD) recorded in ``progress``."""
+        model_args = split_model_args(args, kwargs)
+        state, fit = progress.state, progress.fit
+        before, done, warned = state, 0, False  # before: where a non-finite state goes back to
         while done < num_steps:
             if core.reestimate_due(self.preconditioner, int(state.step)):
                 state, fit = self._reestimate(state, args, kwargs)
+                before = state  # never back across a refit: its flow would be redone
             due = core.steps_to_reestimate(self.preconditioner, int(state.step))
             length = min(self.chunk_size, num_steps - done, due or self.chunk_size)
-            state, info = self._scan(state, *model_args, length)
-            ok = np.asarray(info.finite)
-            forces.append(info.stein_force[ok])
-            ksds.append(info.ksd_squared[ok])
-            if not ok.all():
-                bar.close()
-                raise self._non_finite(state, forces, ksds, done + int(np.argmin(ok)), fit, checks)
+            state, before, info = self._scan(state, before, *model_args, length)
+            if not np.asarray(info.finite).all():
+                raise self._non_finite(progress, state, before, info, fit, done, model_args)
             done += length
-            checks[int(state.step)] = float(self._monitor(state, *model_args))
-            warned = warned or _warn_if_rising(checks)
+            progress.add(state, fit, info)
+            progress.checks[int(state.step)] = float(self._monitor(state, *model_args))
+            warned = warned or _warn_if_rising(progress.checks)
             bar.update(length)
-            bar.set_postfix_str(f"ksd={checks[int(state.step)]:.3g}")
-        bar.close()
-        return self._finished(self._result(state, forces, ksds, fit, checks), model_args)
+            bar.set_postfix_str(f"ksd={progress.checks[int(state.step)]:.3g}")
 
     def _finished(self, result: SVGDRunResult, model_args: tuple) -> SVGDRunResult:
         """The run's result with the finish applied to its particles (the chain's state kept);
@@ -580,40 +697,80 @@ class SVGD:
         )
         return core.shard_state(new, self.devices), record
 
-    def _result(
-        self,
-        state: core.SVGDState,
-        forces: list,
-        ksds: list,
-        fit: FlowFit | None,
-        checks: dict[int, float],
-    ) -> SVGDRunResult:
+    def _result(self, progress: _Progress) -> SVGDRunResult:
+        """The run up to ``progress.state``: traces and checks past its step are cut off."""
+        state = progress.state
+        step = int(state.step)
+        taken = step - progress.start
+        checks = {s: v for s, v in progress.checks.items() if s <= step}
+
+        def trace(parts: list[jax.Array]) -> jax.Array:
+            return jnp.concatenate(parts)[:taken] if parts else jnp.zeros(0, state.particles.dtype)
+
         return SVGDRunResult(
             self.get_particles(state),
             state,
-            jnp.concatenate(forces),
-            jnp.concatenate(ksds),
-            fit,
-            jnp.asarray(list(checks.values())),
+            trace(progress.forces),
+            trace(progress.ksds),
+            progress.fit,
+            jnp.asarray(list(checks.values()), state.particles.dtype),
             jnp.asarray(list(checks), dtype=jnp.int32),
         )
 
     def _non_finite(
         self,
+        progress: _Progress,
         state: core.SVGDState,
-        forces: list,
-        ksds: list,
-        k: int,
+        before: core.SVGDState,
+        info: core.SVGDInfo,
         fit: FlowFit | None,
-        checks: dict[int, float],
-    ) -> Exception:
+        done: int,
+        model_args: tuple,
+    ) -> NonFiniteStepError:
+        """The error for a chunk that met a non-finite step at ``state``. If the scores at
+        ``state``'s particles are not finite (the particles are: the step that reached them
+        checked only its own scores), no step size continues from there, so the run goes back
+        to ``before``, the state that step started from."""
+        k = int(np.argmin(np.asarray(info.finite)))
+        step = int(state.step)
+        scores_ok = bool(np.all(np.isfinite(self._scores(state, *model_args))))
+        if scores_ok:
+            why = "the new particles or the optimizer state were not finite (too large a step)"
+        else:
+            why = (
+                "the scores or the Stein force at its particles were not finite (a particle left "
+                "the region where the model's log density is finite)"
+            )
+            state = before  # the state itself when this call took no step
+        progress.add(state, fit, info)
+        kept = int(state.step)
+        if scores_ok or kept < step:
+            then = (
+                f"err.result.state (step {kept}) is the last state whose particles, scores and "
+                "optimizer state are finite: resume from it with a smaller step size "
+                "(run(..., init_state=err.result.state) on an SVGD object with a smaller optim "
+                "step or noise_step), or check the model at err.result.particles"
+            )
+        else:
+            then = (
+                f"err.result.state (step {kept}) is where this call started, and no step "
+                "continues from it: resume from an earlier state, or start afresh"
+            )
         return NonFiniteStepError(
-            f"SVGD stopped at step {int(state.step)} of this run's count (step {k} of this call): "
-            "a score, the Stein force or the new particles were not finite (a particle left the "
-            "region where the model's log density is finite, or the step size is too large). "
-            "err.result holds the last finite state; lower the step size, or check the model "
-            "at err.result.particles.",
-            self._result(state, forces, ksds, fit, checks),
+            f"SVGD stopped at step {step} of this run's count (step {done + k} of this call): "
+            f"{why}. {then} (docs/svgd.md, 'When a run stops').",
+            self._result(progress),
+        )
+
+    def _interrupted(self, progress: _Progress) -> SVGDInterrupted:
+        """The error for a ``KeyboardInterrupt`` during :meth:`run`: the run up to ``progress``."""
+        result = self._result(progress)
+        step = int(result.state.step)
+        return SVGDInterrupted(
+            f"SVGD was interrupted. err.result holds the run up to step {step}, its last "
+            f"completed chunk ({step - progress.start} steps of this call; the particles "
+            "without the finish): resume with run(..., init_state=err.result.state).",
+            result,
         )
 
     # ---- outputs --------------------------------------------------------------------------
@@ -648,6 +805,35 @@ class SVGD:
         return from_svgd(self.get_samples(result), trace, attrs, checks)
 
 
+def _check_state(state: core.SVGDState, num_particles: int, layout: ModelLayout, name: str) -> None:
+    """Raise ``ValueError`` unless the particles of ``state`` (the argument ``name``) are
+    ``(num_particles, layout.dim)`` in JAX's default float dtype."""
+    shape, dtype = tuple(state.particles.shape), state.particles.dtype
+    if len(shape) != 2:
+        raise ValueError(f"{name}.particles must be (num_particles, d); got shape {shape}.")
+    n, d = shape
+    if n != num_particles:
+        raise ValueError(
+            f"{name} has {n} particles but this SVGD object has num_particles={num_particles}: "
+            f"resume it with an object made with num_particles={n}, or start afresh (no "
+            "init_state)."
+        )
+    if d != layout.dim:
+        raise ValueError(
+            f"{name}'s particles have {d} coordinates but the model called with these model "
+            f"arguments has d = {layout.dim} ({layout}): resume with the model and model "
+            "arguments the state was made with."
+        )
+    expected = jnp.result_type(float)
+    if dtype != expected:
+        x64 = "on" if expected == jnp.float64 else "off"
+        raise ValueError(
+            f"{name}'s particles are {dtype} but JAX's default float is {expected} "
+            f"(jax_enable_x64 is {x64}): resume with the jax_enable_x64 setting the state was "
+            "made with."
+        )
+
+
 def _warn_if_rising(checks: dict[int, float]) -> bool:
     """Warn (once per run: the caller stops asking) when the fixed-frame KSD rises for a
     sustained stretch (:func:`numpyro_dsd.svgd.ksd_rising`); True if it warned."""
@@ -662,7 +848,7 @@ def _warn_if_rising(checks: dict[int, float]) -> bool:
         "preconditioner='flow' (or 'constant') on a badly scaled posterior; result.ksd and "
         "result.ksd_step hold the series (docs/svgd.md, 'Is the run converging?').",
         SVGDDivergenceWarning,
-        stacklevel=3,
+        stacklevel=4,  # the caller of run(), through run()'s loop
     )
     return True
 

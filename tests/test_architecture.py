@@ -21,7 +21,8 @@ ALLOWED: dict[str, set[str]] = {
     "svgd": _SHARED | {"stein", "model", "flows", "arviz"},
     "datasets": _SHARED | {"stein", "model", "flows", "arviz", "mcmc", "svgd"},
     "demo": _SHARED | {"stein", "model", "flows", "arviz", "mcmc", "svgd"},
-    "cli": _SHARED | {"stein", "model", "flows", "arviz", "mcmc", "svgd", "demo"},
+    "_cli_inputs": set(),
+    "cli": _SHARED | {"stein", "model", "flows", "arviz", "mcmc", "svgd", "demo", "_cli_inputs"},
 }
 
 

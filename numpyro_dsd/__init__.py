@@ -11,13 +11,17 @@ The top level exposes the public API; the subpackages show the architecture
 - :mod:`numpyro_dsd.flows`: :class:`FlowDiffusion`, :func:`fit_flow`, :func:`fit_flow_to_samples`,
   :class:`ContinuousFlow`, :func:`dsm_path`, :func:`dsm`, :func:`implicit_dsm`, the Riemannian view;
 - :mod:`numpyro_dsd.mcmc`: :func:`ksd_diagnostic`, :func:`ksd_test`, :func:`ksd_trace`,
-  :func:`stein_thin`;
+  :func:`stein_thin`, and :func:`diagnose` with the ``.stein`` accessor;
 - :mod:`numpyro_dsd.svgd`: :class:`SVGD` with :class:`ConstantPreconditioner` and
   :class:`FlowPreconditioner`, and its functional core;
 - :mod:`numpyro_dsd.arviz`: InferenceData/DataTree conversion, :func:`stein_summary`,
   :func:`plot_ksd`, :func:`plot_ksd_trace`, :func:`plot_svgd_trace` (ArviZ and matplotlib are
   imported on first use, not by ``import numpyro_dsd``);
 - :mod:`numpyro_dsd.datasets`: six posteriordb posteriors with reference draws.
+
+``import numpyro_dsd`` registers the ``stein`` accessor on :class:`xarray.DataTree` and
+:class:`xarray.Dataset` (:mod:`numpyro_dsd.mcmc.accessor`): ``dt.stein.diagnose(model)``,
+``ds.stein.summary()``, ``ds.stein.plot_ksd()``. Nothing else needs to be called.
 """
 
 from numpyro_dsd.arviz.plots import plot_ksd, plot_ksd_trace, plot_svgd_trace
@@ -26,6 +30,7 @@ from numpyro_dsd.flows.continuous import ContinuousFlow, dsm_path
 from numpyro_dsd.flows.diffusion import FlowDiffusion
 from numpyro_dsd.flows.fitting import fit_flow, fit_flow_to_samples
 from numpyro_dsd.flows.score_matching import dsm, implicit_dsm
+from numpyro_dsd.mcmc.accessor import diagnose
 from numpyro_dsd.mcmc.bootstrap import ksd_test
 from numpyro_dsd.mcmc.diagnostic import ksd_diagnostic
 from numpyro_dsd.mcmc.prefix import ksd_trace
@@ -66,6 +71,7 @@ __all__ = [
     "stein_matrix",
     "model_draws",
     "ksd_diagnostic",
+    "diagnose",
     "ksd_test",
     "ksd_trace",
     "stein_thin",

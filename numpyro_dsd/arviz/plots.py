@@ -12,6 +12,9 @@ line:
 * ArviZ 1.x: built on :class:`arviz_plots.PlotCollection` (matplotlib backend), chains mapped
   to the colour aesthetic, the collection is returned (its ``viz`` tree holds the visuals).
 
+A chain has the same colour in both plots (the ``arviz-darkgrid`` cycle in 0.x, the colour
+aesthetic's cycle in 1.x), and long titles are wrapped to the width of the plot.
+
 Chains are marked by their verdict: "fail" in :data:`FLAG_COLOR`, "inconclusive" in
 :data:`INCONCLUSIVE_COLOR`. Datasets written before the verdicts existed (no ``verdict``) are
 still read: there a chain is marked "fail" when its ``pvalue`` is below the level (0.05 unless
@@ -22,6 +25,7 @@ Neither calls ``plt.show()``.
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +59,10 @@ _MARK_LINESTYLE = {"fail": "--", "inconclusive": ":"}
 #: Line style of the m^(-1/2) reference of plot_ksd_trace (dotted is taken by "inconclusive").
 _REFERENCE_LINESTYLE = "-."
 _LINESTYLE_NAME = {"--": "dashed", ":": "dotted"}
+#: How to read plot_ksd_trace's curves, in its legend (ArviZ 0.x) or title (1.x).
+TRACE_HINT = "flat = biased"
+#: Average width of a title character in ems (DejaVu Sans is about 0.55), a little generous.
+_CHAR_EM = 0.6
 
 
 def _title(ds: xr.Dataset, what: str) -> str:
@@ -64,6 +72,34 @@ def _title(ds: xr.Dataset, what: str) -> str:
     keys = ("kernel", "bandwidth", "diffusion", "preconditioner")
     parts = [f"{k}: {ds.attrs[k]}" for k in keys if k in ds.attrs]
     return what if not parts else f"{what}\n({', '.join(parts)})"
+
+
+def _fit_title(ax: Axes, text: str, size: float) -> str:
+    """``text`` with each line wrapped (at spaces) to the width of ``ax`` in characters of
+    ``size`` points, so that the title does not run past the axes."""
+    width = ax.get_position().width * ax.figure.get_figwidth() * 72
+    chars = max(20, int(width / (_CHAR_EM * size)))
+    lines = (textwrap.fill(line, chars, break_long_words=False) for line in text.split("\n"))
+    return "\n".join(lines)
+
+
+def _title_size() -> float:
+    """The title font size, in points: "large" of the current style (arviz-darkgrid: 12 pt;
+    its own title size, 16 pt, leaves room for too few characters of the long titles)."""
+    from matplotlib.font_manager import FontProperties
+
+    return float(FontProperties(size="large").get_size_in_points())
+
+
+def _chain_colors(n: int) -> list[Any]:
+    """The colours of ``n`` chains, from the current style's colour cycle, as RGBA: resolved
+    inside the style, so that both plots give a chain the same colour whenever they are drawn
+    ("C0" strings would be looked up in the global cycle at drawing time)."""
+    import matplotlib as mpl
+    from matplotlib.colors import to_rgba
+
+    cycle = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
+    return [to_rgba(cycle[i % len(cycle)]) for i in range(n)]
 
 
 def _pvalue_label(p: float) -> str:
@@ -140,7 +176,7 @@ def _pooled_text(ds: xr.Dataset) -> str:
 def _ksd_title(ds: xr.Dataset, ratio: bool) -> str:
     """Title of plot_ksd: what is plotted, the pooled verdict and its reason, the settings."""
     if ratio:
-        what = "KSD ratio per chain (KSD / median of its bootstrap null)"
+        what = "KSD ratio per chain (KSD / median of bootstrap null)"
     else:
         what = "Kernel Stein discrepancy per chain"
     if "verdict_pooled" in ds:
@@ -237,8 +273,9 @@ def plot_ksd_trace(
 
     For exact draws the V-statistic decays like :math:`m^{-1/2}`; a curve that flattens out
     above the reference is a chain that does not converge to the target. The reference is
-    drawn dash-dotted; chains whose verdict is "fail" are drawn dashed and "inconclusive" ones
-    dotted, both marked so in the legend.
+    drawn dash-dotted and labelled with :data:`TRACE_HINT` ("flat = biased": in the legend
+    under ArviZ 0.x, in the title under 1.x); chains whose verdict is "fail" are drawn dashed
+    and "inconclusive" ones dotted, both marked so in the legend.
 
     Parameters
     ----------
@@ -360,7 +397,7 @@ def _draw_ksd(ax: Axes, ds: xr.Dataset, level: float | None) -> None:
     y_da, pooled, ratio = _ksd_values(ds)
     y = np.asarray(y_da.values)
     marks, names = _marks(ds, level)
-    ax.scatter(pos, y, c=[f"C{i % 10}" for i in pos], s=60, zorder=3)
+    ax.scatter(pos, y, c=_chain_colors(labels.size), s=60, zorder=3)
     ring = {"s": 220, "facecolors": "none", "linewidths": 2, "zorder": 3}
     for mark, color in _MARK_COLOR.items():
         on = marks == mark
@@ -390,26 +427,30 @@ def _draw_ksd(ax: Axes, ds: xr.Dataset, level: float | None) -> None:
         ax.set_ylim(bottom=0, top=1.2 * np.nanmax(np.append(y, pooled)))
         ax.set_ylabel("KSD")
     ax.set_xlabel("chain")
-    ax.set_title(_ksd_title(ds, ratio))
+    size = _title_size()
+    ax.set_title(_fit_title(ax, _ksd_title(ds, ratio), size), fontsize=size)
     ax.legend(loc="best", fontsize="small")
 
 
 def _draw_trace(ax: Axes, ds: xr.Dataset, level: float | None) -> None:
     m = np.asarray(ds[PREFIX].values)
     marks, names = _marks(ds, level)
+    colors = _chain_colors(ds.sizes["chain"])
     for i, c in enumerate(ds["chain"].values):
         y = ds["ksd_trace"].sel(chain=c).values
         mark = str(marks[i])
         label = f"chain {c}" + (f" ({names[mark]})" if mark else "")
         linestyle = _MARK_LINESTYLE.get(mark, "-")
-        ax.plot(m, y, color=f"C{i % 10}", linestyle=linestyle, label=label)
-    ref = {"color": "0.4", "linestyle": _REFERENCE_LINESTYLE, "label": r"$\propto m^{-1/2}$"}
+        ax.plot(m, y, color=colors[i], linestyle=linestyle, label=label)
+    label = rf"$\propto m^{{-1/2}}$: exact draws ({TRACE_HINT})"
+    ref = {"color": "0.4", "linestyle": _REFERENCE_LINESTYLE, "label": label}
     ax.plot(m, _reference(ds), **ref)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("first m draws")
     ax.set_ylabel("KSD")
-    ax.set_title(_title(ds, "KSD of the first m draws"))
+    size = _title_size()
+    ax.set_title(_fit_title(ax, _title(ds, "KSD of the first m draws"), size), fontsize=size)
     ax.legend(loc="best", fontsize="small")
 
 
@@ -429,7 +470,10 @@ def _collection(
 
     aes = {"color": [by]} | {name: [by] for name in values}
     if ax is None:
-        figure_kwargs = {} if figsize is None else {"figsize": figsize}
+        # constrained layout: a title of several lines stays inside the figure
+        figure_kwargs: dict[str, Any] = {"layout": "constrained"}
+        if figsize is not None:
+            figure_kwargs["figsize"] = figsize
         return PlotCollection.wrap(
             data, cols=[], backend="matplotlib", figure_kwargs=figure_kwargs, aes=aes, **values
         )
@@ -439,13 +483,18 @@ def _collection(
     return PlotCollection(data, xr.DataTree(viz), backend="matplotlib", aes=aes, **values)
 
 
+#: Title font size of the ArviZ 1.x plots, in points.
+_PC_TITLE_SIZE = 10
+
+
 def _decorate(pc: Any, data: xr.Dataset, xlabel: str, ylabel: str, title: str) -> None:
-    """Axis labels and title, once per plot (no aesthetics)."""
+    """Axis labels and title (wrapped to the plot's width), once per plot (no aesthetics)."""
     from arviz_plots.visuals import labelled_title, labelled_x, labelled_y
 
+    title = _fit_title(pc.viz["plot"].item(), title, _PC_TITLE_SIZE)
     pc.map(labelled_x, "xlabel", data=data, ignore_aes="all", text=xlabel)
     pc.map(labelled_y, "ylabel", data=data, ignore_aes="all", text=ylabel)
-    pc.map(labelled_title, "title", data=data, ignore_aes="all", text=title, size=10)
+    pc.map(labelled_title, "title", data=data, ignore_aes="all", text=title, size=_PC_TITLE_SIZE)
 
 
 def _xy(x: xr.DataArray, y: xr.DataArray, name: str) -> xr.Dataset:
@@ -561,7 +610,7 @@ def _plot_trace_pc(ds: xr.Dataset, ax: Axes | None, level: float | None, figsize
     pc.map(line, "reference", data=ref, xname=PREFIX, ignore_aes="all", **reference)
     for func, label, scale in ((set_xscale, "xscale", "log"), (set_yscale, "yscale", "log")):
         pc.map(func, label, data=ref, ignore_aes="all", store_artist=False, scale=scale)
-    styles = ["dash-dot: m^(-1/2)"]
+    styles = [f"dash-dot: m^(-1/2), exact draws ({TRACE_HINT})"]
     styles += [f"{_LINESTYLE_NAME[_MARK_LINESTYLE[m]]}: {names[m]}" for m in names]
     title = _title(ds, "KSD of the first m draws") + f"\n({'; '.join(styles)})"
     _decorate(pc, ref, "first m draws", "KSD", title)

@@ -19,13 +19,21 @@ A mistake ends in one line on stderr naming the problem and the fix, no tracebac
 for a usage error (an option or value argparse rejects), 1 for everything else (a file that is
 missing or not ArviZ netCDF, inputs the diagnostic rejects, an output path that cannot be
 written). Paths, the model and its arguments are checked before any computation.
+
+Compiled JAX programs are kept between runs in JAX's persistent compilation cache, in
+``$XDG_CACHE_HOME/numpyro_dsd/jax`` (``~/.cache/numpyro_dsd/jax`` without ``XDG_CACHE_HOME``;
+a folder set in ``JAX_COMPILATION_CACHE_DIR`` is used instead), so a second run in a new process
+skips most compilation. ``--no-cache`` or ``NUMPYRO_DSD_NO_CACHE=1`` turns it off. The command
+sets this up for itself; importing :mod:`numpyro_dsd` changes no JAX setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -33,9 +41,14 @@ from numpyro_dsd import _cli_inputs as inputs
 from numpyro_dsd import arviz as arviz_io
 from numpyro_dsd.vocabulary import DIFFUSIONS
 
-__all__ = ["main"]
+__all__ = ["NO_CACHE_ENV", "cache_dir", "compilation_cache", "main"]
 
 PROG = "numpyro-dsd"
+#: Set to anything but "" or "0" to run the command without the persistent compilation cache.
+NO_CACHE_ENV = "NUMPYRO_DSD_NO_CACHE"
+#: Compilations faster than this (seconds) are not written to the cache (JAX's default, 1 s,
+#: would skip most of ours: many programs of 0.1-1 s each).
+CACHE_MIN_COMPILE_SECONDS = 0.0
 _NETCDF_FIX = "give an ArviZ netCDF file (az.from_numpyro(mcmc).to_netcdf('run.nc'))."
 
 
@@ -89,6 +102,62 @@ def _at_least(minimum: int) -> Callable[[str], int]:
     return count
 
 
+def cache_dir() -> Path:
+    """The command's folder for JAX's persistent compilation cache:
+    ``$XDG_CACHE_HOME/numpyro_dsd/jax``, ``~/.cache/numpyro_dsd/jax`` without ``XDG_CACHE_HOME``.
+
+    Examples
+    --------
+    >>> cache_dir().parts[-2:]
+    ('numpyro_dsd', 'jax')
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "numpyro_dsd" / "jax"
+
+
+@contextmanager
+def compilation_cache(no_cache: bool = False) -> Iterator[Path | None]:
+    """JAX's persistent compilation cache on while the block runs; yields its folder, or None
+    when it is off (``no_cache``, :data:`NO_CACHE_ENV` set, or the folder cannot be made).
+
+    A folder the user already gave JAX (``JAX_COMPILATION_CACHE_DIR`` or
+    ``jax.config.update("jax_compilation_cache_dir", ...)``) is kept; otherwise
+    :func:`cache_dir`. Every compilation is stored (:data:`CACHE_MIN_COMPILE_SECONDS`). The
+    two settings are put back afterwards, so calling :func:`main` from Python leaves JAX as it
+    was. Library users turn the cache on themselves with the same two ``jax.config.update``
+    calls (docs/diagnostic.md); importing :mod:`numpyro_dsd` never does.
+
+    Examples
+    --------
+    >>> with compilation_cache(no_cache=True) as folder:
+    ...     print(folder)
+    None
+    """
+    if no_cache or os.environ.get(NO_CACHE_ENV, "") not in ("", "0"):
+        yield None
+        return
+    import jax
+
+    saved = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
+    folder = saved["jax_compilation_cache_dir"] or cache_dir()
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"{PROG}: no compilation cache ({e}); set {NO_CACHE_ENV}=1.", file=sys.stderr)
+        yield None
+        return
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECONDS)
+    try:
+        yield Path(folder)
+    finally:
+        for name, value in saved.items():
+            jax.config.update(name, value)
+
+
+_CACHE_SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Kernel Stein discrepancy diagnostics for NumPyro.")
     sub = parser.add_subparsers(
@@ -133,6 +202,7 @@ def _add_demo(sub: Any) -> None:
         default=0,
         help="every key is split from jax.random.key(seed) (default %(default)s)",
     )
+    _add_no_cache(demo)
     for old, new in (
         ("--chains", "--num-chains"),
         ("--n-boot", "--num-bootstrap"),
@@ -145,6 +215,15 @@ def _add_demo(sub: Any) -> None:
             action=_deprecated(new),
             help=argparse.SUPPRESS,
         )
+
+
+def _add_no_cache(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help=f"do not keep compiled programs between runs (also {NO_CACHE_ENV}=1); the cache "
+        "is in $XDG_CACHE_HOME/numpyro_dsd/jax, else ~/.cache/numpyro_dsd/jax",
+    )
 
 
 _DIAGNOSE_EPILOG = """\
@@ -226,6 +305,7 @@ def _add_diagnose(sub: Any) -> None:
         metavar="FIG",
         help="save the KSD-along-the-chain figure (.png, .pdf, .svg, ...)",
     )
+    _add_no_cache(diag)
     diag.set_defaults(parser=diag)
 
 
@@ -325,10 +405,11 @@ def _run_diagnostic(
             "produced its posterior: --model FILE.py:FUNCTION --data ARGS.json (or write the "
             "group with numpyro_dsd.arviz.convert.add_stein_inputs)."
         )
-    diffusion = args.diffusion
     stored = arviz_io.get_group(data, "stein_diagnostics")
-    if diffusion == "flow" and stored is not None and "flow_spec_dim" in stored.attrs:
-        diffusion = data  # the flow an earlier diagnostic fitted (to the model) and saved
+    reuse = args.diffusion == "flow" and stored is not None and "flow_spec_dim" in stored.attrs
+    # reuse: the flow an earlier diagnostic fitted (to the model) and saved
+    diffusion = data if reuse else args.diffusion
+    fits_flow = args.diffusion == "flow" and not reuse
     try:
         draws = data if model is None else arviz_io.posterior_dict(data)
         return ksd_diagnostic(
@@ -338,6 +419,7 @@ def _run_diagnostic(
             diffusion=diffusion,
             num_bootstrap=args.num_bootstrap,
             rng_key=jax.random.key(args.seed),
+            flow_kwargs={"progress_bar": True} if fits_flow else None,  # the bar on stderr
         )
     except (ValueError, TypeError) as e:  # bad input: the message names the problem and fix
         _fail(f"{args.file}: {e}")
@@ -402,7 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     SystemExit: numpyro-dsd: FILE: no such file: missing.nc; give an ArviZ netCDF file ...
     """
     args = _parser().parse_args(argv)
-    return {"demo": _demo, "diagnose": _diagnose}[args.command](args)
+    with compilation_cache(args.no_cache):
+        return {"demo": _demo, "diagnose": _diagnose}[args.command](args)
 
 
 if __name__ == "__main__":

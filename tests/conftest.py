@@ -1,11 +1,16 @@
 """Shared fixtures. Float64 is switched on per test (``x64``) or per class (``x64_class``) and
 restored afterwards."""
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import jax
 import pytest
+
+# the command line's persistent compilation cache stays off in tests (subprocesses inherit this):
+# no test writes the user's ~/.cache; tests of the cache itself set their own folder
+os.environ.setdefault("NUMPYRO_DSD_NO_CACHE", "1")
 
 
 @contextmanager

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from numpyro_dsd._validation import positive_int, real_number
 from numpyro_dsd.mcmc.stationarity import MIN_DRAWS, within_ess
@@ -68,6 +69,8 @@ DEFAULT_KAPPA = 3.0
 #: measured on 2 CPU cores (benchmarks/diagnostic_speed.py, docs/benchmarks.md).
 JUMP_COST_PER_POINT_PAIR = 500.0
 JUMP_COST_PER_JUMP_PAIR = 15000.0
+#: Passes the replicates are split into when :func:`wild_bootstrap` shows a progress bar.
+PROGRESS_CHUNKS = 4
 #: The jump form holds a strip of the kernel, (block, n), and its suffix sums: the block shrinks
 #: so that a strip has at most this many entries (256 MB in float32).
 JUMP_STRIP_ENTRIES = 2**26
@@ -215,6 +218,7 @@ def wild_bootstrap(
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
     method: str = "auto",
+    progress_bar: bool = False,
 ) -> BootstrapResult:
     """Wild-bootstrap p-value of :math:`n\\hat V` for a prepared Stein kernel.
 
@@ -237,6 +241,12 @@ def wild_bootstrap(
         for :math:`J_m` changes in :math:`W^{(m)}`: several times faster on slowly mixing
         chains, whose signs rarely flip. ``"auto"`` picks the cheaper by the measured costs
         :data:`JUMP_COST_PER_POINT_PAIR` and :data:`JUMP_COST_PER_JUMP_PAIR`.
+    progress_bar : bool
+        A tqdm bar over the replicates (default off: it costs time). The dense form then
+        computes them in :data:`PROGRESS_CHUNKS` passes, each evaluating the kernel again
+        (about 1.2 times the time at n = 4000, d = 10, 1000 replicates; docs/benchmarks.md,
+        "Latency"); the jump form, whose cost is mostly one evaluation of the kernel, stays one
+        pass and its bar moves once. Off, the computation is the single pass.
 
     Returns
     -------
@@ -265,16 +275,31 @@ def wild_bootstrap(
             f"{w.size} entries of the dense product: the signs flip too often for it; use "
             "method='auto' or 'dense'."
         )
-    if method == "jumps" or (method == "auto" and _jumps_cheaper(w)):
+    jumps = method == "jumps" or (method == "auto" and _jumps_cheaper(w))
+    if jumps:
         block = max(8, min(block, JUMP_STRIP_ENTRIES // n // 8 * 8))  # a strip is (block, n)
-        jumps = sign_jumps(w, block)
-        quad = pair_quadratic_jumps(*args, jumps, block=block, devices=devs) / n
-    else:
-        w = jnp.asarray(w, sk.diag.dtype)
-        quad = jnp.sum(w * pair_matvec(*args, w, block=block, devices=devs), axis=0) / n
+    chunks = PROGRESS_CHUNKS if progress_bar and not jumps else 1  # a jump pass redoes K^0
+    columns = np.array_split(np.arange(w.shape[1]), chunks)
+    parts = []
+    with tqdm(total=w.shape[1] - 1, disable=not progress_bar, desc="bootstrap") as bar:
+        for cols in columns:
+            parts.append(_quadratic_forms(args, w[:, cols], jumps, block, devs) / n)
+            bar.update(len(cols) - (cols[0] == 0))
+    quad = jnp.concatenate(parts)
     stat, reps = quad[0], quad[1:]
     pvalue = (1.0 + jnp.sum(reps >= stat)) / (1.0 + reps.shape[0])
     return BootstrapResult(stat, reps, pvalue)
+
+
+def _quadratic_forms(
+    args: tuple, w: np.ndarray, jumps: bool, block: int, devices: Sequence[jax.Device]
+) -> jax.Array:
+    """:math:`W_m^\\top K^0 W_m` for the columns of ``w`` (n, k): from the sign changes
+    (``jumps``) or by the dense product."""
+    if jumps:
+        return pair_quadratic_jumps(*args, sign_jumps(w, block), block=block, devices=devices)
+    w = jnp.asarray(w, args[3].dtype)
+    return jnp.sum(w * pair_matvec(*args, w, block=block, devices=devices), axis=0)
 
 
 def _jump_pairs(w: np.ndarray) -> float:
@@ -357,6 +382,7 @@ def ksd_test(
     flip_prob: float | str = "auto",
     kappa: float = DEFAULT_KAPPA,
     rng_key: jax.Array | None = None,
+    progress_bar: bool = False,
 ) -> BootstrapResult:
     """Wild-bootstrap KSD test of draws against the target whose scores are given.
 
@@ -379,6 +405,8 @@ def ksd_test(
     rng_key : jax.Array, optional
         For the signs; None means ``jax.random.key(0)`` (:mod:`numpyro_dsd.vocabulary`'s key
         rule), recorded in the result's ``rng_key``.
+    progress_bar : bool
+        A bar over the bootstrap replicates (:func:`wild_bootstrap`).
 
     Returns
     -------
@@ -406,4 +434,5 @@ def ksd_test(
     sk = prepare(*flat, kernel=kernel, diffusion=diffusion)
     series = memory_series(sk, flat[0]).reshape(*x.shape[:2], -1) if flip_prob == "auto" else x
     signs, probs = chain_signs(key, series, num_bootstrap, flip_prob, kappa)
-    return wild_bootstrap(sk, signs)._replace(flip_prob=probs, rng_key=record)
+    result = wild_bootstrap(sk, signs, progress_bar=progress_bar)
+    return result._replace(flip_prob=probs, rng_key=record)

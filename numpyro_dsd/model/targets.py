@@ -19,7 +19,9 @@ unconstrained draws ``x`` of shape ``(*batch_shape, d)`` and their scores.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from numpyro_dsd._validation import check_finite
-from numpyro_dsd.model.layout import ModelLayout
+from numpyro_dsd.model.layout import ModelArgs, ModelLayout, split_model_args
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ModelDraws", "latent_sites", "log_density_fn", "model_draws"]
 
@@ -229,34 +231,90 @@ def model_draws(
     layout = ModelLayout(model, model_args, model_kwargs)
     values, batch_shape = _check_draws(samples, layout.site_shapes, "samples")
     bs = _batch_size(batch_size, batch_shape)
-    x = _batched_map(layout.flatten, values, batch_shape, bs)
+    per_draw = partial(_per_draw, model, layout, batch_ndim=len(batch_shape), batch_size=bs)
+    x = per_draw(values, "flatten")
     check_finite(x, "unconstrained values", _X_HINT, batch_ndim=len(batch_shape))
     if z_grad is None:
-        scores = _batched_map(jax.grad(layout.log_prob), x, batch_shape, bs)
+        scores = per_draw(x, "score")
     else:
         scores = _scores_from_z_grad(z_grad, layout.unravel, layout.dim, batch_shape, bs)
     check_finite(scores, "scores", _SCORE_HINT, batch_ndim=len(batch_shape))
     return ModelDraws(x, scores, layout.site_names, layout.unravel)
 
 
-def _batched_map(
-    fn: Callable[[Any], jax.Array], tree: Any, batch_shape: tuple[int, ...], batch_size: int
+def _per_draw(
+    model: Model, layout: ModelLayout, tree: Any, kind: str, *, batch_ndim: int, batch_size: int
 ) -> jax.Array:
-    """``fn`` over the draws of ``tree`` (leaves ``(*batch_shape, ...)``), jitted.
+    """``tree``'s draws mapped by ``kind`` (:func:`_make_map`), compiled once per model and
+    shapes. The model's array arguments are traced, as in NumPyro's MCMC with
+    ``jit_model_args=True``; a model that needs them concrete (a 0-d array sizing a plate, a
+    Python ``if`` on data) is run with them as constants instead (compiled once per argument
+    object)."""
+    run = _jitted_map(model)
+    model_arrays, static = split_model_args(layout.model_args, layout.model_kwargs)
+    try:
+        return run(tree, model_arrays, static, kind, batch_ndim, batch_size)
+    except jax.errors.JAXTypeError:  # a tracer where the model needs a concrete value
+        leaves, treedef = jax.tree_util.tree_flatten((layout.model_args, layout.model_kwargs))
+        constants = ModelArgs(treedef, tuple(leaves), (False,) * len(leaves))
+        return run(tree, (), constants, kind, batch_ndim, batch_size)
 
-    Returns ``(*batch_shape, d)``. ``jax.lax.map`` runs ``batch_size`` draws at a time
-    (vectorised) in a sequential loop; jitting matters: un-jitted, its remainder batch runs
-    op by op and is many times slower.
+
+def _jitted_map(model: Model | None) -> Callable[..., jax.Array]:
+    """The jitted per-draw map of :func:`model_draws` for ``model``, made once per model.
+
+    ``jax.jit`` then compiles once per distinct static part of the model's arguments
+    (:func:`~numpyro_dsd.model.layout.split_model_args`), draw and argument shapes and dtypes,
+    what is mapped and the batch size, so calling :func:`model_draws` again with the same
+    model and shapes compiles nothing. The cache holds the model weakly: its entry (and its
+    compiled programs) go when the model does. A model that cannot be weakly referenced or
+    hashed gets a fresh jitted function (compiled on every call).
     """
-    n, k = math.prod(batch_shape), len(batch_shape)
+    if model is None:
+        return _Z_GRAD_MAP
+    try:
+        return _JITTED[model]
+    except KeyError:
+        pass
+    except TypeError:  # not hashable, or not weakly referenceable
+        return _make_map(lambda: model)
+    try:
+        per_draw = _make_map(weakref.ref(model))
+        _JITTED[model] = per_draw
+    except TypeError:
+        return _make_map(lambda: model)
+    return per_draw
 
-    @jax.jit
-    def run(tree: Any) -> jax.Array:
-        flat = jax.tree.map(lambda a: a.reshape(n, *a.shape[k:]), tree)
-        out = jax.lax.map(fn, flat, batch_size=batch_size)
+
+def _make_map(get_model: Callable[[], Model | None]) -> Callable[..., jax.Array]:
+    """A jitted ``run(tree, model_arrays, static, kind, batch_ndim, batch_size)``: the draws of
+    ``tree`` (leaves ``(*batch_shape, ...)``, ``batch_ndim`` batch dimensions) mapped by
+    ``kind`` (``"flatten"``: constrained draw to flat unconstrained, ``"score"``: the score of
+    a flat point, ``"z_grad"``: minus the ravelled potential-energy gradient), returning
+    ``(*batch_shape, d)``. ``jax.lax.map`` runs ``batch_size`` draws at a time (vectorised) in a
+    sequential loop; jitting matters: un-jitted, its remainder batch runs op by op and is many
+    times slower. The model is called with ``static.merge(model_arrays)``: array arguments are
+    traced, as in NumPyro's MCMC."""
+
+    def run(
+        tree: Any, model_arrays: tuple, static: ModelArgs, kind: str, batch_ndim: int, size: int
+    ) -> jax.Array:
+        if kind == "z_grad":
+            fn: Callable[[Any], jax.Array] = lambda g: -ravel_pytree(g)[0]  # noqa: E731
+        else:
+            layout = ModelLayout(get_model(), *static.merge(model_arrays))
+            fn = layout.flatten if kind == "flatten" else jax.grad(layout.log_prob)
+        batch_shape = jax.tree.leaves(tree)[0].shape[:batch_ndim]
+        n = math.prod(batch_shape)
+        flat = jax.tree.map(lambda a: a.reshape(n, *a.shape[batch_ndim:]), tree)
+        out = jax.lax.map(fn, flat, batch_size=size)
         return out.reshape(*batch_shape, out.shape[-1])
 
-    return run(tree)
+    return jax.jit(run, static_argnums=(2, 3, 4, 5))
+
+
+_JITTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_Z_GRAD_MAP = _make_map(lambda: None)
 
 
 def _as_float(value: Any) -> jax.Array:
@@ -317,4 +375,5 @@ def _scores_from_z_grad(
             f"z_grad has batch shape {grad_batch} but samples has {batch_shape}; "
             "group both by chain or neither."
         )
-    return _batched_map(lambda g: -ravel_pytree(g)[0], grads, batch_shape, batch_size)
+    _, static = split_model_args((), {})
+    return _Z_GRAD_MAP(grads, (), static, "z_grad", len(batch_shape), batch_size)

@@ -16,8 +16,8 @@ particles, ``optax.adagrad(0.1)``, 1000 steps, same seed:
   It recovers much more of the spread of v, but it is not a fixed point at 1000 steps: the
   joint density of the funnel at x = 0 grows as v falls (up to v = -40.5 here), and the flow
   does not undo that far down the neck, so the exact latent target T#p has outward-pointing
-  scores around |z| = 6-9. Particles that reach the neck keep sliding down it (in our runs
-  about 10 of 100 had |z| > 5 at step 1000, 19 at step 2000); the KSD^2 trace starts rising
+  scores around ``|z|`` = 6-9. Particles that reach the neck keep sliding down it (in our runs
+  about 10 of 100 had ``|z|`` > 5 at step 1000, 19 at step 2000); the KSD^2 trace starts rising
   near step 950, and with 2000 steps v ends at mean -1.3, sd 4.2. The sd near 3 printed at
   1000 steps is a moment of that drift, not convergence.
 - ``"flow"`` with ``linear_weight=1.0``: the same flow (refitted, same seed) and a linear kernel

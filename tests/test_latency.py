@@ -128,3 +128,26 @@ def test_flow_fits_show_numpyros_bar_by_default(name):
     from numpyro_dsd.flows import fitting
 
     assert inspect.signature(getattr(fitting, name)).parameters["progress_bar"].default is True
+
+
+def test_ksd_diagnostic_shows_its_tests_bar_and_changes_nothing(capsys, monkeypatch):
+    """The KSD tests' bar (one step per chain and one pooled) appears once the tests take over
+    PROGRESS_DELAY seconds, on stderr, and the result does not depend on it."""
+    from numpyro_dsd import ksd_diagnostic
+    from numpyro_dsd.mcmc import diagnostic
+
+    draws = {"mu": np.asarray(jax.random.normal(jax.random.key(0), (2, 200)))}
+
+    def model():
+        numpyro.sample("mu", dist.Normal(0.0, 1.0))
+
+    quiet = ksd_diagnostic(draws, model, num_bootstrap=100, progress_bar=False)
+    capsys.readouterr()
+    monkeypatch.setattr(diagnostic, "PROGRESS_DELAY", 0.0)
+    shown = ksd_diagnostic(draws, model, num_bootstrap=100)  # progress_bar=True by default
+    err = capsys.readouterr().err
+    assert "KSD tests" in err and "3/3" in err
+    np.testing.assert_array_equal(shown.pvalue.values, quiet.pvalue.values)
+    np.testing.assert_array_equal(shown.ksd.values, quiet.ksd.values)
+    ksd_diagnostic(draws, model, num_bootstrap=100, progress_bar=False)
+    assert "KSD tests" not in capsys.readouterr().err

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
 from numpyro_dsd._validation import positive_int
 from numpyro_dsd.mcmc.bootstrap import (
@@ -61,12 +62,15 @@ from numpyro_dsd.stein.engine import (
 from numpyro_dsd.stein.kernels import IMQ, Gaussian, default_kernel
 from numpyro_dsd.vocabulary import CHAIN, PREFIX, renamed_arguments, rng_key_or_default
 
-__all__ = ["DEFAULT_KERNEL", "ksd_diagnostic", "diagnose_draws"]
+__all__ = ["DEFAULT_KERNEL", "PROGRESS_DELAY", "ksd_diagnostic", "diagnose_draws"]
 
 #: The diagnostic's kernel, :func:`~numpyro_dsd.stein.kernels.default_kernel` (IMQ, c = 1,
 #: beta = -1/2, bandwidth the median pairwise distance), frozen on the pooled points. Kept for
 #: code that imports it; the default is defined by ``default_kernel``.
 DEFAULT_KERNEL = default_kernel()
+
+#: Seconds before the KSD tests' progress bar appears (a quick diagnostic shows none).
+PROGRESS_DELAY = 2.0
 
 
 @renamed_arguments(n_boot="num_bootstrap", trace_points="num_prefixes")
@@ -89,6 +93,7 @@ def ksd_diagnostic(
     flow_kwargs: Mapping[str, Any] | None = None,
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
+    progress_bar: bool = True,
 ) -> xr.Dataset:
     """KSD of MCMC draws against the model's posterior, per chain and pooled, with a p-value.
 
@@ -146,6 +151,11 @@ def ksd_diagnostic(
         Passed to the flow fitting function for ``diffusion="flow"``.
     block_size, devices
         As for :func:`numpyro_dsd.ksd`.
+    progress_bar : bool
+        Progress bars, as NumPyro shows them (on stderr): the flow fit's (``diffusion="flow"``;
+        ``flow_kwargs={"progress_bar": False}`` turns it off alone) and the KSD tests', one step
+        per chain and one for the pooled draws, shown only when they take over
+        :data:`PROGRESS_DELAY` seconds.
 
     Returns
     -------
@@ -193,6 +203,7 @@ def ksd_diagnostic(
     _check_options(num_bootstrap, flip_prob, kappa, alpha, min_ess, num_prefixes)
     draws = resolve_draws(data, model, model_args, model_kwargs, min_draws=MIN_DRAWS)
     k_flow, k_boot = jax.random.split(key)
+    flow_kwargs = {"progress_bar": progress_bar, **(flow_kwargs or {})}
     diff = resolve_diffusion(diffusion, draws, rng_key=k_flow, flow_kwargs=flow_kwargs)
     ds = diagnose_draws(
         draws,
@@ -209,6 +220,7 @@ def ksd_diagnostic(
         block_size=block_size,
         devices=devices,
         diffusion_name=diffusion if isinstance(diffusion, str) else None,
+        progress_bar=progress_bar,
     )
     ds.attrs["rng_key"] = f"{record}; split into (flow fit, bootstrap signs)"
     return ds
@@ -231,10 +243,12 @@ def diagnose_draws(
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
     diffusion_name: str | None = None,
+    progress_bar: bool = False,
 ) -> xr.Dataset:
     """:func:`ksd_diagnostic` on resolved :class:`~numpyro_dsd.mcmc.inputs.Draws` and a diffusion
     object (the functional core: no model handling, no flow fitting). ``rng_key`` draws the
-    bootstrap signs (None: ``jax.random.key(0)``), recorded in the ``rng_key`` attribute."""
+    bootstrap signs (None: ``jax.random.key(0)``), recorded in the ``rng_key`` attribute;
+    ``progress_bar`` shows the KSD tests' bar (:func:`ksd_diagnostic`)."""
     key, record = rng_key_or_default(rng_key)
     num_bootstrap = _check_options(num_bootstrap, flip_prob, kappa, alpha, min_ess, num_prefixes)
     check_num_draws(draws.num_draws, MIN_DRAWS)
@@ -252,7 +266,9 @@ def diagnose_draws(
     pooled = from_features(feats, frozen, settings)
     curves = [prefix_ksd_squared(sk, **opts) for sk in chains]
     if test:
-        tests = _tests(chains, pooled, feats.x, key, num_bootstrap, flip_prob, kappa, opts)
+        tests = _tests(
+            chains, pooled, feats.x, key, (num_bootstrap, flip_prob, kappa), opts, progress_bar
+        )
         moments = _moments(feats, num_chains)
     else:
         nan, no_moments = (jnp.nan, jnp.nan, jnp.nan), MomentTest(np.nan, np.nan, "")
@@ -340,13 +356,14 @@ def _tests(
     pooled: SteinKernel,
     points: jax.Array,
     key: jax.Array,
-    num_bootstrap: int,
-    flip_prob: float | str,
-    kappa: float,
+    settings: tuple[int, float | str, float],
     opts: dict[str, Any],
+    progress_bar: bool = False,
 ) -> tuple[list[tuple], tuple, tuple[float, ...]]:
     """The wild-bootstrap test of every chain and of the pooled draws, with the same signs:
-    ((statistic, pvalue, ratio) per chain, the same pooled, flip probabilities)."""
+    ((statistic, pvalue, ratio) per chain, the same pooled, flip probabilities). ``settings``:
+    (num_bootstrap, flip_prob, kappa)."""
+    num_bootstrap, flip_prob, kappa = settings
     n = chains[0].n
     series = (
         np.stack(
@@ -357,11 +374,14 @@ def _tests(
     )
     signs, probs = chain_signs(key, series, num_bootstrap, flip_prob, kappa)
     signs = signs.reshape(len(chains), n, num_bootstrap)
-    per_chain = [
-        _summary(wild_bootstrap(sk, w, **opts)) for sk, w in zip(chains, signs, strict=True)
-    ]
-    res = wild_bootstrap(pooled, signs.reshape(-1, num_bootstrap), **opts)
-    return per_chain, _summary(res), probs
+    kernels = [*chains, pooled]
+    bar = tqdm(total=len(kernels), desc="KSD tests", disable=not progress_bar, delay=PROGRESS_DELAY)
+    results = []
+    with bar:
+        for sk, w in zip(kernels, [*signs, signs.reshape(-1, num_bootstrap)], strict=True):
+            results.append(_summary(jax.block_until_ready(wild_bootstrap(sk, w, **opts))))
+            bar.update()
+    return results[:-1], results[-1], probs
 
 
 def _summary(res: Any) -> tuple[Any, Any, Any]:

@@ -15,8 +15,8 @@ line:
 A chain has the same colour in both plots (the ``arviz-darkgrid`` cycle in 0.x, the colour
 aesthetic's cycle in 1.x), and long titles are wrapped to the width of the plot.
 
-Chains are marked by their verdict: "fail" in :data:`FLAG_COLOR`, "inconclusive" in
-:data:`INCONCLUSIVE_COLOR`. Datasets written before the verdicts existed (no ``verdict``) are
+Chains are marked by their verdict: "fail" in ``FLAG_COLOR``, "inconclusive" in
+``INCONCLUSIVE_COLOR``. Datasets written before the verdicts existed (no ``verdict``) are
 still read: there a chain is marked "fail" when its ``pvalue`` is below the level (0.05 unless
 given).
 
@@ -218,8 +218,8 @@ def plot_ksd(
     chains' (the raw pooled KSD, of more draws, is smaller than every chain's). Without it
     (older datasets, or ``test=False``) the raw KSD is plotted on a linear axis.
 
-    Chains whose verdict is "fail" are ringed in :data:`FLAG_COLOR`, "inconclusive" ones in
-    :data:`INCONCLUSIVE_COLOR`; each point is labelled with its verdict and p-value, and the
+    Chains whose verdict is "fail" are ringed in ``FLAG_COLOR``, "inconclusive" ones in
+    ``INCONCLUSIVE_COLOR``; each point is labelled with its verdict and p-value, and the
     title gives the pooled verdict and its reason.
 
     Parameters
@@ -233,7 +233,7 @@ def plot_ksd(
         Axes to draw on; a new figure otherwise.
     level : float, optional
         Used only for datasets without ``verdict``: chains with ``pvalue < level`` are ringed
-        in :data:`FLAG_COLOR`. None means the dataset's ``alpha`` attribute, or 0.05.
+        in ``FLAG_COLOR``. None means the dataset's ``alpha`` attribute, or 0.05.
     figsize : (float, float), optional
         Size of a new figure, in inches.
 
@@ -273,7 +273,7 @@ def plot_ksd_trace(
 
     For exact draws the V-statistic decays like :math:`m^{-1/2}`; a curve that flattens out
     above the reference is a chain that does not converge to the target. The reference is
-    drawn dash-dotted and labelled with :data:`TRACE_HINT` ("flat = biased": in the legend
+    drawn dash-dotted and labelled with ``TRACE_HINT`` ("flat = biased": in the legend
     under ArviZ 0.x, in the title under 1.x); chains whose verdict is "fail" are drawn dashed
     and "inconclusive" ones dotted, both marked so in the legend.
 

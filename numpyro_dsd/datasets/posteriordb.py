@@ -6,17 +6,17 @@ models, data and reference draws from long Stan runs (10 chains x 1,000 thinned 
 ``numpyro_dsd/data/posteriordb`` (with the licence), so anyone can check a diagnostic or a sampler
 against answers nobody here produced:
 
-========================================  ==========================================  ====
-name                                      model (the Stan program's ``model`` block)     d
-========================================  ==========================================  ====
-``eight_schools-eight_schools_noncentered``  :func:`eight_schools_noncentered`          10
-``kidiq-kidscore_momiq``                  :func:`kidscore_momiq` (flat prior on beta)    3
-``arK-arK``                               :func:`arK`, AR(5)                             7
-``garch-garch11``                         :func:`garch11`, flat priors on the simplex    4
-``sblrc-blr``                             :func:`blr`, Bayesian linear regression        6
-``earnings-earn_height``                  :func:`earn_height`, earnings (dollars) on         3
-                                          height (inches): scales 10^4 apart
-========================================  ==========================================  ====
+=============================================  ===========================================  ===
+name                                           model (the Stan program's ``model`` block)     d
+=============================================  ===========================================  ===
+``eight_schools-eight_schools_noncentered``    :func:`eight_schools_noncentered`             10
+``kidiq-kidscore_momiq``                       :func:`kidscore_momiq` (flat prior on beta)    3
+``arK-arK``                                    :func:`arK`, AR(5)                             7
+``garch-garch11``                              :func:`garch11`, flat priors on the simplex    4
+``sblrc-blr``                                  :func:`blr`, Bayesian linear regression        6
+``earnings-earn_height``                       :func:`earn_height`, earnings (dollars) on     3
+                                               height (inches): scales 10^4 apart
+=============================================  ===========================================  ===
 
 A port is right when the reference draws pass the KSD diagnostic (the density must match Stan's up
 to a constant: every flat prior of Stan is an ``ImproperUniform`` here, never a proper uniform).

@@ -127,8 +127,8 @@ def as_bijection(flow: object) -> Bijection:
     """Adapt ``flow`` to :class:`Bijection`, in the direction it is given.
 
     Accepts a NumPyro ``Transform``, any object with ``transform_and_log_det`` and
-    ``inverse_and_log_det`` (flowjax bijections, :class:`Inverse`, ...), or an object holding one
-    as ``.bijection`` (a :class:`~numpyro_dsd.FlowDiffusion`).
+    ``inverse_and_log_det`` (flowjax bijections, :class:`~numpyro_dsd.flows.bijections.Inverse`,
+    ...), or an object holding one as ``.bijection`` (a :class:`~numpyro_dsd.FlowDiffusion`).
     """
     if isinstance(flow, Transform):
         return NumPyroBijection(flow)

@@ -25,7 +25,8 @@ Solvers
 -------
 ``solver="rk4"`` (the default) is the classical fixed-step Runge-Kutta method written with
 ``lax.scan``. Differentiating it in either mode is exact: the derivative of an RK step is the same
-RK step applied to the variational equation, so ``jax.jacfwd`` of :meth:`transform_and_log_det`
+RK step applied to the variational equation, so ``jax.jacfwd`` of
+:meth:`~ContinuousFlow.transform_and_log_det`
 equals the :math:`J_t` ODE integrated alongside (measured: 1e-16 in float64), and ``jax.grad``
 agrees with ``jax.jacfwd`` to rounding. Both modes matter: ``FlowDiffusion`` takes
 :math:`J` with ``jacfwd`` and the generator route uses ``vjp``. The error is

@@ -179,6 +179,7 @@ class FlowDiffusion:
         return DiffusionFeatures(z, s_z, None)
 
     def settings(self) -> dict[str, object]:
+        """Plain-value description for result attributes, with ``record`` as ``flow_<key>``."""
         flow = {"diffusion": f"FlowDiffusion({self.bijection!r}, method={self.method!r})"}
         return {**flow, **{f"flow_{k}": v for k, v in self.record.items()}}
 

@@ -43,7 +43,8 @@ class FlowSpec(NamedTuple):
     ``AutoIAFNormal`` builds it).
 
     ``direction`` says what the stack of layers maps: ``"generator"`` (latent to data, fitted by
-    :func:`fit_flow`) or ``"normalizer"`` (data to latent, fitted by :func:`fit_flow_to_samples`).
+    :func:`~numpyro_dsd.fit_flow`) or ``"normalizer"`` (data to latent, fitted by
+    :func:`~numpyro_dsd.fit_flow_to_samples`).
     ``order`` (generator only): the layers' output is the model's flat latent in the order the
     NumPyro autoguide flattens it (the order the model declares its sites), and
     ``output[order]`` is the sorted-site order of :func:`numpyro_dsd.model.targets.model_draws`;
@@ -62,7 +63,7 @@ class FlowSpec(NamedTuple):
 class FittedFlow(NamedTuple):
     """A fitted flow as a value: :class:`FlowSpec`, parameters, and the affine standardisation
     :math:`(x - \\text{loc}) / \\text{scale}` on the data side of the layers
-    (:func:`fit_flow`: :math:`G(\\varepsilon) = \\text{loc} + \\text{scale}\\odot
+    (:func:`~numpyro_dsd.fit_flow`: :math:`G(\\varepsilon) = \\text{loc} + \\text{scale}\\odot
     \\text{layers}(\\varepsilon)`).
 
     Examples
@@ -181,7 +182,7 @@ class FittedFlow(NamedTuple):
 
 
 class FlowFit(NamedTuple):
-    """Result of :func:`fit_flow` / :func:`fit_flow_to_samples`.
+    """Result of :func:`~numpyro_dsd.fit_flow` / :func:`~numpyro_dsd.fit_flow_to_samples`.
 
     Attributes
     ----------
@@ -190,15 +191,16 @@ class FlowFit(NamedTuple):
     state : SVIState
         Optimiser state; ``init_state=fit.state`` continues the run exactly.
     losses : (num_steps,)
-        Per step: the negative ELBO (:func:`fit_flow`), or the negative log-likelihood per draw
-        of the minibatch, an estimate of :math:`-\\frac1n\\sum_i\\log q(x_i)`
-        (:func:`fit_flow_to_samples`).
+        Per step: the negative ELBO (:func:`~numpyro_dsd.fit_flow`), or the negative log-likelihood
+        per draw of the minibatch, an estimate of :math:`-\\frac1n\\sum_i\\log q(x_i)`
+        (:func:`~numpyro_dsd.fit_flow_to_samples`).
     params : dict
-        All SVI parameters (for :func:`fit_flow`, the model's own ``numpyro.param`` sites too).
+        All SVI parameters (for :func:`~numpyro_dsd.fit_flow`, the model's own ``numpyro.param``
+        sites too).
     khat : float
         Pareto :math:`\\hat k` of the flow as an importance proposal for the posterior
-        (:func:`numpyro_dsd.flows.quality.flow_khat`; :func:`fit_flow` only, NaN otherwise):
-        below 0.5 good, above 0.7 the flow misses mass the posterior has.
+        (:func:`numpyro_dsd.flows.quality.flow_khat`; :func:`~numpyro_dsd.fit_flow` only, NaN
+        otherwise): below 0.5 good, above 0.7 the flow misses mass the posterior has.
     num_nonfinite : int
         Steps whose loss was not finite (skipped: the parameters stayed where they were).
     step_scale : float

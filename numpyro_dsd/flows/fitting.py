@@ -10,7 +10,8 @@ Two ways to get a flow :math:`z = T(x)` that makes the posterior look like a sta
   direction (a masked autoregressive flow): :math:`T` is one network pass, so the density
   :math:`\\log q(x) = \\log\\mathcal N(T(x); 0, I) + \\log|\\det J(x)|` is cheap to train.
 
-Both return a :class:`FlowFit`; its ``flow`` is a :class:`FittedFlow`, a plain value (the
+Both return a :class:`~numpyro_dsd.flows.FlowFit`; its ``flow`` is a
+:class:`~numpyro_dsd.flows.FittedFlow`, a plain value (the
 architecture and the parameter arrays) that pickles, and rebuilds NumPyro transforms without the
 model: ``FittedFlow.diffusion()`` is the :class:`~numpyro_dsd.FlowDiffusion` for
 :func:`~numpyro_dsd.ksd`. Both fits run NumPyro's :class:`~numpyro.infer.SVI` loop (progress bar,
@@ -146,9 +147,11 @@ def fit_flow(
     fits on real models"):
 
     - the start :math:`(m, L)` (``start``): by default the mean-field Gaussian of
-      :func:`gaussian_start` (deterministic ADVI), and the layers start at the identity (their
+      :func:`~numpyro_dsd.flows.fitting.gaussian_start` (deterministic ADVI), and the layers start
+      at the identity (their
       output layers zeroed), so the first guide is that Gaussian, not a random network;
-    - the step size shrinks with the dimension and warms up (:func:`default_optim`);
+    - the step size shrinks with the dimension and warms up
+      (:func:`~numpyro_dsd.flows.fitting.default_optim`);
     - steps whose loss or update is not finite are skipped (NumPyro's ``stable_update``);
     - a run that diverges anyway (:func:`numpyro_dsd.flows.quality.loss_problem`) is restarted
       with the step size divided by 10, twice at most, and then raises
@@ -166,12 +169,12 @@ def fit_flow(
     *model_args, **model_kwargs
         Passed to the model.
     num_flows, hidden_dims, skip_connections, nonlinearity
-        Architecture (:class:`FlowSpec`); default two layers with hidden widths
+        Architecture (:class:`~numpyro_dsd.flows.FlowSpec`); default two layers with hidden widths
         ``max(2d, 16)``.
     num_steps : int
         SVI steps (default 2000).
     optim : numpyro.optim optimizer or optax ``GradientTransformation``
-        Default :func:`default_optim` for the model's dimension.
+        Default :func:`~numpyro_dsd.flows.fitting.default_optim` for the model's dimension.
     num_particles : int
         ELBO particles per step.
     rng_key : jax.random key, optional
@@ -183,7 +186,8 @@ def fit_flow(
         exactly.
     start : {"mean_field", "laplace", "none"} or (loc, scale)
         The affine :math:`(m, L)` the layers act through: ``"mean_field"`` (default),
-        :func:`standardization`'s Laplace marginal scales at the mean-field mean
+        :func:`~numpyro_dsd.flows.fitting.standardization`'s Laplace marginal scales at the
+        mean-field mean
         (``"laplace"``: right for near-Gaussian posteriors, poor where the mode is degenerate:
         eight schools, funnels, horseshoe), ``"none"`` (:math:`m = 0, L = I`), or two (d,)
         arrays in the model's flat sorted layout (e.g. the mean and sd of MCMC draws).
@@ -328,7 +332,8 @@ def standardization(
 ) -> tuple[jax.Array, jax.Array]:
     """Location and scales to standardise a posterior before fitting a flow to it.
 
-    :math:`m` is the mean of :func:`gaussian_start`'s mean-field Gaussian; the scales are the
+    :math:`m` is the mean of :func:`~numpyro_dsd.flows.fitting.gaussian_start`'s mean-field
+    Gaussian; the scales are the
     Laplace marginal sds at :math:`m`, :math:`s_j = \\sqrt{(|H|^{-1})_{jj}}` with
     :math:`H = -\\nabla^2\\log p(m)` made positive definite by absolute eigenvalues (floored at
     1e-6 of the largest, after scaling by the mean-field sds), or the mean-field sds where that
@@ -546,7 +551,8 @@ def fit_flow_to_samples(
     :math:`\\log q(x) = \\log\\mathcal N(T(x); 0, I) + \\log|\\det J(x)|`, with
     :math:`T = \\text{layers} \\circ \\text{standardise}`, by minibatch stochastic gradients.
     As in :func:`fit_flow`: the layers start at the identity (so the first flow is the draws'
-    standardisation), :func:`default_optim` for d, non-finite steps skipped, a diverging run
+    standardisation), :func:`~numpyro_dsd.flows.fitting.default_optim` for d, non-finite steps
+    skipped, a diverging run
     restarted at a 10 times smaller step, and :class:`~numpyro_dsd.flows.quality.FlowFitError`
     when that fails. No :math:`\\hat k` (it needs the target's density): ``khat`` is NaN.
 
@@ -555,13 +561,14 @@ def fit_flow_to_samples(
     x : (n, d)
         Draws (e.g. flat unconstrained MCMC draws, ``model_draws(...).x.reshape(-1, d)``).
     num_flows, hidden_dims, skip_connections, nonlinearity
-        Architecture (:class:`FlowSpec`); default two layers with hidden widths ``max(2d, 16)``.
+        Architecture (:class:`~numpyro_dsd.flows.FlowSpec`); default two layers with hidden widths
+        ``max(2d, 16)``.
     num_steps : int
         Optimisation steps (default 2000).
     batch_size : int or None
         Minibatch size; ``None`` uses all draws every step.
     optim : numpyro.optim optimizer or optax ``GradientTransformation``
-        Default :func:`default_optim` for d.
+        Default :func:`~numpyro_dsd.flows.fitting.default_optim` for d.
     rng_key, progress_bar, init_state
         As in :func:`fit_flow`.
 

@@ -250,7 +250,7 @@ def dsm(
     scores_q, scores_p : (n, d)
         :math:`\\nabla\\log q(x_i)` and :math:`\\nabla\\log p(x_i)`.
     diffusion : optional
-        See :func:`matrix_field`; ``None`` means :math:`M = I`.
+        See :func:`~numpyro_dsd.flows.score_matching.matrix_field`; ``None`` means :math:`M = I`.
     pointwise : bool
         Return the (n,) terms :math:`\\|M(x_i)^\\top(s_q - s_p)(x_i)\\|^2` instead of their mean.
 
@@ -375,7 +375,8 @@ def implicit_dsm(
     score_fn : callable (d,) -> (d,), optional
         :math:`s_p = \\nabla\\log p` of one point.
     diffusion : optional
-        See :func:`matrix_field`; ``None`` means :math:`M = I` (Hyvärinen score matching).
+        See :func:`~numpyro_dsd.flows.score_matching.matrix_field`; ``None`` means :math:`M = I`
+        (Hyvärinen score matching).
     latent : bool
         Use the latent form (``diffusion`` must be a flow with ``inverse_and_log_det``).
     pointwise : bool

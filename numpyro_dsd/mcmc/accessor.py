@@ -1,4 +1,4 @@
-"""The diagnostic the ArviZ way: :func:`diagnose` and the ``.stein`` xarray accessor.
+"""The diagnostic the ArviZ way: :func:`~numpyro_dsd.diagnose` and the ``.stein`` xarray accessor.
 
 ``import numpyro_dsd`` registers an accessor named ``stein`` on :class:`xarray.DataTree` (the
 ArviZ 1.x container, also readable under ArviZ 0.23) and :class:`xarray.Dataset` (a posterior

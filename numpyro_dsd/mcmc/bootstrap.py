@@ -28,7 +28,8 @@ All replicates come from one blocked pass :math:`K^0 [\\mathbf 1, W^{(1)}, \\dot
 :math:`O(n N_{boot})` memory, never the :math:`n \\times n` matrix. On slowly mixing chains the
 signs change rarely, and the replicates come from the sign changes alone
 (:func:`numpyro_dsd.stein.tiling.pair_quadratic_jumps`, docs/math.md §2.6): the cost of one pass
-over the kernel plus the number of pairs of changes (:func:`wild_bootstrap`'s ``method``).
+over the kernel plus the number of pairs of changes
+(:func:`~numpyro_dsd.mcmc.bootstrap.wild_bootstrap`'s ``method``).
 """
 
 from __future__ import annotations
@@ -240,10 +241,10 @@ def wild_bootstrap(
         :math:`O(n^2 + \\sum_m J_m^2)`
         for :math:`J_m` changes in :math:`W^{(m)}`: several times faster on slowly mixing
         chains, whose signs rarely flip. ``"auto"`` picks the cheaper by the measured costs
-        :data:`JUMP_COST_PER_POINT_PAIR` and :data:`JUMP_COST_PER_JUMP_PAIR`.
+        ``JUMP_COST_PER_POINT_PAIR`` and ``JUMP_COST_PER_JUMP_PAIR``.
     progress_bar : bool
         A tqdm bar over the replicates (default off: it costs time). The dense form then
-        computes them in :data:`PROGRESS_CHUNKS` passes, each evaluating the kernel again
+        computes them in ``PROGRESS_CHUNKS`` passes, each evaluating the kernel again
         (about 1.2 times the time at n = 4000, d = 10, 1000 replicates; docs/benchmarks.md,
         "Latency"); the jump form, whose cost is mostly one evaluation of the kernel, stays one
         pass and its bar moves once. Off, the computation is the single pass.
@@ -406,7 +407,7 @@ def ksd_test(
         For the signs; None means ``jax.random.key(0)`` (:mod:`numpyro_dsd.vocabulary`'s key
         rule), recorded in the result's ``rng_key``.
     progress_bar : bool
-        A bar over the bootstrap replicates (:func:`wild_bootstrap`).
+        A bar over the bootstrap replicates (:func:`~numpyro_dsd.mcmc.bootstrap.wild_bootstrap`).
 
     Returns
     -------

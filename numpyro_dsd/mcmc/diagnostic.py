@@ -155,7 +155,7 @@ def ksd_diagnostic(
         Progress bars, as NumPyro shows them (on stderr): the flow fit's (``diffusion="flow"``;
         ``flow_kwargs={"progress_bar": False}`` turns it off alone) and the KSD tests', one step
         per chain and one for the pooled draws, shown only when they take over
-        :data:`PROGRESS_DELAY` seconds.
+        :data:`~numpyro_dsd.mcmc.diagnostic.PROGRESS_DELAY` seconds.
 
     Returns
     -------

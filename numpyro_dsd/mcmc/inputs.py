@@ -205,7 +205,8 @@ def with_stein_inputs(
     ``stein_inputs`` group with their unconstrained values and scores, so that the diagnostic
     (and ``numpyro-dsd diagnose FILE.nc``) runs later without the model.
 
-    ``data`` as for :func:`resolve_draws`: an ``MCMC`` becomes ``az.from_numpyro(mcmc)``, ArviZ
+    ``data`` as for :func:`~numpyro_dsd.mcmc.inputs.resolve_draws`: an ``MCMC`` becomes
+    ``az.from_numpyro(mcmc)``, ArviZ
     data is copied, a dict of draws becomes the ``posterior`` group.
 
     Examples

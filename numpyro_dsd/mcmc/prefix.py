@@ -113,8 +113,8 @@ def ksd_trace(
         first (``kernel.frozen(...)``) to compare curves of several chains; otherwise it is
         resolved once on all n draws (every prefix of one chain uses the same kernel).
     prefixes : int or array of ints
-        How many log-spaced prefix lengths (:func:`prefix_points`), or the lengths themselves
-        (1..n). ``points`` is its deprecated name.
+        How many log-spaced prefix lengths (:func:`~numpyro_dsd.mcmc.prefix.prefix_points`), or the
+        lengths themselves (1..n). ``points`` is its deprecated name.
 
     Returns
     -------

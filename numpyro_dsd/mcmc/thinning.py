@@ -1,7 +1,7 @@
 """Stein thinning of MCMC output (Riabiz et al. 2022; docs/math.md §2.8): :func:`stein_thin`
 takes an ``MCMC``, draws with their model, or ArviZ data, and returns the selected draws with
-their chain and draw indices (:class:`ThinningResult`). The greedy algorithm on arrays is
-:mod:`numpyro_dsd.stein.thinning`.
+their chain and draw indices (:class:`~numpyro_dsd.mcmc.thinning.ThinningResult`). The greedy
+algorithm on arrays is :mod:`numpyro_dsd.stein.thinning`.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def stein_thin(
     ``stein_thin(data, m, model, ...)`` and ``m=`` still work for one release and warn.
 
     The chains are flattened (chain-major, ``index = chain * draws + draw``) and
-    :func:`thin_indices` picks
+    :func:`~numpyro_dsd.thin_indices` picks
 
     .. math::
         \\pi_t = \\arg\\min_i\\Big[\\tfrac12 k^0(x_i, x_i) + \\sum_{j<t} k^0(x_{\\pi_j}, x_i)\\Big]

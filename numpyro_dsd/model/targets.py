@@ -60,7 +60,7 @@ class ModelDraws(NamedTuple):
         :func:`jax.flatten_util.ravel_pytree` (sites in ``site_names`` order).
     scores : jax.Array
         ``(*batch_shape, d)`` scores :math:`\\nabla_x \\log p(x)` of the unconstrained log
-        density (log joint plus log |det Jacobian|, i.e. minus the potential energy).
+        density (log joint plus log-abs-det-Jacobian, i.e. minus the potential energy).
     site_names : tuple of str
         Latent sites in flattening order (sorted, as ``ravel_pytree`` orders dict keys).
     unravel : callable
@@ -131,7 +131,7 @@ def log_density_fn(
 
     .. math:: \\log p(x) = -U(\\mathrm{unravel}(x)),
 
-    with :math:`U` the NumPyro potential energy (which includes the log |det Jacobian|
+    with :math:`U` the NumPyro potential energy (which includes the log-abs-det-Jacobian
     of the constraint transforms).
 
     Parameters

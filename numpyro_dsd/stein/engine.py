@@ -425,7 +425,7 @@ def kernel_force(
 ) -> tuple[jax.Array, jax.Array]:
     """The SVGD force of the kernel :math:`k = \\varphi((x-y)^\\top A(x-y))` and the KSD²
     V-statistic of the points, from one :func:`langevin_kernel` (the features
-    :func:`~numpyro_dsd.stein.ksd.ksd_squared` sums).
+    :func:`~numpyro_dsd.stein.ksd_squared` sums).
 
     .. math::
         \\Phi = \\tfrac1n\\big[K S + 2(DX - \\mathrm{diag}(D\\mathbf 1)X)A\\big],\\qquad

@@ -17,9 +17,10 @@ the kernel will see by :meth:`IMQ.bandwidth_matrix` (``"med"``, ``"sclmed"`` and
 follow stein-thinning's ``make_precon`` exactly). The radial profile (:class:`IMQProfile`,
 :class:`GaussianProfile`) is a small hashable value that jitted code closes over.
 
-The defaults live here and nowhere else: :func:`default_kernel` for every KSD entry point
+The defaults live here and nowhere else: :func:`~numpyro_dsd.stein.kernels.default_kernel` for every
+KSD entry point
 (``ksd``, ``prepare``, ``ksd_test``, ``ksd_trace``, ``ksd_diagnostic``, Stein thinning) and
-:func:`svgd_kernel` for SVGD.
+:func:`~numpyro_dsd.stein.kernels.svgd_kernel` for SVGD.
 
 The bandwidth was called ``precond`` before; ``IMQ(precond=...)``, ``kernel.precond``,
 ``kernel.precondition_matrix(x)`` and :func:`precondition_matrix` still work for one release
@@ -109,7 +110,7 @@ class _RadialKernel:
 
     @property
     def precond(self) -> str | None | ArrayLike:
-        """Deprecated name of :attr:`bandwidth`."""
+        """Deprecated name of ``bandwidth``."""
         warn_renamed("precond", "bandwidth", type(self).__name__)
         return self.bandwidth
 
@@ -177,7 +178,7 @@ class IMQ(_RadialKernel):
 
     Gorham & Mackey (2017): with :math:`\\beta \\in (-1, 0)` its Stein discrepancy controls weak
     convergence for distantly dissipative targets; that is why it is the default
-    (:func:`default_kernel`).
+    (:func:`~numpyro_dsd.stein.kernels.default_kernel`).
 
     Parameters
     ----------
@@ -235,7 +236,7 @@ class Gaussian(_RadialKernel):
     """Gaussian kernel :math:`k(x, y) = \\exp(-\\tfrac12 (x-y)^\\top\\Gamma^{-1}(x-y))`.
 
     The bandwidth is :math:`\\Gamma`: ``bandwidth="med"`` is the median heuristic,
-    ``bandwidth="svgd"`` SVGD's (:func:`svgd_kernel`).
+    ``bandwidth="svgd"`` SVGD's (:func:`~numpyro_dsd.stein.kernels.svgd_kernel`).
     Gaussian KSDs can miss non-convergence for d >= 3 (docs/math.md §8); prefer :class:`IMQ` for
     diagnostics.
 

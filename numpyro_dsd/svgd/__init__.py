@@ -1,6 +1,6 @@
 """Stein variational gradient descent: the pure functional core (:mod:`numpyro_dsd.svgd.core`,
 ``init``/``step`` on NamedTuple states), preconditioners (a change of coordinates the particles
-move in) and the NumPyro-style :class:`SVGD` class (docs/svgd.md)."""
+move in) and the NumPyro-style :class:`~numpyro_dsd.SVGD` class (docs/svgd.md)."""
 
 from numpyro_dsd.svgd.core import (
     Monitor,

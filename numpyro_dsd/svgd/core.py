@@ -361,7 +361,7 @@ def init(
     optim : optax GradientTransformation or numpyro.optim optimizer
         Its state is initialised on the latent particles.
     kernel : IMQ or Gaussian, optional
-        Default :func:`default_kernel`.
+        Default :func:`~numpyro_dsd.svgd.core.default_kernel`.
     preconditioner : Preconditioner, optional
         None runs in the data space.
     rng_key : PRNG key, optional
@@ -547,8 +547,8 @@ def reestimate_due(preconditioner: Preconditioner | None, step: int) -> bool:
 
 def steps_to_reestimate(preconditioner: Preconditioner | None, step: int) -> int | None:
     """Steps from ``step`` to the next between-chunks re-estimate after it (see
-    :func:`reestimate_due`); None if there is none (no preconditioner, no cadence, or
-    re-estimates inside the step).
+    :func:`~numpyro_dsd.svgd.core.reestimate_due`); None if there is none (no preconditioner, no
+    cadence, or re-estimates inside the step).
 
     Examples
     --------
@@ -576,7 +576,8 @@ def build_step(
 
     The step (i) re-estimates the preconditioner (:func:`reestimate`) when
     ``preconditioner.every`` divides the step count and ``preconditioner.in_step`` (a constant
-    matrix; a flow refit is the loop's job, :func:`reestimate_due`), (ii) re-estimates a
+    matrix; a flow refit is the loop's job, :func:`~numpyro_dsd.svgd.core.reestimate_due`), (ii)
+    re-estimates a
     named kernel bandwidth (``"svgd"``, ``"med"``, ...) every ``bandwidth_every`` steps on at
     most 256 particles, (iii) computes :func:`stein_force` on the latent scores, and (iv) moves the
     particles by the optimizer's update for the *loss gradient* :math:`-\\phi`. If anything is
@@ -589,7 +590,7 @@ def build_step(
     optim : optax GradientTransformation or numpyro.optim optimizer
         Adagrad-type optimizers are the usual choice.
     kernel : IMQ or Gaussian, optional
-        Default :func:`default_kernel`. A matrix ``bandwidth`` stays fixed.
+        Default :func:`~numpyro_dsd.svgd.core.default_kernel`. A matrix ``bandwidth`` stays fixed.
     preconditioner : Preconditioner, optional
         :mod:`numpyro_dsd.svgd.preconditioners`; None runs in the data space.
     bandwidth_every : int

@@ -186,7 +186,8 @@ class SVGD:
     num_particles : int
     preconditioner : "flow" (default), "constant", None, a Preconditioner, or a flow
         ``"flow"``: a NeuTra flow fitted by :func:`~numpyro_dsd.fit_flow` in :meth:`init`
-        (:func:`default_flow_fit`; seconds to tens of seconds): its arrays live in the state
+        (:func:`~numpyro_dsd.svgd.infer.default_flow_fit`; seconds to tens of seconds): its arrays
+        live in the state
         (``state.precond_params``), its record in ``SVGDRunResult.flow_fit``. ``"constant"``:
         :class:`~numpyro_dsd.svgd.preconditioners.ConstantPreconditioner` (average Hessian,
         re-estimated every 100 steps; enough on a nearly Gaussian posterior such as a logistic
@@ -227,7 +228,7 @@ class SVGD:
         Steps per jitted ``lax.scan`` between progress-bar updates.
     flow_kwargs : dict, optional
         Passed to :func:`~numpyro_dsd.fit_flow` for ``preconditioner="flow"``, over
-        :func:`default_flow_fit`.
+        :func:`~numpyro_dsd.svgd.infer.default_flow_fit`.
     devices : sequence of jax devices, optional
         Particles are split over these (default all local devices) when they divide
         ``num_particles`` (:func:`numpyro_dsd.svgd.shard_state`); the jitted step then runs on

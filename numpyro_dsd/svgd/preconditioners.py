@@ -59,7 +59,7 @@ _SOURCES = ("hessian", "fisher", "covariance")
 
 @runtime_checkable
 class Preconditioner(Protocol):
-    """What SVGD needs of a preconditioner (:class:`PreconditionerBase` supplies the defaults).
+    """What SVGD needs of a preconditioner (``PreconditionerBase`` supplies the defaults).
 
     Attributes
     ----------
@@ -166,7 +166,7 @@ class Reestimated(PreconditionerBase):
 
 class _Adapted(PreconditionerBase):
     """An object with only ``estimate``, ``bijection`` and optionally ``every`` (what earlier
-    versions asked of a preconditioner): :class:`PreconditionerBase` supplies the rest."""
+    versions asked of a preconditioner): ``PreconditionerBase`` supplies the rest."""
 
     def __init__(self, obj: Any):
         self.obj = obj
@@ -186,7 +186,7 @@ class _Adapted(PreconditionerBase):
 def as_preconditioner(obj: Any) -> Preconditioner | None:
     """``obj`` as a :class:`Preconditioner`: None and full preconditioners as they are; an object
     with only ``estimate(x, log_prob)`` and ``bijection(params)`` (and optionally ``every``)
-    completed with the defaults of :class:`PreconditionerBase` (re-estimated inside the step,
+    completed with the defaults of ``PreconditionerBase`` (re-estimated inside the step,
     started by ``estimate``).
 
     Examples
@@ -465,7 +465,7 @@ class FlowPreconditioner(PreconditionerBase):
 
     @property
     def refit_every(self) -> int | None:
-        """The refit cadence (:attr:`every`)."""
+        """The refit cadence (``every``)."""
         return self.every
 
     def with_flow(self, flow: object) -> FlowPreconditioner:
@@ -486,7 +486,8 @@ class FlowPreconditioner(PreconditionerBase):
         return f"FlowPreconditioner({what})"
 
     def estimate(self, x: jax.Array, log_prob: LogProb) -> FlowParams | tuple:
-        """:class:`FlowParams` of a ``FittedFlow``, else ``()`` (the flow object is then part of
+        """:class:`~numpyro_dsd.svgd.preconditioners.FlowParams` of a ``FittedFlow``, else ``()``
+        (the flow object is then part of
         the configuration): the arrays live in the SVGD state, so a state always maps back
         through the flow that made it."""
         if isinstance(self.flow, FittedFlow):
@@ -497,7 +498,8 @@ class FlowPreconditioner(PreconditionerBase):
         self, params: Any, x: jax.Array, log_prob: LogProb, rng_key: jax.Array | None
     ) -> tuple[FlowParams, Any]:
         """Refit on the data-space particles ``x``: :func:`~numpyro_dsd.fit_flow_to_samples`
-        with ``refit_kwargs`` and ``rng_key``; returns the new :class:`FlowParams` (a normalizer)
+        with ``refit_kwargs`` and ``rng_key``; returns the new
+        :class:`~numpyro_dsd.svgd.preconditioners.FlowParams` (a normalizer)
         and the :class:`~numpyro_dsd.flows.FlowFit`."""
         from numpyro_dsd.flows.fitting import fit_flow_to_samples
 
@@ -510,7 +512,8 @@ class FlowPreconditioner(PreconditionerBase):
         return FlowParams.of(fit.flow), fit
 
     def bijection(self, params: Any = ()) -> Bijection:
-        """:math:`T` for ``params`` from the state (:class:`FlowParams`), or the flow given."""
+        """:math:`T` for ``params`` from the state
+        (:class:`~numpyro_dsd.svgd.preconditioners.FlowParams`), or the flow given."""
         if isinstance(params, FlowParams):
             return as_bijection(params.flow.transform())
         if isinstance(self.flow, FittedFlow):

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from numpyro_dsd.vocabulary import describe
+
 __all__ = [
     "as_points",
     "cast_finite",
@@ -21,7 +23,6 @@ __all__ = [
     "check_overflow",
     "check_pair",
     "check_weights",
-    "describe",
     "float_dtype",
     "overflow_fix",
     "positive_int",
@@ -35,18 +36,6 @@ _FLOAT64_SWITCH = "jax.config.update('jax_enable_x64', True)"
 
 def is_concrete(a: object) -> bool:
     return not isinstance(a, jax.core.Tracer)
-
-
-def describe(value: object) -> str:
-    """A short description of ``value`` for an error message: never the data itself."""
-    if isinstance(value, str | numbers.Number | np.generic | type(None)):
-        text = repr(value)
-        return text if len(text) <= 40 else type(value).__name__
-    if hasattr(value, "shape"):
-        return f"{type(value).__name__} of shape {tuple(value.shape)}"
-    if isinstance(value, list | tuple):
-        return f"{type(value).__name__} of length {len(value)}"
-    return f"{type(value).__name__}"
 
 
 def real_dtype(a: ArrayLike, name: str) -> np.dtype:

@@ -41,6 +41,7 @@ __all__ = [
     "rng_key_or_default",
     "check_rng_key",
     "describe_rng_key",
+    "describe",
     "warn_renamed",
     "renamed_arguments",
 ]
@@ -126,7 +127,7 @@ def check_rng_key(rng_key: Any) -> None:
         return
     if not typed and dtype == np.uint32 and shape == (2,):
         return
-    what = f"a batch of keys of shape {shape}" if typed else _describe_key(rng_key)
+    what = f"a batch of keys of shape {shape}" if typed else describe(rng_key)
     error = ValueError if typed or dtype == np.uint32 else TypeError
     raise error(
         "rng_key must be a JAX random key, e.g. rng_key=jax.random.key(0) (a seed is not one); "
@@ -134,9 +135,13 @@ def check_rng_key(rng_key: Any) -> None:
     )
 
 
-def _describe_key(value: Any) -> str:
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
+def describe(value: Any) -> str:
+    """A short description of ``value`` for an error message, never the data itself: a scalar
+    with its type (``int 0``), an array by type, shape and dtype, a sequence by its length."""
+    if hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, np.generic):
         return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, list | tuple):
+        return f"{type(value).__name__} of length {len(value)}"
     text = repr(value)
     return f"{type(value).__name__} {text}" if len(text) <= 40 else type(value).__name__
 

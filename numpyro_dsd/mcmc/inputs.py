@@ -33,13 +33,13 @@ import xarray as xr
 from numpyro.infer import MCMC
 
 from numpyro_dsd import arviz as arviz_io
-from numpyro_dsd._validation import cast_finite, check_finite, describe, float_dtype, real_dtype
+from numpyro_dsd._validation import cast_finite, check_finite, float_dtype, real_dtype
 from numpyro_dsd.flows.diffusion import FlowDiffusion
 from numpyro_dsd.flows.fitted import FittedFlow, FlowFit
 from numpyro_dsd.model.layout import ModelLayout, is_autoguide
 from numpyro_dsd.model.targets import latent_sites, model_draws
 from numpyro_dsd.stein.diffusion import Constant, Diffusion, Identity
-from numpyro_dsd.vocabulary import DIFFUSIONS, rng_key_or_default, warn_renamed
+from numpyro_dsd.vocabulary import DIFFUSIONS, describe, rng_key_or_default, warn_renamed
 
 __all__ = [
     "DIFFUSIONS",

@@ -14,11 +14,12 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from numpyro_dsd._validation import check_overflow, check_weights, describe, is_concrete
+from numpyro_dsd._validation import check_overflow, check_weights, is_concrete
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import local_devices, prepare, tile_size
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
 from numpyro_dsd.stein.tiling import weighted_pair_sum
+from numpyro_dsd.vocabulary import describe
 
 __all__ = ["ksd", "ksd_squared", "stein_matrix"]
 

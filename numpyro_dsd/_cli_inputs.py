@@ -5,7 +5,8 @@
 - the user's model, ``--model FILE.py:FUNCTION`` or ``--model package.module:FUNCTION``
   (:func:`parse_model_spec`, :func:`load_model`);
 - its keyword arguments, ``--data ARGS.json`` (a JSON object) or ``--data ARGS.npz`` (arrays)
-  (:func:`load_model_kwargs`), checked against the model's signature (:func:`check_arguments`).
+  (:func:`load_model_kwargs`); :mod:`numpyro_dsd.cli` checks them against the model's signature
+  (:func:`numpyro_dsd.mcmc.inputs.signature_mismatch`).
 
 Every problem is a ``ValueError`` whose message names the option, the problem and the fix in
 one line; :mod:`numpyro_dsd.cli` prints it and exits with status 1. This module imports nothing
@@ -32,7 +33,6 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "check_arguments",
     "check_readable",
     "check_writable",
     "check_writable_dir",
@@ -264,29 +264,3 @@ def _from_npz(path: Path) -> dict[str, Any]:
             return {k: arrays[k].item() if arrays[k].ndim == 0 else arrays[k] for k in arrays}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(f"--data {path} is not an .npz of arrays ({e}); {_DATA_FIX}") from e
-
-
-def check_arguments(model: Callable[..., Any], kwargs: dict[str, Any], name: str) -> None:
-    """Raise ``ValueError`` unless ``model(**kwargs)`` binds to the model's signature.
-
-    Examples
-    --------
-    >>> def model(J, sigma, y=None): ...
-    >>> check_arguments(model, {"J": 8}, "model")
-    Traceback (most recent call last):
-    ...
-    ValueError: --data: model(J, sigma, y=None) cannot be called with the keywords J:
-    missing a required argument: 'sigma'. ...
-    """
-    try:
-        signature = inspect.signature(model)
-    except (TypeError, ValueError):
-        return  # no signature to check against (a builtin or C callable)
-    try:
-        signature.bind(**kwargs)
-    except TypeError as e:
-        given = f"the keywords {', '.join(kwargs)}" if kwargs else "no arguments"
-        raise ValueError(
-            f"--data: {name}{signature} cannot be called with {given}: {e}. Give --data a "
-            ".json object or .npz whose names are the model's arguments."
-        ) from e

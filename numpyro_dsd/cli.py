@@ -380,7 +380,15 @@ def _model_and_kwargs(args: argparse.Namespace) -> tuple[Callable[..., Any], dic
     """The model named by ``--model`` and its keyword arguments from ``--data``, checked."""
     model = inputs.load_model(args.model)
     kwargs = {} if args.data is None else inputs.load_model_kwargs(args.data)
-    inputs.check_arguments(model, kwargs, args.model[1])
+    from numpyro_dsd.mcmc.inputs import signature_mismatch
+
+    mismatch = signature_mismatch(model, (), kwargs)
+    if mismatch is not None:
+        given = f"the keywords {', '.join(kwargs)}" if kwargs else "no arguments"
+        raise ValueError(
+            f"--data: {mismatch} (called with {given}). Give --data a .json object or .npz "
+            "whose names are the model's arguments."
+        )
     return model, kwargs
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "check_num_draws",
     "resolve_draws",
     "resolve_diffusion",
+    "signature_mismatch",
     "with_stein_inputs",
 ]
 
@@ -303,21 +304,37 @@ def _from_samples(
     return Draws(md.x, md.scores, arrays, md.site_names, model, tuple(args), kwargs)
 
 
-def _check_signature(model: Model, args: tuple, kwargs: Mapping[str, Any] | None) -> None:
-    """A ``TypeError`` naming ``model_args`` when the model cannot be called with them."""
+def signature_mismatch(model: Model, args: tuple, kwargs: Mapping[str, Any] | None) -> str | None:
+    """Why ``model(*args, **kwargs)`` does not bind to the model's signature, as
+    ``"name(signature): reason"``; None when it binds or the model has no signature to check
+    (the model's own call will tell). The command line's ``--data`` check uses it too.
+
+    Examples
+    --------
+    >>> def model(J, sigma, y=None): ...
+    >>> signature_mismatch(model, (), {"J": 8})
+    "model(J, sigma, y=None): missing a required argument: 'sigma'"
+    """
     try:
         signature = inspect.signature(model)
-    except (TypeError, ValueError):  # no signature to check: the model's own call will tell
-        return
+    except (TypeError, ValueError):
+        return None
     try:
         signature.bind(*args, **dict(kwargs or {}))
     except TypeError as err:
-        name = getattr(model, "__name__", type(model).__name__)
+        return f"{getattr(model, '__name__', type(model).__name__)}{signature}: {err}"
+    return None
+
+
+def _check_signature(model: Model, args: tuple, kwargs: Mapping[str, Any] | None) -> None:
+    """A ``TypeError`` naming ``model_args`` when the model cannot be called with them."""
+    mismatch = signature_mismatch(model, args, kwargs)
+    if mismatch is not None:
         raise TypeError(
             f"model_args ({len(args)} positional) and model_kwargs ({sorted(kwargs or {})}) do "
-            f"not fit the model {name}{signature}: {err}. Pass the arguments it was sampled "
-            "with, as given to mcmc.run."
-        ) from None
+            f"not fit the model {mismatch}. Pass the arguments it was sampled with, as given "
+            "to mcmc.run."
+        )
 
 
 def _missing_sites(

@@ -2,6 +2,11 @@
 
 Value checks (finiteness, weights summing to one, overflow) need concrete arrays; under ``jit``
 the inputs are tracers and only the shape and dtype checks run.
+
+Under multi-controller JAX (``jax.distributed``, several processes) an input may be a global
+``jax.Array`` whose rows are split over the processes; the checks read it through
+:func:`host_array`, which gathers it (a collective: every process calls it, as every process
+calls the public function), so every process checks, and raises on, the whole array alike.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ __all__ = [
     "check_pair",
     "check_weights",
     "float_dtype",
+    "host_array",
     "overflow_fix",
     "positive_int",
     "real_dtype",
     "real_number",
+    "spans_processes",
     "square_matrix",
 ]
 
@@ -36,6 +43,58 @@ _FLOAT64_SWITCH = "jax.config.update('jax_enable_x64', True)"
 
 def is_concrete(a: object) -> bool:
     return not isinstance(a, jax.core.Tracer)
+
+
+def spans_processes(a: object) -> bool:
+    """Whether ``a`` is a ``jax.Array`` split over the devices of several processes
+    (multi-controller JAX), so that no process holds all of it: ``np.asarray`` cannot read it,
+    :func:`host_array` can. Always ``False`` in one process, and for an array replicated on
+    every device.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> spans_processes(jnp.ones(3)), spans_processes(np.ones(3))
+    (False, False)
+    """
+    return (
+        isinstance(a, jax.Array)
+        and is_concrete(a)
+        and not a.is_fully_addressable
+        and not a.is_fully_replicated
+    )
+
+
+def host_array(a: ArrayLike) -> np.ndarray:
+    """All of ``a`` as a NumPy array on this process.
+
+    ``np.asarray(a)``, except for a global ``jax.Array`` that spans several processes
+    (:func:`spans_processes`): its shards are gathered from every process first
+    (:func:`jax.experimental.multihost_utils.process_allgather`, a collective: every process
+    must call it), so each process gets the same whole (n, ...) array. The cost is one
+    all-gather of ``a``; the blocked Stein-kernel sums replicate the per-point features on every
+    device anyway (:mod:`numpyro_dsd.stein.tiling`).
+
+    Parameters
+    ----------
+    a : array-like
+        Concrete (not traced) values.
+
+    Returns
+    -------
+    np.ndarray of ``a``'s shape and dtype.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> host_array(jnp.arange(3.0))
+    array([0., 1., 2.], dtype=float32)
+    """
+    if spans_processes(a):
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return np.asarray(a)
 
 
 def real_dtype(a: ArrayLike, name: str) -> np.dtype:
@@ -89,7 +148,7 @@ def check_overflow(a: jax.Array, what: str) -> None:
     """Raise ``ValueError`` if ``a``, computed from finite inputs, is not finite: it overflowed."""
     if not is_concrete(a):
         return
-    v = np.asarray(a)
+    v = host_array(a)
     if not np.isfinite(v).all():
         raise ValueError(
             f"{what} overflows in {v.dtype} although the inputs are finite: {overflow_fix(v.dtype)}"
@@ -102,7 +161,7 @@ def check_finite(a: ArrayLike, name: str, hint: str, batch_ndim: int = 1) -> Non
     if not is_concrete(a):
         return
     batch = np.shape(a)[:batch_ndim]
-    bad = ~np.isfinite(np.asarray(a)).reshape(*batch, -1).all(axis=-1)
+    bad = ~np.isfinite(host_array(a)).reshape(*batch, -1).all(axis=-1)
     if bad.any():
         first = np.unravel_index(int(np.argmax(bad)), batch)
         row = int(first[0]) if batch_ndim == 1 else tuple(int(k) for k in first)
@@ -117,10 +176,10 @@ def cast_finite(a: ArrayLike, name: str, dtype: jnp.dtype, hint: str) -> jax.Arr
     if finite values overflow in the cast (e.g. 1e150 to float32)."""
     if not is_concrete(a):
         return jnp.asarray(a, dtype=dtype)
-    host = np.asarray(a)
+    host = host_array(a)
     check_finite(host, name, hint)
-    if host.dtype == dtype:
-        return jnp.asarray(a if isinstance(a, jax.Array) else host)
+    if host.dtype == dtype:  # a process-local copy of an array spread over processes
+        return jnp.asarray(a if isinstance(a, jax.Array) and not spans_processes(a) else host)
     with np.errstate(over="ignore"):
         cast = host.astype(dtype)
     if jnp.issubdtype(host.dtype, jnp.floating) and not np.isfinite(cast).all():
@@ -170,6 +229,8 @@ def check_weights(weights: ArrayLike | None, n: int, dtype: jnp.dtype) -> jax.Ar
     real_dtype(weights, "weights")
     if np.shape(weights) != (n,):
         raise ValueError(f"weights must have shape ({n},), one per point; got {np.shape(weights)}.")
+    if spans_processes(weights):
+        weights = host_array(weights)
     w = jnp.asarray(weights, dtype=dtype)
     if is_concrete(w):
         wn = np.asarray(weights, dtype=np.float64)
@@ -222,5 +283,5 @@ def square_matrix(a: ArrayLike, name: str) -> None:
     if len(shape) != 2 or shape[0] != shape[1]:
         hint = " For a scalar s use s * jnp.eye(d)." if len(shape) == 0 else ""
         raise ValueError(f"{name} must be a square (d, d) matrix; got shape {shape}.{hint}")
-    if is_concrete(a) and not np.isfinite(np.asarray(a)).all():
+    if is_concrete(a) and not np.isfinite(host_array(a)).all():
         raise ValueError(f"{name} contains NaN or inf; give a finite matrix.")

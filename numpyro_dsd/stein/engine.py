@@ -494,5 +494,26 @@ def tile_size(sk: SteinKernel, block_size: int | None = None) -> int:
     return min(block, -(-sk.n // 8) * 8)
 
 
-def local_devices(devices: Sequence[jax.Device] | None) -> tuple[jax.Device, ...]:
-    return tuple(jax.local_devices() if devices is None else devices)
+def local_devices(devices: Sequence[jax.Device] | None = None) -> tuple[jax.Device, ...]:
+    """The devices the tiles of pairs are split over: ``devices``, or by default every device
+    the computation can use: this process's (:func:`jax.local_devices`) in one process, and all
+    processes' (:func:`jax.devices`) under multi-controller JAX (``jax.distributed``), where
+    every process calls the same function and gets the same replicated value (docs/scale.md).
+
+    Parameters
+    ----------
+    devices : sequence of jax.Device, optional
+        The caller's choice, kept as given.
+
+    Returns
+    -------
+    tuple of jax.Device
+
+    Examples
+    --------
+    >>> local_devices() == tuple(jax.local_devices())  # one process
+    True
+    """
+    if devices is not None:
+        return tuple(devices)
+    return tuple(jax.devices() if jax.process_count() > 1 else jax.local_devices())

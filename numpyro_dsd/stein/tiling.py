@@ -15,6 +15,11 @@ curves along a chain), each tile :math:`K_{IJ}` serving both :math:`I` and :math
 The tile list is split over the given devices with :func:`jax.shard_map` (a 1-D mesh named
 ``"tiles"``); each device scans its tiles with :func:`jax.lax.scan` and the partial sums are
 combined with ``psum``, so one device and many give the same value up to rounding.
+
+The devices may belong to several processes (multi-controller JAX, ``jax.distributed``;
+docs/scale.md): every process passes the same inputs (its own full copy) and the same global
+device list, each device scans its share of the tiles, and every process gets the same
+replicated result.
 """
 
 from __future__ import annotations

@@ -291,6 +291,19 @@ def _add_diagnose(sub: Any) -> None:
         help=argparse.SUPPRESS,
     )
     diag.add_argument(
+        "--estimator",
+        choices=("exact", "nystrom"),
+        default="exact",
+        help="exact KSD (O(n^2) per chain, default) or the Nystrom estimate (O(n m), for chains "
+        "of 10^5 draws and more; docs/scale.md)",
+    )
+    diag.add_argument(
+        "--num-inducing",
+        type=_at_least(1),
+        metavar="M",
+        help="inducing points per chain for --estimator nystrom (default ceil(4 sqrt(n)))",
+    )
+    diag.add_argument(
         "--seed", type=int, default=0, help="rng_key = jax.random.key(seed) (default %(default)s)"
     )
     diag.add_argument(
@@ -428,6 +441,8 @@ def _run_diagnostic(
             num_bootstrap=args.num_bootstrap,
             rng_key=jax.random.key(args.seed),
             flow_kwargs={"progress_bar": True} if fits_flow else None,  # the bar on stderr
+            estimator=args.estimator,
+            num_inducing=args.num_inducing,
         )
     except (ValueError, TypeError) as e:  # bad input: the message names the problem and fix
         _fail(f"{args.file}: {e}")

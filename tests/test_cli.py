@@ -52,6 +52,20 @@ def test_diagnose_a_saved_file_without_the_model(demo_dir, tmp_path, capsys):
     assert fig.stat().st_size > 5_000
 
 
+def test_diagnose_with_the_nystrom_estimate(demo_dir, tmp_path, capsys):
+    saved = tmp_path / "out.nc"
+    argv = ["diagnose", str(demo_dir / "noncentred.nc"), "--num-bootstrap", "100"]
+    assert (
+        main([*argv, "--estimator", "nystrom", "--num-inducing", "50", "--save", str(saved)]) == 0
+    )
+    ds = arviz_io.load(saved)
+    group = ds["stein_diagnostics"] if hasattr(ds, "children") else ds.stein_diagnostics
+    assert (group.attrs["estimator"], group.attrs["num_inducing"]) == ("nystrom", 50)
+    assert np.all(np.isfinite(group["ksd"].values))
+    with pytest.raises(SystemExit, match="used only by estimator='nystrom'"):
+        main([*argv, "--num-inducing", "50"])  # without --estimator nystrom: a one-line error
+
+
 def test_old_option_names_are_hidden_aliases(capsys):
     """--n-boot, --chains, --flow-steps and --diffusion precond still parse (one release), with a
     note on stderr, and are not in the help."""

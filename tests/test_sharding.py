@@ -32,6 +32,9 @@ SCRIPT = textwrap.dedent(
     for name, devs in {"jumps": None, "jumps_one": jax.local_devices()[:1]}.items():
         res = wild_bootstrap(sk, signs, block_size=64, devices=devs, method="jumps")
         out[name] = np.asarray(res.replicates).tolist()
+    for name, devs in {"nystrom": None, "nystrom_one": jax.local_devices()[:1]}.items():
+        out[name] = float(ksd_squared(x, -x, kernel=IMQ(bandwidth="med"), block_size=64,
+                                      devices=devs, estimator="nystrom", num_inducing=100))
     print(json.dumps(out))
     """
 )
@@ -60,6 +63,9 @@ def test_four_host_devices_equal_one(x64):
     sk = prepare(x, -x, kernel=IMQ(bandwidth="med").frozen(x))
     signs = sign_process(jax.random.key(1), 1500, 50, 0.01)
     here["jumps"] = wild_bootstrap(sk, signs, block_size=64, method="dense").replicates
+    here["nystrom"] = ksd_squared(
+        x, -x, kernel=IMQ(bandwidth="med"), block_size=64, estimator="nystrom", num_inducing=100
+    )
     for name, value in here.items():
         np.testing.assert_allclose(out[name], value, rtol=1e-12)
         np.testing.assert_allclose(out[name + "_one"], value, rtol=1e-12)

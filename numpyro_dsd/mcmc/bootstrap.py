@@ -47,6 +47,14 @@ from numpyro_dsd.mcmc.stationarity import MIN_DRAWS, within_ess
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import SteinKernel, local_devices, prepare, tile_size
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
+from numpyro_dsd.stein.ksd import Estimator, check_estimator
+from numpyro_dsd.stein.nystrom import (
+    Nystrom,
+    inducing_matvec,
+    nystrom,
+    nystrom_row_means,
+    projected_quadratic,
+)
 from numpyro_dsd.stein.tiling import pair_matvec, pair_quadratic_jumps, sign_jumps
 from numpyro_dsd.vocabulary import renamed_arguments, rng_key_or_default
 
@@ -58,6 +66,7 @@ __all__ = [
     "flip_probability",
     "sign_process",
     "memory_series",
+    "nystrom_bootstrap",
     "stein_row_means",
     "wild_bootstrap",
 ]
@@ -169,11 +178,14 @@ def memory_series(
     *,
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
+    nystrom: Nystrom | None = None,
 ) -> np.ndarray:
     """The series whose memory the sign process reproduces, (n, 1 + d): the Stein row means
     :func:`stein_row_means` beside the points (n, d), the draws or a one-to-one image of them
     (the diagnostic passes the points the kernel is evaluated on: latent points for a flow);
-    :func:`flip_probability` takes :math:`\\tau` from the slowest of these series.
+    :func:`flip_probability` takes :math:`\\tau` from the slowest of these series. With a
+    ``nystrom`` projection the row means are the projected ones
+    (:func:`~numpyro_dsd.stein.nystrom.nystrom_row_means`, :math:`O(nm)`).
 
     Examples
     --------
@@ -182,7 +194,10 @@ def memory_series(
     >>> memory_series(prepare(x, -x), x).shape
     (50, 3)
     """
-    h = np.asarray(stein_row_means(sk, block_size=block_size, devices=devices))
+    if nystrom is None:
+        h = np.asarray(stein_row_means(sk, block_size=block_size, devices=devices))
+    else:
+        h = np.asarray(nystrom_row_means(sk, nystrom, devices=devices))
     return np.concatenate([h[:, None], np.asarray(points).reshape(h.shape[0], -1)], axis=1)
 
 
@@ -303,6 +318,46 @@ def _quadratic_forms(
     return jnp.sum(w * pair_matvec(*args, w, block=block, devices=devices), axis=0)
 
 
+def nystrom_bootstrap(
+    sk: SteinKernel,
+    ny: Nystrom,
+    signs: jax.Array,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+) -> BootstrapResult:
+    """The Nyström wild bootstrap (Kalinke, Szabó & Sriperumbudur 2025): statistic and
+    replicates with the Stein kernel projected on the inducing points of ``ny``,
+
+    .. math::
+        B_m = n^{-1} (K_{mn} W^{(m)})^\\top K_{mm}^+ (K_{mn} W^{(m)}) + \\bar g,
+
+    the statistic the same with :math:`W = \\mathbf 1`, and :math:`\\bar g` the mean gap of the
+    diagonal (:class:`~numpyro_dsd.stein.nystrom.Nystrom`; it shifts all alike, so the
+    p-value is that of the projection, and the statistic estimates :math:`n\\hat V`). One pass
+    :math:`K_{mn}[\\mathbf 1, W]`: :math:`O(n m N_{boot})`, never an (n, n) or (n, m) array.
+
+    Examples
+    --------
+    >>> from numpyro_dsd.stein.engine import prepare
+    >>> from numpyro_dsd.stein.nystrom import nystrom
+    >>> x = jax.random.normal(jax.random.key(0), (2000, 2))
+    >>> sk = prepare(x, -x)
+    >>> ny = nystrom(sk, jax.random.key(1))
+    >>> res = nystrom_bootstrap(sk, ny, sign_process(jax.random.key(2), 2000, 200, 0.5))
+    >>> bool(res.pvalue > 0.01)
+    True
+    """
+    n = sk.n
+    if signs.ndim != 2 or signs.shape[0] != n:
+        raise ValueError(f"signs must have shape ({n}, num_bootstrap); got {tuple(signs.shape)}.")
+    w = jnp.concatenate([jnp.ones((n, 1), jnp.int8), jnp.asarray(signs, jnp.int8)], axis=1)
+    quad = projected_quadratic(ny, inducing_matvec(sk, ny.indices, w, devices=devices)) / n
+    quad = quad + jnp.mean(ny.gap)
+    stat, reps = quad[0], quad[1:]
+    pvalue = (1.0 + jnp.sum(reps >= stat)) / (1.0 + reps.shape[0])
+    return BootstrapResult(stat, reps, pvalue)
+
+
 def _jump_pairs(w: np.ndarray) -> float:
     """:math:`\\sum_c m_c^2` for :math:`m_c` jumps in column c of w (the first row counts)."""
     per_column = np.count_nonzero(w[1:] != w[:-1], axis=0) + 1
@@ -384,6 +439,8 @@ def ksd_test(
     kappa: float = DEFAULT_KAPPA,
     rng_key: jax.Array | None = None,
     progress_bar: bool = False,
+    estimator: Estimator = "exact",
+    num_inducing: int | None = None,
 ) -> BootstrapResult:
     """Wild-bootstrap KSD test of draws against the target whose scores are given.
 
@@ -404,10 +461,19 @@ def ksd_test(
     kappa : float
         Memory factor of the automatic choice.
     rng_key : jax.Array, optional
-        For the signs; None means ``jax.random.key(0)`` (:mod:`numpyro_dsd.vocabulary`'s key
-        rule), recorded in the result's ``rng_key``.
+        For the signs (with ``estimator="nystrom"`` split into signs and inducing points);
+        None means ``jax.random.key(0)`` (:mod:`numpyro_dsd.vocabulary`'s key rule), recorded
+        in the result's ``rng_key``.
     progress_bar : bool
-        A bar over the bootstrap replicates (:func:`~numpyro_dsd.mcmc.bootstrap.wild_bootstrap`).
+        A bar over the bootstrap replicates (:func:`~numpyro_dsd.mcmc.bootstrap.wild_bootstrap`;
+        the Nyström bootstrap is one pass and shows none).
+    estimator : {"exact", "nystrom"}
+        ``"nystrom"``: the Nyström bootstrap (:func:`nystrom_bootstrap`), :math:`O(n m
+        N_{boot})` instead of :math:`O(n^2 N_{boot})`, the sign process's memory read from the
+        projected row means. Its size on i.i.d. and AR(1) draws: docs/scale.md.
+    num_inducing : int, optional
+        m for ``estimator="nystrom"`` (default
+        :func:`~numpyro_dsd.stein.nystrom.default_num_inducing`).
 
     Returns
     -------
@@ -420,8 +486,11 @@ def ksd_test(
     True
     >>> bool(ksd_test(1.3 * x, -1.3 * x, num_bootstrap=200).pvalue < 0.01)  # scale 30% too wide
     True
+    >>> bool(ksd_test(1.3 * x, -1.3 * x, num_bootstrap=200, estimator="nystrom").pvalue < 0.01)
+    True
     """
     num_bootstrap = check_test_options(num_bootstrap, flip_prob, kappa)
+    check_estimator(estimator, num_inducing)
     key, record = rng_key_or_default(rng_key)
     x, scores = np.asarray(x), np.asarray(scores)
     if x.ndim == 2:
@@ -433,7 +502,18 @@ def ksd_test(
         )
     flat = (x.reshape(-1, x.shape[-1]), scores.reshape(-1, x.shape[-1]))
     sk = prepare(*flat, kernel=kernel, diffusion=diffusion)
-    series = memory_series(sk, flat[0]).reshape(*x.shape[:2], -1) if flip_prob == "auto" else x
+    ny = None
+    if estimator == "nystrom":
+        key, k_inducing = jax.random.split(key)
+        ny = nystrom(sk, k_inducing, num_inducing)
+        record = f"{record}; split into (signs, inducing points)"
+    if flip_prob == "auto":
+        series = memory_series(sk, flat[0], nystrom=ny).reshape(*x.shape[:2], -1)
+    else:
+        series = x
     signs, probs = chain_signs(key, series, num_bootstrap, flip_prob, kappa)
-    result = wild_bootstrap(sk, signs, progress_bar=progress_bar)
+    if ny is None:
+        result = wild_bootstrap(sk, signs, progress_bar=progress_bar)
+    else:
+        result = nystrom_bootstrap(sk, ny, signs)
     return result._replace(flip_prob=probs, rng_key=record)

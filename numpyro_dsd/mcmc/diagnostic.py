@@ -32,6 +32,7 @@ from numpyro_dsd.mcmc.bootstrap import (
     chain_signs,
     check_test_options,
     memory_series,
+    nystrom_bootstrap,
     wild_bootstrap,
 )
 from numpyro_dsd.mcmc.inputs import (
@@ -60,6 +61,8 @@ from numpyro_dsd.stein.engine import (
     take_features,
 )
 from numpyro_dsd.stein.kernels import IMQ, Gaussian, default_kernel
+from numpyro_dsd.stein.ksd import Estimator, check_estimator
+from numpyro_dsd.stein.nystrom import Nystrom, nystrom, nystrom_squared, prefix_weights
 from numpyro_dsd.vocabulary import CHAIN, PREFIX, renamed_arguments, rng_key_or_default
 
 __all__ = ["DEFAULT_KERNEL", "PROGRESS_DELAY", "ksd_diagnostic", "diagnose_draws"]
@@ -94,6 +97,8 @@ def ksd_diagnostic(
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
     progress_bar: bool = True,
+    estimator: Estimator = "exact",
+    num_inducing: int | None = None,
 ) -> xr.Dataset:
     """KSD of MCMC draws against the model's posterior, per chain and pooled, with a p-value.
 
@@ -156,6 +161,15 @@ def ksd_diagnostic(
         ``flow_kwargs={"progress_bar": False}`` turns it off alone) and the KSD tests', one step
         per chain and one for the pooled draws, shown only when they take over
         :data:`~numpyro_dsd.mcmc.diagnostic.PROGRESS_DELAY` seconds.
+    estimator : {"exact", "nystrom"}
+        ``"nystrom"``: every KSD, curve and test from the Nyström projection
+        (:mod:`numpyro_dsd.stein.nystrom`), :math:`O(nm)` per chain instead of :math:`O(n^2)`,
+        for long chains (:math:`10^5` draws and more); its error and its test's size on
+        autocorrelated chains: docs/scale.md. Each chain and the pooled draws get their own
+        inducing points.
+    num_inducing : int, optional
+        m per chain (and for the pooled draws) with ``estimator="nystrom"``; default
+        :func:`~numpyro_dsd.stein.nystrom.default_num_inducing` of the number of draws.
 
     Returns
     -------
@@ -201,6 +215,7 @@ def ksd_diagnostic(
     diffusion = canonical_diffusion(diffusion, stacklevel=5)
     key, record = rng_key_or_default(rng_key)
     _check_options(num_bootstrap, flip_prob, kappa, alpha, min_ess, num_prefixes)
+    check_estimator(estimator, num_inducing)
     draws = resolve_draws(data, model, model_args, model_kwargs, min_draws=MIN_DRAWS)
     k_flow, k_boot = jax.random.split(key)
     flow_kwargs = {"progress_bar": progress_bar, **(flow_kwargs or {})}
@@ -221,8 +236,11 @@ def ksd_diagnostic(
         devices=devices,
         diffusion_name=diffusion if isinstance(diffusion, str) else None,
         progress_bar=progress_bar,
+        estimator=estimator,
+        num_inducing=num_inducing,
     )
-    ds.attrs["rng_key"] = f"{record}; split into (flow fit, bootstrap signs)"
+    parts = "flow fit, bootstrap signs" + (", inducing points" if estimator == "nystrom" else "")
+    ds.attrs["rng_key"] = f"{record}; split into ({parts})"
     return ds
 
 
@@ -244,13 +262,17 @@ def diagnose_draws(
     devices: Sequence[jax.Device] | None = None,
     diffusion_name: str | None = None,
     progress_bar: bool = False,
+    estimator: Estimator = "exact",
+    num_inducing: int | None = None,
 ) -> xr.Dataset:
     """:func:`ksd_diagnostic` on resolved :class:`~numpyro_dsd.mcmc.inputs.Draws` and a diffusion
     object (the functional core: no model handling, no flow fitting). ``rng_key`` draws the
     bootstrap signs (None: ``jax.random.key(0)``), recorded in the ``rng_key`` attribute;
-    ``progress_bar`` shows the KSD tests' bar (:func:`ksd_diagnostic`)."""
+    ``progress_bar`` shows the KSD tests' bar, ``estimator``/``num_inducing`` choose the
+    Nyström projection (:func:`ksd_diagnostic`; the key then also draws the inducing points)."""
     key, record = rng_key_or_default(rng_key)
     num_bootstrap = _check_options(num_bootstrap, flip_prob, kappa, alpha, min_ess, num_prefixes)
+    check_estimator(estimator, num_inducing)
     check_num_draws(draws.num_draws, MIN_DRAWS)
     kernel = default_kernel() if kernel is None else kernel
     x, s = draws.x, draws.scores
@@ -264,17 +286,23 @@ def diagnose_draws(
         for c in range(num_chains)
     ]
     pooled = from_features(feats, frozen, settings)
-    curves = [prefix_ksd_squared(sk, **opts) for sk in chains]
+    ms = prefix_points(n, num_prefixes)
+    nys = [None] * (num_chains + 1)
+    if estimator == "nystrom":
+        key, k_inducing = jax.random.split(key)
+        keys = jax.random.split(k_inducing, num_chains + 1)
+        nys = [nystrom(sk, k, num_inducing) for sk, k in zip([*chains, pooled], keys, strict=True)]
+    curves = [_curve(sk, ny, ms, opts) for sk, ny in zip(chains, nys, strict=False)]
     if test:
         tests = _tests(
-            chains, pooled, feats.x, key, (num_bootstrap, flip_prob, kappa), opts, progress_bar
+            chains, pooled, feats.x, key, (num_bootstrap, flip_prob, kappa), opts, progress_bar, nys
         )
         moments = _moments(feats, num_chains)
     else:
         nan, no_moments = (jnp.nan, jnp.nan, jnp.nan), MomentTest(np.nan, np.nan, "")
         tests = ([nan] * num_chains, nan, (np.nan,) * num_chains)
         moments = ([no_moments] * num_chains, no_moments)
-    v_pooled = tests[1][0] / pooled.n if test else prefix_ksd_squared(pooled, **opts)[-1]
+    v_pooled = tests[1][0] / pooled.n if test else _curve(pooled, nys[-1], ms[-1:], opts)[-1]
     xs = np.asarray(x)
     stats = (
         [stationarity(xs[c : c + 1]) for c in range(num_chains)],
@@ -284,7 +312,10 @@ def diagnose_draws(
     attrs = _attrs(kernel, diffusion, diffusion_name, test, num_bootstrap, kappa, flip_prob)
     attrs.update(rng_key=record, alpha=float(alpha), min_ess=float(min_ess))
     attrs["moments_untested"] = moments[1].untested  # heavy tails: left out of the moment test
-    ms = prefix_points(n, num_prefixes)
+    attrs["estimator"] = estimator
+    if estimator == "nystrom":
+        attrs["num_inducing"] = nys[0].num_inducing
+        attrs["num_inducing_pooled"] = nys[-1].num_inducing
     ds = _dataset(curves, v_pooled, tests, stats, moments, judged, draws, ms, attrs)
     return _with_flow(ds, getattr(diffusion, "fitted", None))
 
@@ -351,6 +382,14 @@ def _untested(num_chains: int) -> tuple[list[Verdict], Verdict]:
     return [none] * num_chains, none
 
 
+def _curve(sk: SteinKernel, ny: Nystrom | None, ms: np.ndarray, opts: dict[str, Any]) -> Any:
+    """:math:`\\hat V_m` at the prefix lengths ``ms``: every prefix in one pass
+    (:func:`~numpyro_dsd.mcmc.prefix.prefix_ksd_squared`), or the Nyström estimates."""
+    if ny is None:
+        return prefix_ksd_squared(sk, **opts)[ms - 1]
+    return nystrom_squared(sk, ny, prefix_weights(sk.n, ms, sk.diag.dtype), **opts)
+
+
 def _tests(
     chains: list[SteinKernel],
     pooled: SteinKernel,
@@ -359,15 +398,21 @@ def _tests(
     settings: tuple[int, float | str, float],
     opts: dict[str, Any],
     progress_bar: bool = False,
+    nys: list[Nystrom | None] | None = None,
 ) -> tuple[list[tuple], tuple, tuple[float, ...]]:
     """The wild-bootstrap test of every chain and of the pooled draws, with the same signs:
     ((statistic, pvalue, ratio) per chain, the same pooled, flip probabilities). ``settings``:
-    (num_bootstrap, flip_prob, kappa)."""
+    (num_bootstrap, flip_prob, kappa); ``nys``: the Nyström projections of the chains and the
+    pooled draws (None: exact)."""
     num_bootstrap, flip_prob, kappa = settings
     n = chains[0].n
+    nys = [None] * (len(chains) + 1) if nys is None else nys
     series = (
         np.stack(
-            [memory_series(sk, points[c * n : (c + 1) * n], **opts) for c, sk in enumerate(chains)]
+            [
+                memory_series(sk, points[c * n : (c + 1) * n], nystrom=ny, **opts)
+                for c, (sk, ny) in enumerate(zip(chains, nys, strict=False))
+            ]
         )
         if flip_prob == "auto"
         else np.zeros((len(chains), n))
@@ -378,8 +423,12 @@ def _tests(
     bar = tqdm(total=len(kernels), desc="KSD tests", disable=not progress_bar, delay=PROGRESS_DELAY)
     results = []
     with bar:
-        for sk, w in zip(kernels, [*signs, signs.reshape(-1, num_bootstrap)], strict=True):
-            results.append(_summary(jax.block_until_ready(wild_bootstrap(sk, w, **opts))))
+        for sk, w, ny in zip(kernels, [*signs, signs.reshape(-1, num_bootstrap)], nys, strict=True):
+            if ny is None:
+                res = wild_bootstrap(sk, w, **opts)
+            else:
+                res = nystrom_bootstrap(sk, ny, w, devices=opts["devices"])
+            results.append(_summary(jax.block_until_ready(res)))
             bar.update()
     return results[:-1], results[-1], probs
 
@@ -406,7 +455,7 @@ def _dataset(
 ) -> xr.Dataset:
     per_chain, pooled, probs = tests
     v = np.array([float(c[-1]) for c in curves])
-    trace = np.stack([np.asarray(c[ms - 1], dtype=float) for c in curves])
+    trace = np.stack([np.asarray(c, dtype=float) for c in curves])
     p, ratio = (np.array([float(t[k]) for t in per_chain]) for k in (1, 2))
     chain_stats, pooled_stat = stats
     chain_m, pooled_m = moments

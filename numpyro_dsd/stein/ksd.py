@@ -14,16 +14,47 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from numpyro_dsd._validation import check_overflow, check_weights, is_concrete
+from numpyro_dsd._validation import check_overflow, check_weights, is_concrete, positive_int
 from numpyro_dsd.stein.diffusion import Diffusion
 from numpyro_dsd.stein.engine import local_devices, prepare, tile_size
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
+from numpyro_dsd.stein.nystrom import nystrom, nystrom_squared
 from numpyro_dsd.stein.tiling import weighted_pair_sum
-from numpyro_dsd.vocabulary import describe
+from numpyro_dsd.vocabulary import describe, rng_key_or_default
 
-__all__ = ["ksd", "ksd_squared", "stein_matrix"]
+__all__ = ["ksd", "ksd_squared", "stein_matrix", "check_estimator", "ESTIMATORS"]
 
 Statistic = Literal["v", "u"]
+Estimator = Literal["exact", "nystrom"]
+ESTIMATORS = ("exact", "nystrom")
+
+
+def check_estimator(estimator: object, num_inducing: object, statistic: str = "v") -> None:
+    """``estimator`` is ``"exact"`` or ``"nystrom"``; ``num_inducing`` only with ``"nystrom"``
+    (a positive int); the Nyström estimate is of the V-statistic.
+
+    Examples
+    --------
+    >>> check_estimator("nystrom", 100)
+    >>> check_estimator("exact", 100)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_inducing=100 is used only by estimator='nystrom'; ...
+    """
+    if not isinstance(estimator, str) or estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be 'exact' or 'nystrom'; got {describe(estimator)}.")
+    if estimator == "exact" and num_inducing is not None:
+        raise ValueError(
+            f"num_inducing={num_inducing!r} is used only by estimator='nystrom'; drop it "
+            "or pass estimator='nystrom'."
+        )
+    if estimator == "nystrom":
+        if num_inducing is not None:
+            positive_int(num_inducing, "num_inducing")
+        if statistic != "v":
+            raise ValueError(
+                "estimator='nystrom' estimates the V-statistic; use statistic='v' with it."
+            )
 
 
 def ksd_squared(
@@ -37,8 +68,11 @@ def ksd_squared(
     weights: ArrayLike | None = None,
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
+    estimator: Estimator = "exact",
+    num_inducing: int | None = None,
+    rng_key: jax.Array | None = None,
 ) -> jax.Array:
-    """Squared (diffusion) KSD: the V- or U-statistic itself.
+    """Squared (diffusion) KSD: the V- or U-statistic itself, or the Nyström estimate of the V.
 
     .. math::
         \\hat V = \\sum_{i,j} w_i w_j k^0(x_i, x_j),\\qquad
@@ -67,7 +101,21 @@ def ksd_squared(
     block_size : int, optional
         Tile size (default 512 for constant M, 128 for position-dependent M).
     devices : sequence of devices, optional
-        Devices to shard the pairs over; default all local devices.
+        Devices to shard the pairs over; default all local devices (all processes' devices
+        under ``jax.distributed``: docs/scale.md).
+    estimator : {"exact", "nystrom"}
+        ``"exact"``: :math:`O(n^2)` pairs. ``"nystrom"``: the Nyström estimate of
+        :math:`\\hat V` (:func:`numpyro_dsd.stein.nystrom.nystrom_squared`; ``statistic="v"``
+        only), :math:`O(nm + m^3)` for m inducing points, within :math:`O_P(n^{-1/2})` of the
+        KSD (docs/scale.md, "Near-linear KSD", with the measured error against m).
+    num_inducing : int, optional
+        m for ``estimator="nystrom"``; default
+        :func:`~numpyro_dsd.stein.nystrom.default_num_inducing` (:math:`\\lceil 4\\sqrt n
+        \\rceil`).
+    rng_key : jax.Array, optional
+        Draws the inducing points for ``estimator="nystrom"``; None means
+        ``jax.random.key(0)`` (:mod:`numpyro_dsd.vocabulary`'s key rule). Unused by
+        ``"exact"``.
 
     Returns
     -------
@@ -88,13 +136,23 @@ def ksd_squared(
     >>> x = jax.random.normal(jax.random.key(0), (1000, 2))
     >>> float(ksd_squared(x, -x, statistic="u")) < 0.01
     True
+    >>> v = ksd_squared(x, -x, estimator="nystrom", num_inducing=200)
+    >>> bool(abs(v / ksd_squared(x, -x) - 1) < 0.1)
+    True
     """
     if not isinstance(statistic, str) or statistic not in ("v", "u"):
         raise ValueError(f"statistic must be 'v' or 'u'; got {describe(statistic)}.")
+    check_estimator(estimator, num_inducing, statistic)
+    key, _ = rng_key_or_default(rng_key)
     sk = prepare(x, scores, log_prob=log_prob, kernel=kernel, diffusion=diffusion)
     if statistic == "u" and sk.n < 2:
         raise ValueError("statistic='u' (the U-statistic) needs n >= 2 points in x.")
     w = check_weights(weights, sk.n, sk.diag.dtype)
+    if estimator == "nystrom":
+        ny = nystrom(sk, key, num_inducing)
+        v = nystrom_squared(sk, ny, w, block_size=block_size, devices=devices)
+        check_overflow(v, "The KSD of x and scores")
+        return v
     v = weighted_pair_sum(
         sk.tile_fn,
         sk.feats,
@@ -126,6 +184,9 @@ def ksd(
     weights: ArrayLike | None = None,
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
+    estimator: Estimator = "exact",
+    num_inducing: int | None = None,
+    rng_key: jax.Array | None = None,
 ) -> jax.Array:
     """Kernel Stein discrepancy :math:`\\sqrt{\\hat V}`, or :math:`\\sqrt{\\max(\\hat U, 0)}`.
 
@@ -153,6 +214,9 @@ def ksd(
         weights=weights,
         block_size=block_size,
         devices=devices,
+        estimator=estimator,
+        num_inducing=num_inducing,
+        rng_key=rng_key,
     )
     return jnp.sqrt(jnp.maximum(sq, 0.0))
 

@@ -19,7 +19,8 @@ the fraction in which *any* chain is "fail" (Holm over the chains keeps this at 
 Monte Carlo standard errors sqrt(r(1 - r)/R).
 
 Run: ``.venv/bin/python benchmarks/verdict_calibration.py [--reps 200] [--only iid ar09 ...]``
-(``--start 200 --reps 200``: the next 200 replicates of a case, to add to a first run)
+(``--start 200 --reps 200``: the next 200 replicates of a case, to add to a first run;
+``--estimator nystrom``: the diagnostic with the Nyström estimate, docs/scale.md)
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ CASES = (
 ).split()
 
 
-def run_case(name: str, reps: int, num_bootstrap: int, start: int = 0) -> dict:
+def run_case(
+    name: str, reps: int, num_bootstrap: int, start: int = 0, estimator: str = "exact"
+) -> dict:
     must, draw = case(name)
     counts = {"fail": 0, "inconclusive": 0, "pass": 0, "any_chain_fail": 0}
     ess, t0, inconclusive_given_ess = [], time.perf_counter(), []
@@ -146,7 +149,11 @@ def run_case(name: str, reps: int, num_bootstrap: int, start: int = 0) -> dict:
         x, s = draw(np.random.default_rng(10_000 + r))
         draws = Draws(jax.numpy.asarray(x), jax.numpy.asarray(s), None, ())
         ds = diagnose_draws(
-            draws, Identity(), rng_key=jax.random.key(r), num_bootstrap=num_bootstrap
+            draws,
+            Identity(),
+            rng_key=jax.random.key(r),
+            num_bootstrap=num_bootstrap,
+            estimator=estimator,
         )
         counts[str(ds.verdict_pooled.values)] += 1
         counts["any_chain_fail"] += bool(np.any(ds.verdict.values == "fail"))
@@ -176,6 +183,7 @@ def main() -> None:
     parser.add_argument("--num-bootstrap", type=int, default=300)
     parser.add_argument("--only", nargs="*", default=CASES)
     parser.add_argument("--start", type=int, default=0, help="first replicate (more of a case)")
+    parser.add_argument("--estimator", default="exact", choices=("exact", "nystrom"))
     args = parser.parse_args()
     print(f"# {' '.join(sys.argv)}  ({datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC)")
     print(
@@ -185,7 +193,7 @@ def main() -> None:
     )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.only:
-        row = run_case(name, args.reps, args.num_bootstrap, args.start)
+        row = run_case(name, args.reps, args.num_bootstrap, args.start, args.estimator)
         rates = [fmt(row[k], args.reps) for k in ("fail", "inconclusive", "pass", "any_chain_fail")]
         print(
             f"| {name} | {row['must']} | {row['shape']} | {row['median min chain ESS']:.0f} | "

@@ -468,9 +468,10 @@ def ksd_test(
         A bar over the bootstrap replicates (:func:`~numpyro_dsd.mcmc.bootstrap.wild_bootstrap`;
         the Nyström bootstrap is one pass and shows none).
     estimator : {"exact", "nystrom"}
-        ``"nystrom"``: the Nyström bootstrap (:func:`nystrom_bootstrap`), :math:`O(n m
-        N_{boot})` instead of :math:`O(n^2 N_{boot})`, the sign process's memory read from the
-        projected row means. Its size on i.i.d. and AR(1) draws: docs/scale.md.
+        ``"nystrom"``: the Nyström bootstrap
+        (:func:`~numpyro_dsd.mcmc.bootstrap.nystrom_bootstrap`), :math:`O(n m N_{boot})` instead
+        of :math:`O(n^2 N_{boot})`, the sign process's memory read from the projected row means.
+        Its size on i.i.d. and AR(1) draws: docs/scale.md.
     num_inducing : int, optional
         m for ``estimator="nystrom"`` (default
         :func:`~numpyro_dsd.stein.nystrom.default_num_inducing`).

@@ -51,6 +51,7 @@ from numpyro_dsd.stein.tiling import TileFn, map_row_blocks
 __all__ = [
     "DEFAULT_INDUCING_FACTOR",
     "GAP_ROWS_MIN",
+    "ROW_BLOCK",
     "Nystrom",
     "default_num_inducing",
     "inducing_matvec",

@@ -234,8 +234,16 @@ def test_noisy_svgd_on_a_model():
     )
     result = svgd.run(jax.random.key(0), 400, Y, progress_bar=False)
     mu = svgd.get_samples(result)["mu"]
-    assert abs(float(mu.mean()) - 1.35) < 3 * 0.40 / np.sqrt(40)
     assert 0.25 < float(mu.std()) < 0.6  # NUTS 0.40; plain SVGD's is narrower
+    # The 40 particles of one run are not independent draws: over 8 keys their mean has sd
+    # 0.126 (jax 0.12), twice 0.40 / sqrt(40). So 4 runs, and 3 of their mean's sd 0.126 / 2.
+    means = [float(mu.mean())] + [
+        float(
+            svgd.get_samples(svgd.run(jax.random.key(k), 400, Y, progress_bar=False))["mu"].mean()
+        )
+        for k in (1, 2, 3)
+    ]
+    assert abs(np.mean(means) - 1.35) < 3 * 0.126 / 2
     first = svgd.run(jax.random.key(0), 150, Y, progress_bar=False)
     rest = svgd.run(jax.random.key(5), 250, Y, progress_bar=False, init_state=first.state)
     np.testing.assert_array_equal(rest.particles, result.particles)

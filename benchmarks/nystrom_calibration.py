@@ -49,6 +49,7 @@ def main() -> None:
     p.add_argument("--only", nargs="+")
     p.add_argument("--estimator", default="nystrom", choices=("nystrom", "exact"))
     p.add_argument("--kappa", type=float, default=3.0)
+    p.add_argument("--start", type=int, default=0, help="first replicate (more of a scenario)")
     args = p.parse_args()
     m = default_num_inducing(args.n)
     print(
@@ -62,8 +63,10 @@ def main() -> None:
         if args.only and not any(o in name for o in args.only):
             continue
         reps = args.power_reps if "wide" in name else args.reps
+        if reps == 0:
+            continue
         pvals, probs, t0 = [], [], time.perf_counter()
-        for r in range(reps):
+        for r in range(args.start, args.start + reps):
             rng = np.random.default_rng(1000 + r)
             x = gen(rng, args.n, args.d)
             res = ksd_test(

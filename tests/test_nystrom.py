@@ -163,3 +163,19 @@ def test_diagnostic_nystrom_fails_the_shifted_chain():
     )
     assert list(ds.verdict.values) == ["pass", "fail"] and ds.verdict_pooled == "fail"
     assert ds.attrs["num_inducing"] == default_num_inducing(2000)
+
+
+@pytest.mark.parametrize("estimator", ["exact", "nystrom"])
+def test_untested_pooled_ksd_is_the_ksd_of_all_draws(x64, estimator):
+    from numpyro_dsd import ksd_diagnostic
+    from numpyro_dsd.stein.kernels import default_kernel
+
+    x = np.random.default_rng(5).normal(size=(3, 200, 3))
+    x[2] += 0.4  # a pooled KSD that differs from the first chain's
+    extra = {"num_inducing": 600} if estimator == "nystrom" else {}
+    ds = ksd_diagnostic(
+        {"mu": x}, _normal_model, test=False, progress_bar=False, estimator=estimator, **extra
+    )
+    flat = x.reshape(-1, 3)
+    pooled = ksd(flat, -flat, kernel=default_kernel().frozen(flat))
+    np.testing.assert_allclose(ds.ksd_pooled, pooled, rtol=1e-6)

@@ -302,7 +302,8 @@ def diagnose_draws(
         nan, no_moments = (jnp.nan, jnp.nan, jnp.nan), MomentTest(np.nan, np.nan, "")
         tests = ([nan] * num_chains, nan, (np.nan,) * num_chains)
         moments = ([no_moments] * num_chains, no_moments)
-    v_pooled = tests[1][0] / pooled.n if test else _curve(pooled, nys[-1], ms[-1:], opts)[-1]
+    everything = np.array([pooled.n])  # the pooled KSD: the prefix of all C n draws
+    v_pooled = tests[1][0] / pooled.n if test else _curve(pooled, nys[-1], everything, opts)[-1]
     xs = np.asarray(x)
     stats = (
         [stationarity(xs[c : c + 1]) for c in range(num_chains)],

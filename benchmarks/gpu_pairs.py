@@ -59,10 +59,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scale import CompileClock, compile_pair_sum  # benchmarks/scale.py, beside this script
 
 from numpyro_dsd import ksd_squared
-from numpyro_dsd.stein.engine import local_devices, prepare, tile_size
-from numpyro_dsd.stein.tiling import weighted_pair_sum
+from numpyro_dsd.stein.engine import prepare, tile_size
 
 CPU_SIZES = (4_000, 16_000)
 GPU_SIZES = (10_000, 100_000, 1_000_000)
@@ -128,25 +128,6 @@ def make_data(n: int, d: int, dtype: str, seed: int = 0) -> tuple[jax.Array, jax
     return jnp.asarray(x, dtype=dtype), jnp.asarray(-x / scale**2, dtype=dtype)
 
 
-class CompileClock:
-    """Seconds XLA spent compiling the pair sum (``weighted_pair_sum``) since :meth:`reset`
-    (JAX's backend-compile events): the timed calls must reuse the executable compiled ahead
-    of time (0 s)."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-
-    def _listen(self, event: str, duration: float, **kwargs: object) -> None:
-        if event == "/jax/core/compile/backend_compile_duration" and "weighted_pair_sum" in str(
-            kwargs.get("fun_name", "")
-        ):
-            self.seconds += duration
-
-    def reset(self) -> None:
-        self.seconds = 0.0
-
-
 CLOCK: CompileClock | None = None
 
 
@@ -157,14 +138,9 @@ def measure(
     x, s = make_data(n, d, dtype)
     sk = prepare(x, s)
     jax.block_until_ready(sk.diag)
-    w = jnp.full((n,), 1.0 / n, dtype=sk.diag.dtype)
     b = tile_size(sk, block)
-    start = time.perf_counter()
-    weighted_pair_sum.lower(
-        sk.tile_fn, sk.feats, sk.consts, sk.diag, w, block=b, devices=local_devices(None)
-    ).compile()
-    compile_s = time.perf_counter() - start
-    del sk, w
+    compile_s = compile_pair_sum(sk, b)
+    del sk
     values: list[float] = []
     global CLOCK
     CLOCK = CLOCK or CompileClock()

@@ -8,7 +8,6 @@ from numpyro_dsd.svgd.core import (
     SVGDState,
     as_optax,
     build_step,
-    finish,
     init,
     ksd_rising,
     moment_force,
@@ -17,6 +16,7 @@ from numpyro_dsd.svgd.core import (
     shard_state,
     stein_force,
 )
+from numpyro_dsd.svgd.finishing import finish, gaussian_tails
 from numpyro_dsd.svgd.infer import (
     SVGD,
     NonFiniteStepError,
@@ -51,6 +51,7 @@ __all__ = [
     "init",
     "build_step",
     "finish",
+    "gaussian_tails",
     "stein_force",
     "as_optax",
     "shard_state",

@@ -70,7 +70,6 @@ __all__ = [
     "check_noise_step",
     "init",
     "build_step",
-    "finish",
     "moment_force",
     "latent_scores",
     "as_optax",
@@ -250,7 +249,7 @@ def stein_force(
     A = jnp.asarray(kernel_matrix, dtype=z.dtype)
     force, v = kernel_force(z, s, A, profile, isotropic=isotropic, block_size=block_size)
     if linear_weight:
-        lin_force, lin_v = _linear_force(z - jnp.mean(z, axis=0), s)
+        lin_force, lin_v = moment_force(z, s, jnp.ones(z.shape[1], bool))
         force, v = force + linear_weight * lin_force, v + linear_weight * lin_v
     return force, v
 
@@ -281,16 +280,6 @@ def langevin_noise(
     jitter = 10 * jnp.finfo(z.dtype).eps * z.shape[0]
     L = jnp.linalg.cholesky(K + jitter * jnp.eye(z.shape[0], dtype=z.dtype))
     return L @ jax.random.normal(rng_key, z.shape, z.dtype)
-
-
-def _linear_force(zc: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Force and V of :math:`(z - \\bar z)^\\top(y - \\bar z) + 1` for centred ``zc``."""
-    n, d = zc.shape
-    C = s.T @ zc / n  # (1/n) sum_j s_j zc_j^T
-    s_bar = jnp.mean(s, axis=0)
-    force = zc @ C.T + s_bar + zc
-    v = jnp.sum(C * C) + s_bar @ s_bar + 2.0 * jnp.sum(s * zc) / n + d
-    return force, v
 
 
 def as_optax(optim: Any) -> optax.GradientTransformation:
@@ -686,22 +675,28 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
 
-def moment_force(particles: ArrayLike, scores: ArrayLike) -> tuple[jax.Array, jax.Array]:
-    """SVGD force of the diagonal linear kernel, and its KSD²: the residual of the coordinate-wise
-    Stein moment equations (docs/math.md §6.7).
+def moment_force(
+    particles: ArrayLike, scores: ArrayLike, joint: ArrayLike
+) -> tuple[jax.Array, jax.Array]:
+    """SVGD force of a linear kernel, and its KSD²: the residual of the Stein moment equations
+    (docs/math.md §6.7).
 
-    With the matrix-valued kernel :math:`K(z, y) = \\operatorname{diag}((z - \\bar z)\\odot
-    (y - \\bar z)) + I` (:math:`\\bar z` the particles' mean, held fixed),
+    With :math:`\\bar z` the particles' mean (held fixed), :math:`G` the coordinates marked in
+    ``joint`` and the matrix-valued kernel :math:`K(z, y) = \\operatorname{diag}_a k_a(z, y)`,
+    :math:`k_a = 1 + (z - \\bar z)_G^\\top(y - \\bar z)_G` for :math:`a \\in G` and
+    :math:`k_a = 1 + (z_a - \\bar z_a)(y_a - \\bar z_a)` otherwise,
 
     .. math::
-        \\phi(z) = \\bar s + (c + 1)\\odot(z - \\bar z), \\qquad
-        \\hat V = \\|c + 1\\|^2 + \\|\\bar s\\|^2,
-        \\qquad \\bar s = \\frac1n\\sum_i s_i,\\
-        c = \\frac1n\\sum_i s_i\\odot(z_i - \\bar z),
+        \\phi(z) = \\bar s + \\big((C + I)\\odot M\\big)(z - \\bar z), \\qquad
+        \\hat V = \\|(C + I)\\odot M\\|_F^2 + \\|\\bar s\\|^2,
+        \\qquad C = \\frac1n\\sum_i s_i(z_i - \\bar z)^\\top,
 
-    so the force vanishes exactly when every coordinate satisfies the Stein moment equations
-    :math:`\\frac1n\\sum_i s_{ia} = 0` and :math:`\\frac1n\\sum_i s_{ia}(z_{ia} - \\bar z_a) = -1`:
-    its flow moves each coordinate's location and scale only. O(n d).
+    :math:`M_{ab} = 1` if :math:`a, b \\in G` or :math:`a = b`, else 0. The force vanishes
+    exactly when :math:`\\frac1n\\sum_i s_i = 0` and :math:`C_{ab} = -\\delta_{ab}` wherever
+    :math:`M_{ab} = 1`. ``joint`` all True is the linear kernel
+    :math:`(z - \\bar z)^\\top(y - \\bar z) + 1` (Liu & Wang 2018; :func:`stein_force`'s
+    ``linear_weight``): the whole covariance; all False the diagonal linear kernel: a location and
+    a scale per coordinate. O(n d²).
 
     Parameters
     ----------
@@ -709,6 +704,8 @@ def moment_force(particles: ArrayLike, scores: ArrayLike) -> tuple[jax.Array, ja
         Points :math:`z_i` (latent, with a preconditioner).
     scores : (n, d)
         :math:`s_i = \\nabla\\log p(z_i)` in that space.
+    joint : (d,) bool
+        The coordinates :math:`G` whose cross moments are fitted.
 
     Returns
     -------
@@ -720,98 +717,16 @@ def moment_force(particles: ArrayLike, scores: ArrayLike) -> tuple[jax.Array, ja
     --------
     >>> import jax.numpy as jnp
     >>> z = jnp.array([[-1.0], [1.0]])  # mean 0, variance 1: N(0, 1)'s equations hold
-    >>> moment_force(z, -z)[1]
+    >>> moment_force(z, -z, jnp.array([False]))[1]
     Array(0., dtype=float32)
     """
     z, s = jnp.asarray(particles), jnp.asarray(scores)
+    g = jnp.asarray(joint, bool)
+    M = (g[:, None] & g[None, :]) | jnp.eye(z.shape[1], dtype=bool)
     zc = z - jnp.mean(z, axis=0)
     s_bar = jnp.mean(s, axis=0)
-    c1 = jnp.mean(s * zc, axis=0) + 1.0
-    return s_bar + c1 * zc, jnp.sum(c1**2) + jnp.sum(s_bar**2)
-
-
-#: The finish's kernels (:func:`finish`): "full", the SVGD kernel plus the linear kernel
-#: (Liu & Wang 2018); "diagonal", the diagonal linear kernel alone (:func:`moment_force`).
-FINISH_KERNELS = ("full", "diagonal")
-
-
-def finish(
-    state: SVGDState,
-    log_prob: LogProb,
-    optim: Any,
-    kernel: IMQ | Gaussian | None = None,
-    preconditioner: Preconditioner | None = None,
-    num_steps: int = 100,
-    moments: str = "full",
-) -> tuple[SVGDState, SVGDInfo]:
-    """The Stein-moment finish of noisy SVGD: ``num_steps`` deterministic SVGD steps of ``optim``
-    from the particles of ``state``, with a kernel whose fixed points satisfy Stein moment
-    equations (docs/math.md §6.7).
-
-    Noisy SVGD's particles are as good as independent draws of the target: each mean is off by
-    about :math:`\\sigma/\\sqrt n`. A short deterministic run towards the Stein moment
-    equations removes most of that error where the target (a flow's latent space) is close to
-    Gaussian (docs/svgd.md, "The default: noisy, then a finish"):
-
-    - ``moments="full"``: ``kernel`` plus the linear kernel :math:`(z - \\bar z)^\\top(y - \\bar
-      z) + 1` (:func:`stein_force` with ``linear_weight=1``), whose fixed points satisfy
-      :math:`\\frac1n\\sum_i s_i = 0` and :math:`\\frac1n\\sum_i s_i(z_i - \\bar z)^\\top = -I`:
-      it corrects the covariance as a whole, and drifts outwards on heavy tails (20-50
-      Student-t(5) marginals: variance 1.2-1.4 after 100 steps);
-    - ``moments="diagonal"``: the diagonal linear kernel alone (:func:`moment_force`), whose fixed
-      points satisfy each coordinate's equations :math:`\\frac1n\\sum_i s_{ia} = 0` and
-      :math:`\\frac1n\\sum_i s_{ia}(z_{ia} - \\bar z_a) = -1`: a location and a scale per
-      coordinate, stable on heavy tails (variance 0.98-1.02 there), blind to correlations.
-
-    Parameters
-    ----------
-    state : SVGDState
-        The chain's state: its particles, kernel matrix and preconditioner parameters are used.
-    log_prob, optim, kernel, preconditioner
-        As in :func:`build_step`. The optimizer starts afresh, the step count at 0.
-    num_steps : int
-        Length of the finish (static).
-    moments : {"full", "diagonal"}
-        The kernel, as above.
-
-    Returns
-    -------
-    (SVGDState, SVGDInfo)
-        ``state`` with the finished particles (resume from the chain's own state), and the
-        per-step record, ``(num_steps,)`` leaves; a non-finite step is not taken (``info.finite``
-        False).
-
-    Examples
-    --------
-    >>> import jax, jax.numpy as jnp, optax
-    >>> log_prob = lambda x: -0.5 * jnp.sum(x**2)
-    >>> x0 = 1.3 * jax.random.normal(jax.random.key(0), (100, 2)) + 0.3
-    >>> state = init(x0, log_prob, optax.sgd(0.1))
-    >>> done, infos = finish(state, log_prob, optax.adagrad(0.1), moments="diagonal")
-    >>> z = done.particles
-    >>> bool(jnp.abs(z.mean(0)).max() < 1e-3), bool(jnp.abs(z.var(0) - 1).max() < 1e-3)
-    (True, True)
-    """
-    if moments not in FINISH_KERNELS:
-        raise ValueError(f"moments must be one of {FINISH_KERNELS}; got {moments!r}.")
-    opt = as_optax(optim)
-    start = state._replace(opt_state=opt.init(state.particles), step=jnp.zeros_like(state.step))
-    if moments == "full":
-        step = build_step(log_prob, opt, kernel, preconditioner, linear_weight=1.0)
-        done, infos = jax.lax.scan(lambda c, _: step(c), start, length=num_steps)
-        return state._replace(particles=done.particles, precond_params=done.precond_params), infos
-
-    def diagonal_step(s: SVGDState, _: Any) -> tuple[SVGDState, SVGDInfo]:
-        z = s.particles
-        _, scores = latent_scores(z, log_prob, preconditioner, s.precond_params)
-        phi, v = moment_force(z, scores)
-        updates, opt_state = opt.update(-phi, s.opt_state, z)
-        new_z = optax.apply_updates(z, updates)
-        kept, info = _guarded((new_z, opt_state), (z, s.opt_state), scores, phi, v)
-        return s._replace(particles=kept[0], opt_state=kept[1]), info
-
-    done, infos = jax.lax.scan(diagonal_step, start, length=num_steps)
-    return state._replace(particles=done.particles), infos
+    B = jnp.where(M, s.T @ zc / z.shape[0] + jnp.eye(z.shape[1], dtype=z.dtype), 0.0)
+    return s_bar + zc @ B.T, jnp.sum(B**2) + s_bar @ s_bar
 
 
 def check_noise_step(noise_step: float | None, linear_weight: float = 0.0) -> None:

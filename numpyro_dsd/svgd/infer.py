@@ -28,6 +28,7 @@ from numpyro_dsd.flows.quality import FlowFitError
 from numpyro_dsd.model.layout import ModelArgs, ModelLayout, split_model_args
 from numpyro_dsd.stein.kernels import IMQ, Gaussian
 from numpyro_dsd.svgd import core
+from numpyro_dsd.svgd.finishing import FINISH_KERNELS, finish
 from numpyro_dsd.svgd.preconditioners import (
     ConstantPreconditioner,
     FlowParams,
@@ -96,6 +97,10 @@ class SVGDRunResult(NamedTuple):
     finish_ksd : scalar or None
         The fixed-frame KSD of ``particles`` after the finish (:func:`numpyro_dsd.svgd.finish`),
         None when the run had none (``ksd[-1]`` is the chain's last value before it).
+    finish_joint : (d,) bool or None
+        The latent coordinates whose cross moments the finish fitted
+        (:func:`numpyro_dsd.svgd.gaussian_tails` for ``finish_moments="auto"``): all False is
+        the diagonal finish. None when the run had no finish.
     """
 
     particles: jax.Array
@@ -106,6 +111,7 @@ class SVGDRunResult(NamedTuple):
     ksd: jax.Array | None = None
     ksd_step: jax.Array | None = None
     finish_ksd: jax.Array | None = None
+    finish_joint: jax.Array | None = None
 
 
 class SVGDDivergenceWarning(UserWarning):
@@ -209,12 +215,14 @@ class SVGD:
         applied to the particles :meth:`run` returns after the noisy steps
         (:func:`numpyro_dsd.svgd.finish`); the chain's state (``result.state``) is not changed
         by them, so a resumed run continues the chain. 0: no finish.
-    finish_moments : {"full", "diagonal"}
-        The finish's kernel. ``"full"`` (default): the SVGD kernel plus the linear kernel, whose
-        fixed points match the whole covariance (best on the real models of docs/svgd.md, and
-        drifts outwards on heavy tails: variance 1.2-1.4 on Student-t(5) marginals).
-        ``"diagonal"``: :func:`numpyro_dsd.svgd.moment_force`, a location and a scale per latent
-        coordinate, stable on heavy tails, blind to correlations the flow left.
+    finish_moments : {"auto", "full", "diagonal"}
+        The finish's linear kernel (:func:`numpyro_dsd.svgd.finish`). ``"full"``: its fixed
+        points match the whole latent covariance (what corrects the real models of
+        docs/svgd.md; it drifts outwards on heavy tails: variance 1.1-1.5 on Student-t(5)
+        marginals). ``"diagonal"``: a location and a scale per latent coordinate, stable on
+        heavy tails, blind to the correlations a flow left. ``"auto"`` (default): the full
+        finish on the coordinates whose tails look Gaussian, the diagonal one on the rest
+        (:func:`numpyro_dsd.svgd.gaussian_tails`; ``result.finish_joint`` says which).
     linear_weight : float
         With ``noise_step=None`` only: adds :math:`w((z - \\bar z)^\\top(y - \\bar z) + 1)` to
         the kernel (default 0, plain SVGD), whose fixed points match a Gaussian's Stein moment
@@ -280,7 +288,7 @@ class SVGD:
         bandwidth_every: int = 1,
         noise_step: float | None = 0.05,
         finish_steps: int = 100,
-        finish_moments: str = "full",
+        finish_moments: str = "auto",
         linear_weight: float = 0.0,
         init_radius: float = 2.0,
         chunk_size: int = 50,
@@ -307,9 +315,9 @@ class SVGD:
         core.check_noise_step(noise_step, linear_weight)
         self.noise_step = None if noise_step is None else float(noise_step)
         self.finish_steps = 0 if optim is None or noise_step is None else int(finish_steps)
-        if finish_moments not in core.FINISH_KERNELS:
+        if finish_moments not in FINISH_KERNELS:
             raise ValueError(
-                f"finish_moments must be one of {core.FINISH_KERNELS}; got {finish_moments!r}."
+                f"finish_moments must be one of {FINISH_KERNELS}; got {finish_moments!r}."
             )
         self.moments = finish_moments
         self.optim = optax.identity() if optim is None else core.as_optax(optim)
@@ -535,10 +543,10 @@ class SVGD:
     def _finish_fn(self, state: core.SVGDState, arrays: tuple, static: ModelArgs) -> tuple:
         layout = self._checked_layout(state, arrays, static)
         pre = self._preconditioner(layout)
-        done, info = core.finish(
-            state, layout.log_prob, self.optim, self.kernel, pre, self.finish_steps, self.moments
+        done, info, joint = finish(
+            state, layout.log_prob, self.optim, pre, self.finish_steps, self.moments
         )
-        return done, info.finite, core.monitor_ksd(done, layout.log_prob, pre)
+        return done, info.finite, core.monitor_ksd(done, layout.log_prob, pre), joint
 
     def _resume(
         self, state: Any, args: tuple, kwargs: dict[str, Any], name: str, setup: bool
@@ -673,7 +681,7 @@ class SVGD:
         a finish that meets a non-finite step keeps its last finite particles and warns."""
         if not self.finish_steps:
             return result
-        done, finite, finish_ksd = self._finish(result.state, *model_args)
+        done, finite, finish_ksd, joint = self._finish(result.state, *model_args)
         finite = np.asarray(finite)
         if not finite.all():
             warnings.warn(
@@ -684,7 +692,9 @@ class SVGD:
                 SVGDDivergenceWarning,
                 stacklevel=3,
             )
-        return result._replace(particles=self.get_particles(done), finish_ksd=finish_ksd)
+        return result._replace(
+            particles=self.get_particles(done), finish_ksd=finish_ksd, finish_joint=joint
+        )
 
     def _reestimate(
         self, state: core.SVGDState, args: tuple, kwargs: dict
@@ -801,6 +811,9 @@ class SVGD:
             "noise_step": self.noise_step,
             "finish_steps": self.finish_steps,
             "finish_moments": self.moments if self.finish_steps else None,
+            "finish_joint_coordinates": (
+                None if result.finish_joint is None else int(np.sum(result.finish_joint))
+            ),
         }
         checks = None if result.ksd is None else (result.ksd_step, result.ksd)
         return from_svgd(self.get_samples(result), trace, attrs, checks)

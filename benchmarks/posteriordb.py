@@ -190,6 +190,7 @@ def svgd_rows(p: Any, steps: int, particles: int) -> list[dict[str, Any]]:
     constant = ConstantPreconditioner(init_rounds=20)
     configs = [
         ("ours, default", {}),
+        ("ours, default, full finish", {"finish_moments": "full"}),
         ("ours, default, diagonal finish", {"finish_moments": "diagonal"}),
         ("ours, noisy flow, no finish", {"finish_steps": 0}),
         ("ours, plain", {"preconditioner": None, **deterministic}),

@@ -10,8 +10,9 @@ Methods, all with the RBF kernel and the median heuristic:
 
 - ours: the default ``SVGD(model, optax.adagrad(0.1))`` (a NeuTra flow fitted on the target,
   noisy SVGD with ``noise_step=0.05`` in its latent space, then 100 deterministic finish steps
-  with the linear kernel term on the particles returned), and with ``finish_moments="diagonal"``
-  (the finish along the diagonal linear kernel alone); the default without a preconditioner (the
+  towards the Stein moment equations, ``finish_moments="auto"``: jointly over the latent
+  coordinates whose tails look Gaussian, per coordinate on the rest), and with
+  ``finish_moments="full"`` and ``"diagonal"``; the default without a preconditioner (the
   targets are whitened); noisy SVGD alone (``optim=None``); and deterministic SVGD, plain
   (``preconditioner=None, noise_step=None, linear_weight=0``) and with ``linear_weight=1``;
 - NumPyro: ``numpyro.contrib.einstein.SVGD`` (plain, Delta guide) and ``SteinVI`` with an
@@ -150,6 +151,7 @@ def blackjax_svgd(model: Callable, d: int, steps: list[int]) -> tuple[list[float
 
 METHODS = {
     "ours, default": lambda m, d, st: ours(m, st),
+    "ours, default, full finish": lambda m, d, st: ours(m, st, finish_moments="full"),
     "ours, default, diagonal finish": lambda m, d, st: ours(m, st, finish_moments="diagonal"),
     "ours, noisy + finish, no preconditioner": lambda m, d, st: ours(m, st, preconditioner=None),
     "ours, noisy, no finish": lambda m, d, st: ours(m, st, optim=None, preconditioner=None),

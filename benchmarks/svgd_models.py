@@ -12,8 +12,8 @@ Methods, 100 particles, ``--steps`` steps (default 1000), ``optax.adagrad(0.1)``
 
 - ours, default: ``SVGD(model, optax.adagrad(0.1))``: it fits a NeuTra flow, runs noisy SVGD
   in its latent space and finishes with 100 deterministic steps;
-- ours, default, diagonal finish: the same with ``finish_moments="diagonal"`` (and the shared
-  flow ``fit``, the one the default fits);
+- ours, default, full / diagonal finish: the same with ``finish_moments="full"`` or
+  ``"diagonal"`` (and the shared flow ``fit``, the one the default fits);
 - ours, plain: ``preconditioner=None, noise_step=None, linear_weight=0`` (NumPyro's SVGD);
 - ours, flow + linear: deterministic, ``preconditioner=fit, noise_step=None`` with one NeuTra
   flow per model (fitted as ``SVGD`` fits it, shared by the rows that take ``fit``);
@@ -162,6 +162,9 @@ def methods(model, margs, mkwargs, steps, fit, layout) -> dict[str, Callable[[],
     plain = {"preconditioner": None, "noise_step": None, "linear_weight": 0.0}
     return {
         "ours, default": lambda: run_ours(model, margs, mkwargs, steps, adagrad),
+        "ours, default, full finish": lambda: run_ours(
+            model, margs, mkwargs, steps, adagrad, preconditioner=fit, finish_moments="full"
+        ),
         "ours, default, diagonal finish": lambda: run_ours(
             model, margs, mkwargs, steps, adagrad, preconditioner=fit, finish_moments="diagonal"
         ),

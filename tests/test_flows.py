@@ -195,6 +195,14 @@ def test_loss_problem():
     assert "rose" in loss_problem(np.r_[ok, np.full(100, 50.0)])
     noisy = 1.0 + np.random.default_rng(0).normal(scale=3.0, size=200)  # flat and noisy: fine
     assert loss_problem(noisy) is None
+    # up within the first tenth, then partly back down, ending above the start: the first
+    # tenth's median and noise are high, so only the comparison with the start sees it
+    up_down = np.r_[np.full(30, 40.0), np.linspace(40, 4000, 70), np.linspace(4000, 650, 900)]
+    up_down += np.random.default_rng(1).normal(scale=3.0, size=1000)
+    assert "above where the fit started" in loss_problem(up_down)
+    bump = np.r_[np.full(30, 40.0), np.linspace(40, 60, 70), np.linspace(60, 30, 900)]
+    bump += np.random.default_rng(1).normal(scale=3.0, size=1000)
+    assert loss_problem(bump) is None  # a bump, then below the start: healthy
 
 
 def unsorted_model():

@@ -421,6 +421,10 @@ def test_gaussian_tails_calibration():
     heavy = jax.vmap(lambda k: gaussian_tails(jax.random.t(k, 5.0, (100, 20))))(keys)
     assert bool(gauss.any(axis=1).all()) and float(1 - gauss.mean()) < 0.02
     assert float((~heavy.any(axis=1)).mean()) >= 0.98
+    # a coordinate the particles do not vary in is left out, and does not switch the rest off
+    flat = jax.random.normal(jax.random.key(1), (100, 20)).at[:, 3].set(2.0)
+    tails = gaussian_tails(flat)
+    assert not bool(tails[3]) and int(tails.sum()) >= 18
 
 
 def test_finish_keeps_heavy_tails():

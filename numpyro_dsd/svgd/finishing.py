@@ -57,7 +57,8 @@ def gaussian_tails(particles: ArrayLike) -> jax.Array:
     a coordinate with heavy tails is left out, and all of them are when most coordinates have
     heavy tails (the median's bound is three of its standard errors over :math:`d` independent
     Gaussian coordinates): then what looks Gaussian in a few of them is the noise of :math:`n`
-    draws of a heavy tail. Light tails (negative :math:`\\kappa`) pass.
+    draws of a heavy tail. Light tails (negative :math:`\\kappa`) pass. A coordinate in which the
+    particles do not vary has no kurtosis: it is left out, and the median is over the others.
 
     Parameters
     ----------
@@ -82,7 +83,7 @@ def gaussian_tails(particles: ArrayLike) -> jax.Array:
     zc = z - jnp.mean(z, axis=0)
     kurtosis = n * jnp.sum(zc**4, axis=0) / jnp.sum(zc**2, axis=0) ** 2 - 3.0
     se = np.sqrt(24.0 / n)
-    most_light = jnp.median(kurtosis) <= TAIL_SES * 1.2533 * se / np.sqrt(d)
+    most_light = jnp.nanmedian(kurtosis) <= TAIL_SES * 1.2533 * se / np.sqrt(d)
     return most_light & (kurtosis <= TAIL_SES * se)
 
 

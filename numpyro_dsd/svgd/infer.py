@@ -53,10 +53,12 @@ Model = Callable[..., Any]
 def default_flow_fit() -> dict[str, Any]:
     """How ``preconditioner="flow"`` fits its NeuTra flow (:func:`~numpyro_dsd.fit_flow`): 5000
     steps of Adam with the step size decaying from 3e-2 to 3e-4, 8 ELBO particles. If that fit
-    diverges (:class:`~numpyro_dsd.flows.quality.FlowFitError`: on a horseshoe regression with
-    d = 22, benchmarks/svgd_models.py, 1808 of 5000 losses were not finite) and no ``optim``
-    was given, ``SVGD`` fits again with ``fit_flow``'s default optimiser, whose step shrinks
-    with d and backs off.
+    diverges (:class:`~numpyro_dsd.flows.quality.FlowFitError`, from
+    :func:`~numpyro_dsd.flows.quality.loss_problem`: on a horseshoe regression with d = 22,
+    benchmarks/svgd_models.py, most losses were not finite; on N(0, I) with d = 100 the loss
+    blew up; on a 50-d rotated Gaussian it rose from 37 to 4064 and ended at 651, above its
+    start) and no ``optim`` was given, ``SVGD`` fits again with ``fit_flow``'s default
+    optimiser, whose step shrinks with d and backs off.
 
     Stronger than ``fit_flow``'s default because SVGD inherits the flow's conditioning: on a
     10-d Gaussian with condition number 1e4 the default fit ends at KL 8.4 and flow SVGD's

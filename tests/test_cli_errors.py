@@ -130,8 +130,9 @@ def _unwritable_dir(root: Path) -> Path:
                 pass
         except OSError:
             return sysfs
-    # as root, chmod does not stop writes: without a sysfs that refuses new files there is no
-    # directory to test against; the other path cases (missing folder, a file as a folder) still run
+    # Skip justified: as root, chmod does not stop writes, so without a sysfs that refuses new
+    # files no directory here can be unwritable and the case cannot be set up; the other path
+    # cases (missing folder, a file as a folder) still run. Non-root runs never reach this line.
     pytest.skip("no directory that root cannot write to here")
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "init",
     "build_step",
     "moment_force",
+    "guarded_step",
     "latent_scores",
     "as_optax",
     "estimate",
@@ -651,17 +652,30 @@ def build_step(
             new_z = z + drift + jnp.sqrt(2.0 * noise_step) * noise
             opt_state = state.opt_state
         new = (new_z, A, state.precond_params, opt_state, state.step + 1)
-        kept, info = _guarded(new, tuple(state)[:5], s, phi, v)
+        kept, info = guarded_step(new, tuple(state)[:5], s, phi, v)
         return SVGDState(*kept, state.rng_key, state.monitor), info
 
     return step
 
 
-def _guarded(new: Any, old: Any, scores: jax.Array, phi: jax.Array, v: jax.Array) -> tuple:
+def guarded_step(
+    new: Any, old: Any, scores: jax.Array, phi: jax.Array, v: jax.Array
+) -> tuple[Any, SVGDInfo]:
     """``new`` if the scores, the force and every float array of ``new`` (the new particles,
     the optimizer state, ...) are finite, else ``old`` (a step that is not taken), and the
-    step's :class:`SVGDInfo`. An optimizer state checked too: adagrad's sum of squares can
-    overflow to inf while the particles stay finite, and every later update is then 0."""
+    step's :class:`SVGDInfo` (:math:`\\sqrt{\\tfrac1n\\sum_i\\|\\phi_i\\|^2}`, ``v``, finite):
+    the guard of :func:`build_step` and of the finish (:mod:`numpyro_dsd.svgd.finishing`). An
+    optimizer state is checked too: adagrad's sum of squares can overflow to inf while the
+    particles stay finite, and every later update is then 0.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> z, phi = jnp.zeros((2, 1)), jnp.ones((2, 1))
+    >>> kept, info = guarded_step(z + jnp.inf, z, phi, phi, jnp.asarray(1.0))
+    >>> kept.tolist(), bool(info.finite)
+    ([[0.0], [0.0]], False)
+    """
     finite = _all_finite((scores, phi, new))
     kept = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     force = jnp.sqrt(jnp.mean(jnp.sum(phi**2, axis=1)))

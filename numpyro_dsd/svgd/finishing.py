@@ -23,8 +23,8 @@ from numpyro_dsd.svgd.core import (
     LogProb,
     SVGDInfo,
     SVGDState,
-    _guarded,
     as_optax,
+    guarded_step,
     latent_scores,
     moment_force,
 )
@@ -161,7 +161,7 @@ def finish(
         phi, v = moment_force(z, scores, joint)
         updates, new_opt_state = opt.update(-phi, opt_state, z)
         new = (optax.apply_updates(z, updates), new_opt_state)
-        return _guarded(new, (z, opt_state), scores, phi, v)
+        return guarded_step(new, (z, opt_state), scores, phi, v)
 
     (z, _), infos = jax.lax.scan(step, (z0, opt.init(z0)), length=num_steps)
     return state._replace(particles=z), infos, joint

@@ -59,12 +59,21 @@ KERNEL = IMQ()  # c = 1, beta = -1/2, precond None: frozen
 CORES = len(os.sched_getaffinity(0))
 
 # A sign setting: (label, flip_prob, kappa)
-Setting = tuple[str, float | str, float]
+Setting = tuple[str, float | str, float | str]
 
 
-def make_settings(kappas: tuple[float, ...]) -> tuple[Setting, ...]:
-    """``flip_prob="auto"`` for each kappa, then i.i.d. signs (``flip_prob=0.5``)."""
-    return tuple((f"kappa={k:g}", "auto", k) for k in kappas) + (("iid signs", 0.5, 1.0),)
+def make_settings(kappas: tuple[float | str, ...]) -> tuple[Setting, ...]:
+    """``flip_prob="auto"`` for each kappa (a number or ``"auto"``, the default
+    :func:`~numpyro_dsd.mcmc.bootstrap.memory_factor`), then i.i.d. signs (``flip_prob=0.5``)."""
+    label = [f"kappa={k}" if isinstance(k, str) else f"kappa={k:g}" for k in kappas]
+    return tuple(zip(label, ("auto",) * len(kappas), kappas, strict=True)) + (
+        ("iid signs", 0.5, 1.0),
+    )
+
+
+def kappa_arg(text: str) -> float | str:
+    """``--kappas`` entries: ``auto`` or a number."""
+    return text if text == "auto" else float(text)
 
 
 # --- data: R replicate chains at once, (R, chains, n, d) draws and scores ------------------------
@@ -305,7 +314,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-boot", type=int, default=300, help="bootstrap replicates per test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--kappas", type=float, nargs="+", default=KAPPAS, help="memory factors to compare"
+        "--kappas", type=kappa_arg, nargs="+", default=KAPPAS, help="memory factors to compare"
     )
     p.add_argument("--large", action="store_true", help="also the n = 4000 scenarios")
     p.add_argument("--only", nargs="+", metavar="NAME", help="scenario names to run")

@@ -1,7 +1,8 @@
 """Size and power of the Nyström KSD test (issue 19; docs/scale.md, docs/benchmarks.md).
 
-``ksd_test(x, s, estimator="nystrom")`` with its defaults (``flip_prob="auto"``, kappa 3, m =
-``default_num_inducing(n)``, a frozen ``IMQ()`` kernel) on R replicate chains per scenario
+``ksd_test(x, s, estimator="nystrom")`` with its defaults (``flip_prob="auto"``,
+``kappa="auto"``, m = ``default_num_inducing(n)``, a frozen ``IMQ()`` kernel) on R replicate
+chains per scenario
 (fixed seeds), rejection rates at alpha = 0.05 and 0.01 with the Monte Carlo standard error
 sqrt(r (1 - r) / R):
 
@@ -48,7 +49,9 @@ def main() -> None:
     p.add_argument("--power-reps", type=int, default=50)
     p.add_argument("--only", nargs="+")
     p.add_argument("--estimator", default="nystrom", choices=("nystrom", "exact"))
-    p.add_argument("--kappa", type=float, default=3.0)
+    p.add_argument(
+        "--kappa", type=lambda t: t if t == "auto" else float(t), default="auto", help="or a number"
+    )
     p.add_argument("--start", type=int, default=0, help="first replicate (more of a scenario)")
     args = p.parse_args()
     m = default_num_inducing(args.n)

@@ -1,7 +1,7 @@
 """The verdict on chains with a known answer: size, power, burn-in (docs/validation.md).
 
 Every replicate is one call of :func:`numpyro_dsd.mcmc.diagnostic.diagnose_draws` with its
-defaults (IMQ, median bandwidth frozen on the pooled draws, identity diffusion, kappa = 3,
+defaults (IMQ, median bandwidth frozen on the pooled draws, identity diffusion, kappa "auto",
 level 0.05, ESS floor 100 per chain) on draws whose target is N(0, I) (scores -x), and the script
 counts the verdicts:
 

@@ -313,7 +313,8 @@ def test_legacy_keys_are_accepted():
     [
         ("alpha", 1.5, r"alpha must lie in \(0, 1\)"),
         ("min_ess", -1.0, "min_ess must be >= 0"),
-        ("kappa", 0.5, "kappa must be >= 1"),
+        ("kappa", 0.5, "kappa must be 'auto' or a number >= 1"),
+        ("kappa", "slow", "kappa must be 'auto' or a number >= 1"),
         ("flip_prob", 0.7, r"flip_prob must be 'auto' or a number in \(0, 0.5\]"),
         ("flip_prob", "fast", r"flip_prob must be 'auto' or a number in \(0, 0.5\]"),
     ],

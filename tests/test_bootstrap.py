@@ -14,6 +14,7 @@ from numpyro_dsd.mcmc.bootstrap import (
     chain_signs,
     flip_probability,
     ksd_test,
+    memory_factor,
     memory_series,
     sign_process,
     stein_row_means,
@@ -200,6 +201,33 @@ def test_flip_probability_ar1(kappa):
     assert 1 / 1.5 < a * (2 * kappa * tau) < 1.5
 
 
+def test_memory_factor_is_andrews_bandwidth():
+    """kappa tau = 2^(1/3) (n alpha)^(1/3), alpha = 4 rho^2 / (1 - rho^2)^2 with rho the AR(1)
+    coefficient of that tau; about (n / 2 tau)^(1/3) for slow chains; 1 (Rademacher signs) for
+    independent draws."""
+    for tau, n in [(3.0, 1000), (19.0, 1000), (19.0, 10_000), (199.0, 20_000)]:
+        rho = (tau - 1) / (tau + 1)
+        alpha = 4 * rho**2 / (1 - rho**2) ** 2
+        assert memory_factor(tau, n) * tau == pytest.approx((2 * n * alpha) ** (1 / 3), rel=1e-12)
+    assert memory_factor(199.0, 10**6) == pytest.approx((10**6 / (2 * 199.0)) ** (1 / 3), rel=1e-4)
+    assert memory_factor(1.0, 10**6) == 1.0
+    assert memory_factor(0.5, 100) == 1.0  # tau below 1 (anticorrelated) counts as 1
+    ns = [500, 1000, 4000, 10_000, 100_000]
+    assert np.all(np.diff([memory_factor(19.0, n) for n in ns]) > 0)
+
+
+def test_flip_probability_auto_ar1():
+    """``kappa="auto"`` (the default) on an AR(1) rho = 0.9 chain of 20,000 draws: a is
+    1 / (2 kappa tau) with kappa = memory_factor(tau, n), within the 50% of tau's estimate."""
+    rho, n = 0.9, 20000
+    x = ar1(rho, n, 2, seed=9)
+    tau = (1 + rho) / (1 - rho)
+    a = flip_probability(np.concatenate([x, -x], axis=1))
+    assert a == flip_probability(np.concatenate([x, -x], axis=1), "auto")
+    assert 1 / 1.5 < a * 2 * memory_factor(tau, n) * tau < 1.5
+    assert a < flip_probability(np.concatenate([x, -x], axis=1), 3.0)  # kappa about 8 here
+
+
 def test_flip_probability_iid_and_errors():
     x = np.random.default_rng(10).standard_normal((5000, 3))
     assert 0.4 < flip_probability(x, 1.0) <= 0.5
@@ -208,6 +236,8 @@ def test_flip_probability_iid_and_errors():
         flip_probability(x[:7])
     with pytest.raises(ValueError, match="kappa"):
         flip_probability(x, 0.5)
+    with pytest.raises(ValueError, match="kappa must be 'auto' or a number"):
+        flip_probability(x, "fast")
 
 
 def test_flip_probability_ignores_a_trend():

@@ -59,15 +59,19 @@ def test_projection_never_exceeds_v_and_the_diagonal_closes_the_gap(x64):
     w = jnp.full(3000, 1 / 3000)
     exact = float(w @ sk.matrix() @ w)
     errors = []
-    for seed in range(5):
+    for seed in range(20):
         ny = nystrom(sk, jax.random.key(seed), 200)
         proj = float(projected_quadratic(ny, inducing_matvec(sk, ny.indices, w[:, None]))[0])
         assert proj <= exact * (1 + 1e-9)
         errors.append((proj / exact - 1, float(nystrom_squared(sk, ny, w)) / exact - 1))
     errors = np.array(errors)
-    # i.i.d. draws: the diagonal is most of V; the projection alone misses much of it
+    # i.i.d. draws: the diagonal is most of V; the projection alone misses much of it (about
+    # 5.5% here), and the sampled gap of the diagonal (64 rows) puts it back without bias: the
+    # mean error over the inducing sets within 3 standard errors of 0, the spread smaller.
     assert np.all(errors[:, 0] < -0.03)
-    assert np.mean(np.abs(errors[:, 1])) < np.mean(np.abs(errors[:, 0])) / 3
+    corrected = errors[:, 1]
+    assert abs(np.mean(corrected)) < 3 * np.std(corrected, ddof=1) / np.sqrt(len(corrected))
+    assert np.mean(np.abs(corrected)) < np.mean(np.abs(errors[:, 0])) / 2
 
 
 def test_default_m_error_on_a_biased_chain(x64):
@@ -147,7 +151,12 @@ def test_diagnostic_with_every_point_inducing_has_the_exact_ksd_and_curve(x64):
     np.testing.assert_allclose(ny.ksd, exact.ksd, rtol=1e-6)
     np.testing.assert_allclose(ny.ksd_trace, exact.ksd_trace, rtol=1e-6)
     np.testing.assert_allclose(ny.ksd_pooled, exact.ksd_pooled, rtol=1e-6)
-    assert list(ny.verdict.values) == list(exact.verdict.values) == ["pass", "pass"]
+    # the rest of the verdict is the same computation; the bootstrap's signs come from another
+    # key (split off beside the inducing points), so its p-values agree within Monte Carlo error
+    for name in ("pvalue_stationarity", "pvalue_moments", "flip_prob"):
+        np.testing.assert_allclose(ny[name], exact[name], rtol=1e-6)
+    p, b = exact.pvalue.values, opts["num_bootstrap"]
+    assert np.all(np.abs(ny.pvalue.values - p) <= 3 * np.sqrt(2 * p * (1 - p) / b) + 2 / b)
     assert (ny.attrs["estimator"], ny.attrs["num_inducing"]) == ("nystrom", 300)
     assert ny.attrs["num_inducing_pooled"] == 600
     assert ny.attrs["rng_key"].endswith("(flow fit, bootstrap signs, inducing points)")

@@ -19,9 +19,21 @@ rank-normalised, split and taken within the halves, so a trend does not inflate 
 
 .. math:: a = \\min\\Big(\\tfrac12,\\ \\frac{1}{2\\kappa\\tau}\\Big),
 
-so i.i.d. draws (:math:`\\tau = 1`, :math:`\\kappa = 1`) get Rademacher signs and a chain
-keeps its sign over :math:`\\kappa\\tau` draws on average. The factor :math:`\\kappa` is set by
-the calibration study in ``benchmarks/bootstrap_calibration.py`` (docs/benchmarks.md).
+so a chain's signs stay correlated over about :math:`\\kappa\\tau` draws (their correlation
+is :math:`(1 - 2a)^{|s - t|} \\approx e^{-|s - t|/(\\kappa\\tau)}`). The memory factor
+:math:`\\kappa` trades the bias of the replicates' variance (the sign process's correlation
+:math:`e^{-s/(\\kappa\\tau)}` falls off before the chain's, which makes the test too liberal on
+long chains) against their noise (few sign runs, which makes it conservative on short ones). By
+default (``kappa="auto"``, :func:`memory_factor`) it grows with the chain's length like the
+bandwidth of a long-run variance estimate (Andrews 1991, with the AR(1) plug-in):
+
+.. math:: \\kappa = \\max\\Big(1,\\ \\frac{(2 n \\alpha)^{1/3}}{\\tau}\\Big),\\qquad
+    \\alpha = \\Big(\\frac{\\tau^2 - 1}{2\\tau}\\Big)^2,
+
+about :math:`(n / 2\\tau)^{1/3}` for slowly mixing chains: 3 at :math:`n = 1000,\\ \\tau = 19`,
+6 at :math:`n = 10^4`; i.i.d. draws (:math:`\\tau = 1`) get Rademacher signs. A number
+``kappa`` fixes it instead. The constant is set by the calibration study in
+``benchmarks/bootstrap_calibration.py`` (docs/benchmarks.md, "Wild-bootstrap calibration").
 
 All replicates come from one blocked pass :math:`K^0 [\\mathbf 1, W^{(1)}, \\dots]`
 (:func:`numpyro_dsd.stein.tiling.pair_matvec`): :math:`O(n^2 (d + N_{boot}))` time and
@@ -64,6 +76,7 @@ __all__ = [
     "check_test_options",
     "ksd_test",
     "flip_probability",
+    "memory_factor",
     "sign_process",
     "memory_series",
     "nystrom_bootstrap",
@@ -71,8 +84,9 @@ __all__ = [
     "wild_bootstrap",
 ]
 
-#: Sign-process memory factor :math:`\kappa` (see the module docstring).
-DEFAULT_KAPPA = 3.0
+#: Sign-process memory factor :math:`\kappa`: ``"auto"`` is :func:`memory_factor` (see the
+#: module docstring).
+DEFAULT_KAPPA = "auto"
 
 #: Costs of :func:`wild_bootstrap`'s jump form relative to one multiply-add of the dense form,
 #: per pair of points (a strip of the kernel and its two-way suffix sums) and per pair of jumps,
@@ -110,7 +124,30 @@ class BootstrapResult(NamedTuple):
     rng_key: str | None = None
 
 
-def flip_probability(series: np.ndarray, kappa: float = DEFAULT_KAPPA) -> float:
+def memory_factor(tau: float, num_draws: int) -> float:
+    """The automatic memory factor :math:`\\kappa = \\max(1, (2 n \\alpha)^{1/3} / \\tau)`,
+    :math:`\\alpha = ((\\tau^2 - 1) / 2\\tau)^2`, of a chain of ``num_draws`` draws with
+    integrated autocorrelation time ``tau`` (module docstring): the sign process's correlation
+    length :math:`\\kappa\\tau` is :math:`2^{1/3}` times Andrews' (1991) MSE-optimal bandwidth
+    :math:`(n\\alpha)^{1/3}` for the long-run variance of an AR(1) series with that
+    :math:`\\tau` (:math:`\\rho = (\\tau - 1)/(\\tau + 1)`, :math:`\\alpha = 4\\rho^2 /
+    (1 - \\rho^2)^2`) under the sign process's exponential kernel :math:`e^{-|s|/\\kappa\\tau}`:
+    longer, since a test's size needs less bias than the variance's mean squared error.
+
+    Examples
+    --------
+    >>> round(memory_factor(19.0, 1000), 2), round(memory_factor(19.0, 10_000), 2)
+    (2.97, 6.39)
+    >>> memory_factor(1.0, 10_000)  # independent draws: Rademacher signs
+    1.0
+    """
+    tau = max(1.0, real_number(tau, "tau"))
+    n = positive_int(num_draws, "num_draws")
+    alpha = ((tau * tau - 1.0) / (2.0 * tau)) ** 2
+    return max(1.0, (2.0 * n * alpha) ** (1.0 / 3.0) / tau)
+
+
+def flip_probability(series: np.ndarray, kappa: float | str = DEFAULT_KAPPA) -> float:
     """Sign-process flip probability :math:`a = \\min(1/2, 1/(2\\kappa\\tau))` of one chain.
 
     Parameters
@@ -118,8 +155,9 @@ def flip_probability(series: np.ndarray, kappa: float = DEFAULT_KAPPA) -> float:
     series : (n,) or (n, k)
         The chain's series the statistic is built from, in draw order: the Stein row means
         :math:`h_i = n^{-1}\\sum_j k^0(x_i, x_j)` and the points (:func:`memory_series`).
-    kappa : float
-        Memory factor :math:`\\kappa \\ge 1`; larger is more conservative.
+    kappa : float or "auto"
+        Memory factor :math:`\\kappa \\ge 1`; larger is more conservative. ``"auto"``:
+        :func:`memory_factor` of the chain's :math:`\\tau` and length.
 
     Returns
     -------
@@ -147,7 +185,8 @@ def flip_probability(series: np.ndarray, kappa: float = DEFAULT_KAPPA) -> float:
     ess = within_ess(series[None])
     ess = ess[np.isfinite(ess) & (ess > 0)]  # a constant coordinate has no ESS
     tau = max(1.0, n / float(np.min(ess))) if ess.size else 1.0
-    return float(min(0.5, 1.0 / (2.0 * kappa * tau)))
+    factor = memory_factor(tau, n) if kappa == "auto" else float(kappa)
+    return float(min(0.5, 1.0 / (2.0 * factor * tau)))
 
 
 def stein_row_means(
@@ -377,7 +416,7 @@ def chain_signs(
     series: np.ndarray,
     num_bootstrap: int,
     flip_prob: float | str,
-    kappa: float,
+    kappa: float | str,
 ) -> tuple[jax.Array, tuple[float, ...]]:
     """Independent sign processes for chains whose series (C, n) or (C, n, k) are given, stacked
     to (C n, num_bootstrap), and the flip probability of each chain (``"auto"``:
@@ -403,7 +442,8 @@ def check_test_options(num_bootstrap: object, flip_prob: object, kappa: object) 
     TypeError
         ``num_bootstrap`` not an integer, ``flip_prob`` or ``kappa`` not a number.
     ValueError
-        ``num_bootstrap < 1``, ``flip_prob`` neither ``"auto"`` nor in (0, 0.5], ``kappa < 1``.
+        ``num_bootstrap < 1``, ``flip_prob`` neither ``"auto"`` nor in (0, 0.5], ``kappa``
+        neither ``"auto"`` nor >= 1.
 
     Examples
     --------
@@ -423,8 +463,10 @@ def _check_flip_prob(flip_prob: object) -> None:
 
 
 def _check_kappa(kappa: object) -> None:
-    if real_number(kappa, "kappa") < 1:
-        raise ValueError(f"kappa must be >= 1; got {kappa}.")
+    if isinstance(kappa, str) and kappa == "auto":
+        return
+    if isinstance(kappa, str) or real_number(kappa, "kappa") < 1:
+        raise ValueError(f"kappa must be 'auto' or a number >= 1; got {kappa!r}.")
 
 
 @renamed_arguments(n_boot="num_bootstrap")
@@ -436,7 +478,7 @@ def ksd_test(
     diffusion: Diffusion | None = None,
     num_bootstrap: int = 1000,
     flip_prob: float | str = "auto",
-    kappa: float = DEFAULT_KAPPA,
+    kappa: float | str = DEFAULT_KAPPA,
     rng_key: jax.Array | None = None,
     progress_bar: bool = False,
     estimator: Estimator = "exact",
@@ -458,8 +500,9 @@ def ksd_test(
     flip_prob : float or "auto"
         Sign-process flip probability (0.5: i.i.d. Rademacher, for independent draws);
         ``"auto"`` sets it per chain from the autocorrelation time.
-    kappa : float
-        Memory factor of the automatic choice.
+    kappa : float or "auto"
+        Memory factor of the automatic choice (default ``"auto"``: :func:`memory_factor`,
+        growing with the chain's length).
     rng_key : jax.Array, optional
         For the signs (with ``estimator="nystrom"`` split into signs and inducing points);
         None means ``jax.random.key(0)`` (:mod:`numpyro_dsd.vocabulary`'s key rule), recorded

@@ -89,7 +89,7 @@ def ksd_diagnostic(
     rng_key: jax.Array | None = None,
     num_bootstrap: int = 1000,
     flip_prob: float | str = "auto",
-    kappa: float = DEFAULT_KAPPA,
+    kappa: float | str = DEFAULT_KAPPA,
     alpha: float = DEFAULT_ALPHA,
     min_ess: float = DEFAULT_MIN_ESS,
     num_prefixes: int = 20,
@@ -143,7 +143,9 @@ def ksd_diagnostic(
         deprecated name.
     flip_prob, kappa
         Sign-process flip probability, ``"auto"`` (from the ESS of each chain's Stein row means,
-        memory factor ``kappa``) or a number (0.5: i.i.d. signs, for independent draws).
+        memory factor ``kappa``: by default ``"auto"``, growing with the chain's length,
+        :func:`~numpyro_dsd.mcmc.bootstrap.memory_factor`) or a number (0.5: i.i.d. signs, for
+        independent draws).
     alpha : float
         The level of every verdict (default 0.05; stored in the ``alpha`` attribute).
     min_ess : float
@@ -254,7 +256,7 @@ def diagnose_draws(
     rng_key: jax.Array | None = None,
     num_bootstrap: int = 1000,
     flip_prob: float | str = "auto",
-    kappa: float = DEFAULT_KAPPA,
+    kappa: float | str = DEFAULT_KAPPA,
     alpha: float = DEFAULT_ALPHA,
     min_ess: float = DEFAULT_MIN_ESS,
     num_prefixes: int = 20,
@@ -496,7 +498,7 @@ def _attrs(
     name: str | None,
     test: bool,
     num_bootstrap: int,
-    kappa: float,
+    kappa: float | str,
     flip_prob: float | str,
 ) -> dict[str, Any]:
     settings = {**kernel.settings(), **diffusion.settings()}
@@ -507,7 +509,7 @@ def _attrs(
         space="unconstrained",
         test="wild bootstrap, sign process (Chwialkowski et al. 2016)" if test else "none",
         num_bootstrap=int(num_bootstrap) if test else 0,
-        kappa=float(kappa),
+        kappa=kappa if isinstance(kappa, str) else float(kappa),
         flip_prob_rule=str(flip_prob),
         package="numpyro_dsd",
     )

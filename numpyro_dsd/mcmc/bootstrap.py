@@ -137,7 +137,7 @@ def memory_factor(tau: float, num_draws: int) -> float:
     Examples
     --------
     >>> round(memory_factor(19.0, 1000), 2), round(memory_factor(19.0, 10_000), 2)
-    (2.97, 6.39)
+    (2.97, 6.4)
     >>> memory_factor(1.0, 10_000)  # independent draws: Rademacher signs
     1.0
     """

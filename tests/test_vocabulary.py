@@ -347,5 +347,8 @@ def test_one_sub_key_per_purpose(draws):
     by_subkey = diagnose_draws(resolved, Identity(), rng_key=k_boot, num_bootstrap=40)
     by_key = diagnose_draws(resolved, Identity(), rng_key=key, num_bootstrap=40)
     np.testing.assert_array_equal(ds.pvalue.values, by_subkey.pvalue.values)
-    assert not np.array_equal(ds.pvalue.values, by_key.pvalue.values)
+    # the statistic over the median replicate is continuous in the signs: p-values (counts out
+    # of 41) can coincide under other signs by chance, these cannot
+    np.testing.assert_array_equal(ds.ksd_ratio.values, by_subkey.ksd_ratio.values)
+    assert not np.any(ds.ksd_ratio.values == by_key.ksd_ratio.values)
     assert ds.attrs["rng_key"].endswith("split into (flow fit, bootstrap signs)")

@@ -157,7 +157,7 @@ def flip_probability(series: np.ndarray, kappa: float | str = DEFAULT_KAPPA) -> 
         :math:`h_i = n^{-1}\\sum_j k^0(x_i, x_j)` and the points (:func:`memory_series`).
     kappa : float or "auto"
         Memory factor :math:`\\kappa \\ge 1`; larger is more conservative. ``"auto"``:
-        :func:`memory_factor` of the chain's :math:`\\tau` and length.
+        :func:`~numpyro_dsd.mcmc.bootstrap.memory_factor` of the chain's :math:`\\tau` and length.
 
     Returns
     -------
@@ -501,8 +501,8 @@ def ksd_test(
         Sign-process flip probability (0.5: i.i.d. Rademacher, for independent draws);
         ``"auto"`` sets it per chain from the autocorrelation time.
     kappa : float or "auto"
-        Memory factor of the automatic choice (default ``"auto"``: :func:`memory_factor`,
-        growing with the chain's length).
+        Memory factor of the automatic choice (default ``"auto"``:
+        :func:`~numpyro_dsd.mcmc.bootstrap.memory_factor`, growing with the chain's length).
     rng_key : jax.Array, optional
         For the signs (with ``estimator="nystrom"`` split into signs and inducing points);
         None means ``jax.random.key(0)`` (:mod:`numpyro_dsd.vocabulary`'s key rule), recorded

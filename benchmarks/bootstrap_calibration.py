@@ -26,7 +26,7 @@ Usage::
 
     .venv/bin/python benchmarks/bootstrap_calibration.py             # full run (~10 min)
     .venv/bin/python benchmarks/bootstrap_calibration.py --reps 50   # quick look
-    .venv/bin/python benchmarks/bootstrap_calibration.py --large     # + n = 4000 rows
+    .venv/bin/python benchmarks/bootstrap_calibration.py --large     # + rho = 0.99, n = 4000 rows
     .venv/bin/python benchmarks/bootstrap_calibration.py --only ar09 ula
 """
 
@@ -167,6 +167,8 @@ SCENARIOS = (
     Scenario("ar05", "AR(1) rho=0.5", True, ar1(0.5)),
     Scenario("ar09", "AR(1) rho=0.9", True, ar1(0.9)),
     Scenario("ar095", "AR(1) rho=0.95", True, ar1(0.95)),
+    Scenario("ar099", "AR(1) rho=0.99", True, ar1(0.99), large=True),
+    Scenario("ar099_n3k", "AR(1) rho=0.99", True, ar1(0.99), n=3000, large=True),
     Scenario("rwm", "RWM, correlated 2-d Gaussian", True, rwm, rwm_score),
     Scenario("pool", "4 AR(1) rho=0.9 chains pooled", True, ar1(0.9), n=500, chains=4),
     Scenario("ar09_wide", "AR(1) rho=0.9, 20% too wide", False, ar1(0.9), bias=wide),

@@ -19,6 +19,7 @@ import time
 
 import jax
 import numpy as np
+from bootstrap_calibration import kappa_arg  # the same "auto"-or-number option
 
 from numpyro_dsd.mcmc.bootstrap import ksd_test
 from numpyro_dsd.stein.kernels import IMQ
@@ -49,9 +50,7 @@ def main() -> None:
     p.add_argument("--power-reps", type=int, default=50)
     p.add_argument("--only", nargs="+")
     p.add_argument("--estimator", default="nystrom", choices=("nystrom", "exact"))
-    p.add_argument(
-        "--kappa", type=lambda t: t if t == "auto" else float(t), default="auto", help="or a number"
-    )
+    p.add_argument("--kappa", type=kappa_arg, default="auto", help="'auto' or a number")
     p.add_argument("--start", type=int, default=0, help="first replicate (more of a scenario)")
     args = p.parse_args()
     m = default_num_inducing(args.n)

@@ -67,11 +67,11 @@ def test_projection_never_exceeds_v_and_the_diagonal_closes_the_gap(x64):
     errors = np.array(errors)
     # i.i.d. draws: the diagonal is most of V; the projection alone misses much of it (about
     # 5.5% here), and the sampled gap of the diagonal (64 rows) puts it back without bias: the
-    # mean error over the inducing sets within 3 standard errors of 0, the spread smaller.
+    # mean error over the 20 inducing sets within 3 standard errors of 0, the spread a third.
     assert np.all(errors[:, 0] < -0.03)
     corrected = errors[:, 1]
     assert abs(np.mean(corrected)) < 3 * np.std(corrected, ddof=1) / np.sqrt(len(corrected))
-    assert np.mean(np.abs(corrected)) < np.mean(np.abs(errors[:, 0])) / 2
+    assert np.mean(np.abs(corrected)) < np.mean(np.abs(errors[:, 0])) / 3
 
 
 def test_default_m_error_on_a_biased_chain(x64):

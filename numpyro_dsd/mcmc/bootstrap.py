@@ -46,7 +46,7 @@ over the kernel plus the number of pairs of changes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -456,17 +456,19 @@ def check_test_options(num_bootstrap: object, flip_prob: object, kappa: object) 
 
 
 def _check_flip_prob(flip_prob: object) -> None:
-    if isinstance(flip_prob, str) and flip_prob == "auto":
-        return
-    if isinstance(flip_prob, str) or not 0.0 < real_number(flip_prob, "flip_prob") <= 0.5:
-        raise ValueError(f"flip_prob must be 'auto' or a number in (0, 0.5]; got {flip_prob!r}.")
+    _check_auto_or(flip_prob, "flip_prob", lambda a: 0.0 < a <= 0.5, "a number in (0, 0.5]")
 
 
 def _check_kappa(kappa: object) -> None:
-    if isinstance(kappa, str) and kappa == "auto":
+    _check_auto_or(kappa, "kappa", lambda k: k >= 1.0, "a number >= 1")
+
+
+def _check_auto_or(value: object, name: str, valid: Callable[[float], bool], what: str) -> None:
+    """``value`` is ``"auto"`` or a number that ``valid`` accepts, else a ValueError naming it."""
+    if isinstance(value, str) and value == "auto":
         return
-    if isinstance(kappa, str) or real_number(kappa, "kappa") < 1:
-        raise ValueError(f"kappa must be 'auto' or a number >= 1; got {kappa!r}.")
+    if isinstance(value, str) or not valid(real_number(value, name)):
+        raise ValueError(f"{name} must be 'auto' or {what}; got {value!r}.")
 
 
 @renamed_arguments(n_boot="num_bootstrap")
